@@ -1,0 +1,236 @@
+"""The ``civiclake`` command.
+
+Commands that run no flow (``sql``, ``tables``, ``--help``) never import Prefect: its import
+and ephemeral server cost seconds on a small machine. Flows are imported inside the command.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import sys
+from collections.abc import Callable
+from datetime import date
+from enum import StrEnum
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from civiclake.config import get_settings
+from civiclake.errors import CivicLakeError, ParameterError
+
+app = typer.Typer(
+    help="Public open data into a lake, Apache Iceberg tables and a warehouse, with Prefect.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+bnt_app = typer.Typer(
+    help="MTA Bridges & Tunnels hourly traffic (data.ny.gov qzve-kjga).", no_args_is_help=True
+)
+app.add_typer(bnt_app, name="bnt")
+
+out = Console()
+err = Console(stderr=True)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn civiclake's errors into one line on stderr and their exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except CivicLakeError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def parse_date(option: str, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ParameterError(f"{option}: {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@bnt_app.command("run")
+@user_errors
+def bnt_run(
+    start_date: str | None = typer.Option(
+        None, "--start-date", help="First date to load (YYYY-MM-DD). Omitted: incremental."
+    ),
+    stop_date: str | None = typer.Option(
+        None, "--stop-date", help="Date after the last one to load (exclusive). Omitted: today."
+    ),
+    from_file: str | None = typer.Option(
+        None, "--from-file", help="Load a bulk export (CSV or JSON) instead of the API."
+    ),
+    lookback_days: int | None = typer.Option(
+        None,
+        "--lookback-days",
+        min=0,
+        help="Incremental runs re-fetch this many days before the high-water mark [default: 7].",
+    ),
+    page_size: int | None = typer.Option(
+        None, "--page-size", min=1, help="Rows per API page ($limit) [default: 50000]."
+    ),
+) -> None:
+    """Load MTA B&T hourly traffic into mta.bnt_traffic_hourly (replaces the date range)."""
+    start = parse_date("--start-date", start_date)
+    stop = parse_date("--stop-date", stop_date)
+    if from_file and (start or stop):
+        raise ParameterError("--from-file takes its dates from the file: drop the date options")
+    if start and stop and stop <= start:
+        raise ParameterError(
+            f"--stop-date {stop} must be after --start-date {start} (the range is [start, stop))"
+        )
+    if not from_file and start is None:
+        _check_incremental_possible(lookback_days)
+
+    from civiclake.flows.bnt import bnt_hourly_traffic
+
+    summary = bnt_hourly_traffic(
+        start_date=start,
+        stop_date=stop,
+        from_file=from_file,
+        lookback_days=lookback_days,
+        page_size=page_size,
+    )
+    _print_summary(summary)
+
+
+def _check_incremental_possible(lookback_days: int | None) -> None:
+    """Fail fast (before Prefect starts) when an incremental run has no high-water mark."""
+    from civiclake import tables
+    from civiclake.sources import bnt
+
+    catalog = tables.load_catalog(get_settings())
+    if (
+        not catalog.table_exists(bnt.TABLE)
+        or catalog.load_table(bnt.TABLE).current_snapshot() is None
+    ):
+        raise ParameterError(
+            f"{bnt.TABLE} is empty: give --start-date for the first load (or --from-file)"
+        )
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = RichTable(title=f"{summary['table']} {summary['range']}", show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if key in ("table", "range"):
+            continue
+        if isinstance(value, list):
+            value = (
+                ", ".join(value)
+                if len(value) <= 6
+                else f"{value[0]} .. {value[-1]} ({len(value)} months)"
+            )
+        elif isinstance(value, int) and key != "snapshot_id":
+            value = f"{value:,}"
+        table.add_row(key.replace("_", " "), str(value))
+    out.print(table)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command("sql")
+@user_errors
+def sql(
+    query: str = typer.Argument(..., help="SQL for DuckDB; tables as namespace.table."),
+    output: OutputFormat = typer.Option(
+        OutputFormat.table, "--format", "-f", help="table for people; csv or json for scripts."
+    ),
+) -> None:
+    """Run SQL (DuckDB) over the catalog's Iceberg tables."""
+    from civiclake.query import run_sql, to_python
+
+    result = run_sql(query, get_settings())
+    names = result.column_names
+    rows = result.to_pylist()
+    if output is OutputFormat.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(names)
+        for row in rows:
+            writer.writerow([to_python(row[n]) if row[n] is not None else "" for n in names])
+    elif output is OutputFormat.json:
+        payload = [{n: to_python(row[n]) for n in names} for row in rows]
+        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+    else:
+        table = RichTable(*names)
+        for row in rows:
+            table.add_row(*("" if row[n] is None else str(to_python(row[n])) for n in names))
+        out.print(table)
+        out.print(f"{len(rows):,} row{'s' if len(rows) != 1 else ''}", style="dim")
+
+
+@app.command("tables")
+@user_errors
+def list_tables(
+    output: OutputFormat = typer.Option(
+        OutputFormat.table, "--format", "-f", help="table for people; csv or json for scripts."
+    ),
+) -> None:
+    """List tables with row counts, snapshot counts and their last load."""
+    from civiclake import tables
+
+    summaries = tables.summarize(tables.load_catalog(get_settings()))
+    records = [
+        {
+            "table": s.identifier,
+            "rows": s.rows,
+            "snapshots": s.snapshots,
+            "last_load_at": s.last_load_at.isoformat() if s.last_load_at else None,
+            "last_run_id": s.last_run_id,
+            "last_source": s.last_source,
+        }
+        for s in summaries
+    ]
+    if output is OutputFormat.json:
+        sys.stdout.write(json.dumps(records) + "\n")
+        return
+    if output is OutputFormat.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(_TABLE_FIELDS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        return
+    if not summaries:
+        out.print("no tables yet: run `civiclake bnt run ...` first")
+        return
+    table = RichTable("table", "rows", "snapshots", "last load (UTC)", "run", "source")
+    table.columns[0].no_wrap = True
+    for s in summaries:
+        table.add_row(
+            s.identifier,
+            f"{s.rows:,}",
+            str(s.snapshots),
+            s.last_load_at.strftime("%Y-%m-%d %H:%M:%S") if s.last_load_at else "",
+            (s.last_run_id or "")[:8],
+            s.last_source or "",
+        )
+    out.print(table)
+
+
+_TABLE_FIELDS = ("table", "rows", "snapshots", "last_load_at", "last_run_id", "last_source")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""One settings model: env vars ``CIVICLAKE_*``, an optional TOML file, defaults.
+
+Precedence, highest first: explicit arguments, environment, the config file
+(``$CIVICLAKE_CONFIG`` or ``$CIVICLAKE_HOME/civiclake.toml``), defaults. Every default
+lives under ``CIVICLAKE_HOME`` so a fresh laptop needs no service at all.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_HOME = Path("~/.civiclake")
+DEFAULT_SOCRATA_URL = "https://data.ny.gov"
+CONFIG_FILE_NAME = "civiclake.toml"
+
+
+def _config_file() -> Path:
+    explicit = os.environ.get("CIVICLAKE_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = Path(os.environ.get("CIVICLAKE_HOME", str(DEFAULT_HOME))).expanduser()
+    return home / CONFIG_FILE_NAME
+
+
+class Settings(BaseSettings):
+    """Where civiclake keeps things and how it reaches its sources."""
+
+    model_config = SettingsConfigDict(env_prefix="CIVICLAKE_", extra="ignore")
+
+    home: Path = Field(DEFAULT_HOME, description="Root of every embedded default.")
+    lake_url: str | None = Field(
+        None, description="fsspec URL of the lake; default file://$CIVICLAKE_HOME/lake."
+    )
+    catalog_uri: str | None = Field(
+        None, description="Iceberg SQL catalog URI; default sqlite:///$CIVICLAKE_HOME/catalog.db."
+    )
+    catalog_name: str = "civiclake"
+    socrata_url: str = DEFAULT_SOCRATA_URL
+    socrata_app_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("SOCRATA_APP_TOKEN", "CIVICLAKE_SOCRATA_APP_TOKEN"),
+        description="Sent as X-App-Token; raises the portal's rate limits. Never logged.",
+    )
+    http_timeout: float = Field(30.0, gt=0, description="Seconds per HTTP request.")
+    http_max_attempts: int = Field(6, ge=1, description="Attempts per request before giving up.")
+    http_backoff_initial: float = Field(0.5, ge=0, description="First retry delay, seconds.")
+    http_backoff_max: float = Field(30.0, ge=0, description="Cap on one retry delay, seconds.")
+    page_size: int = Field(50_000, ge=1, description="Rows per Socrata page ($limit).")
+    fetch_retries: int = Field(1, ge=0, description="Prefect task retries of a whole fetch.")
+    fetch_retry_delay: float = Field(10.0, ge=0, description="Seconds before a fetch retry.")
+    bnt_dataset_id: str = "qzve-kjga"
+    bnt_lookback_days: int = Field(
+        7, ge=0, description="Days re-fetched before the high-water mark."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return (init_settings, env_settings, toml, file_secret_settings)
+
+    @cached_property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @cached_property
+    def resolved_lake_url(self) -> str:
+        url = self.lake_url or (self.home_dir / "lake").as_uri()
+        return url.rstrip("/")
+
+    @cached_property
+    def resolved_catalog_uri(self) -> str:
+        return self.catalog_uri or f"sqlite:///{self.home_dir / 'catalog.db'}"
+
+    @property
+    def warehouse_url(self) -> str:
+        """Where Iceberg keeps data and metadata files: inside the lake."""
+        return f"{self.resolved_lake_url}/warehouse"
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Read settings now (not at import), so tests and CLI options can change the environment."""
+    return Settings(**overrides)  # type: ignore[arg-type]

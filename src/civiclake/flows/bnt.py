@@ -1,0 +1,269 @@
+"""The ``bnt-hourly-traffic`` flow: Socrata API (or a bulk export) -> raw zone -> stage -> Iceberg.
+
+Tasks pass lake URLs and small summaries, never data. The flow is what the CLI runs and what a
+deployment schedules; parameters are validated before anything is written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from civiclake import tables
+from civiclake.config import Settings, get_settings
+from civiclake.errors import ParameterError
+from civiclake.lake import Lake
+from civiclake.sources import bnt
+from civiclake.sources.socrata import SocrataClient
+
+FLOW_NAME = "bnt-hourly-traffic"
+
+
+def high_water_mark(settings: Settings) -> date | None:
+    """Latest ``date`` in the table, from file statistics (no data file read)."""
+    catalog = tables.load_catalog(settings)
+    if not catalog.table_exists(bnt.TABLE):
+        return None
+    table = catalog.load_table(bnt.TABLE)
+    if table.current_snapshot() is None:
+        return None
+    files = table.inspect.files()
+    if files.num_rows == 0:
+        return None
+    uppers = [
+        m["date"]["upper_bound"]
+        for m in files.column("readable_metrics").to_pylist()
+        if m and m.get("date") and m["date"]["upper_bound"] is not None
+    ]
+    return max(uppers) if uppers else None
+
+
+def plan_range(
+    start: date | None,
+    stop: date | None,
+    *,
+    lookback_days: int,
+    today: date,
+    hwm: date | None,
+) -> bnt.LoadRange:
+    """The ``[start, stop)`` a run replaces; stop defaults to the end of today."""
+    stop = stop or today + timedelta(days=1)
+    if start is None:
+        if hwm is None:
+            raise ParameterError(
+                f"{bnt.TABLE} is empty: give --start-date for the first load (or --from-file)"
+            )
+        start = hwm - timedelta(days=lookback_days)
+    if stop <= start:
+        raise ParameterError(
+            f"stop date {stop.isoformat()} must be after start date {start.isoformat()} "
+            "(the range is [start, stop))"
+        )
+    return bnt.LoadRange(start, stop)
+
+
+def _run_id() -> str:
+    return str(flow_run.id or f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+
+
+@task(name="fetch", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def fetch(start: date, stop: date, run_id: str, page_size: int) -> dict[str, Any]:
+    """Page the API into the raw zone; returns lake URLs and counts."""
+    settings = get_settings()
+    log = get_run_logger()
+    with SocrataClient(
+        settings.socrata_url,
+        app_token=settings.socrata_app_token,
+        timeout=settings.http_timeout,
+        max_attempts=settings.http_max_attempts,
+        backoff_initial=settings.http_backoff_initial,
+        backoff_max=settings.http_backoff_max,
+    ) as client:
+        result = bnt.fetch_range(
+            client,
+            Lake(settings.resolved_lake_url),
+            bnt.LoadRange(start, stop),
+            run_id=run_id,
+            dataset_id=settings.bnt_dataset_id,
+            page_size=page_size,
+            log=log,
+        )
+    log.info(
+        "fetched %s rows in %d pages (%d retries)", f"{result.rows:,}", result.pages, result.retries
+    )
+    return asdict(result)
+
+
+@task(name="stage-file", cache_policy=NO_CACHE)
+def stage_file(path: str, run_id: str) -> list[str]:
+    """Copy a bulk export into the raw zone."""
+    settings = get_settings()
+    return bnt.stage_file(Lake(settings.resolved_lake_url), path, run_id=run_id)
+
+
+@task(name="stage", cache_policy=NO_CACHE)
+def stage(
+    raw_urls: list[str], run_id: str, source: str, start: date | None, stop: date | None
+) -> dict[str, Any]:
+    """Raw files -> typed, validated Parquet (and rejects) in the stage zone."""
+    settings = get_settings()
+    load_range = bnt.LoadRange(start, stop) if start and stop else None
+    ctx = bnt.LoadContext(run_id, source, datetime.now(UTC), load_range)
+    result = bnt.stage(Lake(settings.resolved_lake_url), raw_urls, ctx, log=get_run_logger())
+    return asdict(result)
+
+
+@task(name="load", cache_policy=NO_CACHE)
+def load(
+    staged: dict[str, Any],
+    run_id: str,
+    source: str,
+    start: date,
+    stop: date,
+    rows_fetched: int,
+    load_key: str,
+) -> dict[str, Any]:
+    """Replace the range in the table and its rejects table, each in one Iceberg commit."""
+    settings = get_settings()
+    lake = Lake(settings.resolved_lake_url)
+    catalog = tables.load_catalog(settings)
+    load_range = bnt.LoadRange(start, stop)
+    props = {
+        "run-id": run_id,
+        "source": source,
+        "range": str(load_range),
+        "rows-fetched": str(rows_fetched),
+        "rows-loaded": str(staged["rows_valid"]),
+        "rows-rejected": str(staged["rows_rejected"]),
+    }
+    table = tables.ensure_table(catalog, bnt.TABLE, bnt.SCHEMA, bnt.PARTITION_SPEC)
+    main = tables.replace_range(
+        table,
+        load_range.table_filter(),
+        lambda: bnt.iter_staged(lake, staged["valid_url"]),
+        props,
+    )
+    rejects_table = tables.ensure_table(catalog, bnt.REJECTS_TABLE, bnt.REJECTS_SCHEMA)
+    rejects = tables.replace_range(
+        rejects_table,
+        load_range.rejects_filter(load_key),
+        lambda: bnt.iter_staged(lake, staged["rejects_url"]),
+        props,
+    )
+    get_run_logger().info(
+        "committed snapshot %s to %s (%s rows now)",
+        main.snapshot_id,
+        bnt.TABLE,
+        f"{main.total_rows:,}",
+    )
+    return {
+        "snapshot_id": main.snapshot_id,
+        "rows_loaded": main.rows_written,
+        "table_rows": main.total_rows,
+        "rejects_snapshot_id": rejects.snapshot_id,
+        "partitions": load_range.months(),
+    }
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report(summary: dict[str, Any]) -> dict[str, Any]:
+    """Publish the run summary as a Prefect artifact (visible in the UI) and return it."""
+    rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in summary.items())
+    create_markdown_artifact(
+        key="bnt-load-summary",
+        markdown=f"## {FLOW_NAME}: {bnt.TABLE}\n\n| metric | value |\n|---|---|\n{rows}\n",
+        description=f"{bnt.TABLE} load {summary['range']}",
+    )
+    return summary
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list):
+        return (
+            ", ".join(map(str, value))
+            if len(value) <= 12
+            else (f"{value[0]} .. {value[-1]} ({len(value)})")
+        )
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+@flow(name=FLOW_NAME, validate_parameters=True)
+def bnt_hourly_traffic(
+    start_date: date | None = None,
+    stop_date: date | None = None,
+    from_file: str | None = None,
+    lookback_days: int | None = None,
+    page_size: int | None = None,
+) -> dict[str, Any]:
+    """MTA Bridges & Tunnels hourly traffic into ``mta.bnt_traffic_hourly``.
+
+    Dates ``[start_date, stop_date)``; without ``start_date`` the run is incremental (high-water
+    mark minus ``lookback_days``); ``from_file`` loads a bulk export (CSV or JSON) instead.
+    """
+    began = time.monotonic()
+    settings = get_settings()
+    log = get_run_logger()
+    run_id = _run_id()
+    page_size = page_size or settings.page_size
+    if page_size < 1:
+        raise ParameterError("page size must be at least 1")
+
+    if from_file:
+        if start_date or stop_date:
+            raise ParameterError("--from-file takes its dates from the file: drop the date options")
+        source = f"file:{from_file.rsplit('/', 1)[-1]}"
+        raw_urls = stage_file(from_file, run_id)
+        staged = stage(raw_urls, run_id, source, None, None)
+        if staged["rows_valid"] == 0:
+            raise ParameterError(
+                f"{from_file}: no valid row to load ({staged['rows_rejected']} rejected)"
+            )
+        start = staged["min_date"]
+        stop = staged["max_date"] + timedelta(days=1)
+        fetched = staged["rows_read"]
+    else:
+        lookback = settings.bnt_lookback_days if lookback_days is None else lookback_days
+        hwm = None if start_date else high_water_mark(settings)
+        planned = plan_range(
+            start_date, stop_date, lookback_days=lookback, today=date.today(), hwm=hwm
+        )
+        start, stop = planned.start, planned.stop
+        source = f"socrata:{settings.socrata_url.split('://', 1)[-1]}/{settings.bnt_dataset_id}"
+        log.info(
+            "loading %s for [%s, %s)%s",
+            bnt.TABLE,
+            start,
+            stop,
+            "" if start_date else f" (incremental from high-water mark {hwm})",
+        )
+        fetch_with_retries = fetch.with_options(
+            retries=settings.fetch_retries, retry_delay_seconds=settings.fetch_retry_delay
+        )
+        fetched_info = fetch_with_retries(start, stop, run_id, page_size)
+        staged = stage(fetched_info["raw_urls"], run_id, source, start, stop)
+        fetched = fetched_info["rows"]
+
+    load_key = source if from_file else str(bnt.LoadRange(start, stop))
+    loaded = load(staged, run_id, source, start, stop, fetched, load_key)
+    summary = {
+        "table": bnt.TABLE,
+        "range": f"[{start}, {stop})",
+        "rows_fetched": fetched,
+        "rows_loaded": loaded["rows_loaded"],
+        "rows_rejected": staged["rows_rejected"],
+        "partitions_touched": loaded["partitions"],
+        "snapshot_id": loaded["snapshot_id"],
+        "table_rows": loaded["table_rows"],
+        "run_id": run_id,
+        "duration_s": round(time.monotonic() - began, 2),
+    }
+    return report(summary)

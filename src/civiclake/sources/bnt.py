@@ -1,0 +1,760 @@
+"""MTA Bridges & Tunnels hourly traffic (data.ny.gov ``qzve-kjga``): one configuration of Socrata.
+
+The shape every source follows:
+
+* ``fetch_range`` (API -> raw zone) or ``stage_file`` (bulk export -> raw zone) land raw data in
+  the lake, as received, and return lake URLs;
+* ``stage`` streams raw files through ``normalize`` (declared types, rules, rejects) into staged
+  Parquet in the lake, with bounded memory;
+* the Iceberg schema, partitioning and table names below say where it goes.
+
+Partitioning is ``month(date)``: the dataset has about 480 rows a day (10 plazas x 2 directions x
+24 hours), ~15k a month, ~2.5M since 2010. Day partitions (the tutorial's ``identity(date)``)
+would make ~5,500 files of a few KB; years would make every incremental run rewrite a 175k-row
+file. Month keeps ~170 files of healthy size, and a few-day incremental replace rewrites at most
+two of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyiceberg.expressions import (
+    And,
+    BooleanExpression,
+    EqualTo,
+    GreaterThanOrEqual,
+    LessThan,
+    Or,
+)
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.transforms import MonthTransform
+from pyiceberg.types import (
+    DateType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
+
+from civiclake._private.progress import Progress
+from civiclake.errors import SourceError
+from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake
+from civiclake.sources.socrata import SocrataClient, date_range_where
+
+logger = logging.getLogger(__name__)
+
+NAME = "bnt"
+DATASET_ID = "qzve-kjga"
+DATE_FIELD = "date"
+# ':id' is Socrata's row id: unique and stable, so offset paging neither repeats nor skips rows.
+PAGE_ORDER = ":id"
+TABLE = "mta.bnt_traffic_hourly"
+REJECTS_TABLE = "mta.bnt_traffic_hourly_rejects"
+
+FIELDS = ("plaza_id", "date", "hour", "direction", "vehicles_e_zpass", "vehicles_vtoll")
+FIELD_ALIASES = {"vehicles_cash": "vehicles_vtoll"}  # the older name of the same count
+KEY_FIELDS = ("plaza_id", "date", "hour", "direction")
+COUNT_FIELDS = ("vehicles_e_zpass", "vehicles_vtoll")
+DIRECTIONS = ("I", "O")
+
+_FACILITIES = {
+    1: "RFK Bridge Bronx Plaza",
+    2: "RFK Bridge Manhattan Plaza",
+    3: "Bronx-Whitestone Bridge",
+    4: "Henry Hudson Bridge",
+    5: "Marine Parkway-Gil Hodges Memorial Bridge",
+    6: "Cross Bay Veterans Memorial Bridge",
+    7: "Queens Midtown Tunnel",
+    8: "Hugh L. Carey Tunnel",
+    9: "Throgs Neck Bridge",
+    11: "Verrazano-Narrows Bridge",
+}
+# Older rows use plaza ids 1-11, newer ones 21-30 for the same plazas.
+_NEW_IDS = {1: 21, 2: 22, 3: 23, 4: 24, 5: 25, 6: 26, 7: 27, 8: 28, 9: 29, 11: 30}
+PLAZA_FACILITIES: dict[int, str] = {
+    **_FACILITIES,
+    **{_NEW_IDS[old]: name for old, name in _FACILITIES.items()},
+}
+
+SCHEMA = Schema(
+    NestedField(1, "plaza_id", IntegerType(), required=False),
+    NestedField(2, "facility", StringType(), required=False),
+    NestedField(3, "date", DateType(), required=False),
+    NestedField(4, "hour", IntegerType(), required=False),
+    NestedField(5, "direction", StringType(), required=False),
+    NestedField(6, "vehicles_e_zpass", LongType(), required=False),
+    NestedField(7, "vehicles_vtoll", LongType(), required=False),
+    NestedField(8, "load_run_id", StringType(), required=False),
+    NestedField(9, "load_source", StringType(), required=False),
+    NestedField(10, "loaded_at", TimestamptzType(), required=False),
+)
+PARTITION_SPEC = PartitionSpec(
+    PartitionField(source_id=3, field_id=1000, transform=MonthTransform(), name="date_month")
+)
+REJECTS_SCHEMA = Schema(
+    NestedField(1, "date", DateType(), required=False, doc="record date if inside the load range"),
+    NestedField(2, "reason", StringType(), required=False),
+    NestedField(3, "raw_record", StringType(), required=False),
+    NestedField(4, "load_range", StringType(), required=False),
+    NestedField(5, "load_run_id", StringType(), required=False),
+    NestedField(6, "load_source", StringType(), required=False),
+    NestedField(7, "rejected_at", TimestamptzType(), required=False),
+)
+
+TIMESTAMP_UTC = pa.timestamp("us", tz="UTC")
+ARROW_SCHEMA = pa.schema(
+    [
+        ("plaza_id", pa.int32()),
+        ("facility", pa.string()),
+        ("date", pa.date32()),
+        ("hour", pa.int32()),
+        ("direction", pa.string()),
+        ("vehicles_e_zpass", pa.int64()),
+        ("vehicles_vtoll", pa.int64()),
+        ("load_run_id", pa.string()),
+        ("load_source", pa.string()),
+        ("loaded_at", TIMESTAMP_UTC),
+    ]
+)
+REJECTS_ARROW_SCHEMA = pa.schema(
+    [
+        ("date", pa.date32()),
+        ("reason", pa.string()),
+        ("raw_record", pa.string()),
+        ("load_range", pa.string()),
+        ("load_run_id", pa.string()),
+        ("load_source", pa.string()),
+        ("rejected_at", TIMESTAMP_UTC),
+    ]
+)
+
+_INT_PATTERN = r"^[+-]?[0-9]{1,18}$"
+_ISO_DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?$"
+_US_DATE_PATTERN = r"^[0-9]{1,2}/[0-9]{1,2}/[0-9]{4}$"
+_FACILITY_LOOKUP = pa.array(
+    [PLAZA_FACILITIES.get(i) for i in range(max(PLAZA_FACILITIES) + 1)], pa.string()
+)
+
+
+# ---------------------------------------------------------------- load context and ranges
+
+
+@dataclass(frozen=True)
+class LoadRange:
+    """Dates ``[start, stop)`` a load replaces."""
+
+    start: date
+    stop: date
+
+    def __str__(self) -> str:
+        return f"{self.start.isoformat()}/{self.stop.isoformat()}"
+
+    @property
+    def days(self) -> int:
+        return (self.stop - self.start).days
+
+    def months(self) -> list[str]:
+        """Month partitions the range touches, as ``YYYY-MM``."""
+        out: list[str] = []
+        cursor = self.start.replace(day=1)
+        last = self.stop - timedelta(days=1)
+        while cursor <= last:
+            out.append(cursor.strftime("%Y-%m"))
+            cursor = (cursor + timedelta(days=32)).replace(day=1)
+        return out
+
+    def table_filter(self) -> BooleanExpression:
+        return And(
+            GreaterThanOrEqual(DATE_FIELD, self.start.isoformat()),
+            LessThan(DATE_FIELD, self.stop.isoformat()),
+        )
+
+    def rejects_filter(self, load_key: str) -> BooleanExpression:
+        """Rejects a reload replaces: dated inside the range, or recorded by the same load key."""
+        return Or(self.table_filter(), EqualTo("load_range", load_key))
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """Metadata stamped on every row of one load."""
+
+    run_id: str
+    source: str
+    loaded_at: datetime
+    range: LoadRange | None = None  # None: the range is the file's own (known after staging)
+
+    @property
+    def load_key(self) -> str:
+        """What identifies a reload of the same input: its range, or the file it came from."""
+        return str(self.range) if self.range else self.source
+
+
+# ---------------------------------------------------------------- fetch: source -> raw zone
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    raw_urls: list[str]
+    rows: int
+    expected: int
+    pages: int
+    retries: int
+
+
+def raw_dir(lake: Lake, source_host: str, dataset_id: str, run_id: str) -> str:
+    return lake.join(RAW_ZONE, "socrata", source_host, dataset_id, f"run={run_id}")
+
+
+def fetch_range(
+    client: SocrataClient,
+    lake: Lake,
+    load_range: LoadRange,
+    *,
+    run_id: str,
+    dataset_id: str = DATASET_ID,
+    page_size: int = 50_000,
+    attempts: int = 2,
+    log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+) -> FetchResult:
+    """Page the range into the raw zone; fail unless every row the portal counts arrived.
+
+    Each page is written (atomically) as it arrives, so memory holds one page. When the rows
+    fetched differ from ``count(*)`` (the portal changed underneath, or a page came back short),
+    the whole range is fetched again, up to ``attempts`` times, then the run fails.
+    """
+    where = date_range_where(DATE_FIELD, load_range.start, load_range.stop)
+    host = client.base_url.split("://", 1)[-1].replace(":", "_").replace("/", "_")
+    target = raw_dir(lake, host, dataset_id, run_id)
+    mismatch = ""
+    for attempt in range(1, attempts + 1):
+        for stale in lake.list(target):  # a retried fetch starts from a clean directory
+            lake.remove(stale)
+        expected = client.count(dataset_id, where=where)
+        log.info(
+            "%s %s: %s rows to fetch for %s",
+            dataset_id,
+            client.base_url,
+            f"{expected:,}",
+            load_range,
+        )
+        urls: list[str] = []
+        rows = 0
+        with Progress(f"fetch {dataset_id}", total=expected, logger=log) as progress:
+            for page in client.iter_pages(
+                dataset_id, order=PAGE_ORDER, where=where, page_size=page_size
+            ):
+                url = f"{target}/page-{page.number:06d}.json"
+                lake.write_bytes(url, page.body)
+                urls.append(url)
+                rows += len(page.rows)
+                progress.advance(len(page.rows))
+        if rows == expected:
+            return FetchResult(urls, rows, expected, len(urls), client.retries)
+        recount = client.count(dataset_id, where=where)
+        if rows == recount:  # the source changed while we paged; what we hold is complete now
+            return FetchResult(urls, rows, recount, len(urls), client.retries)
+        mismatch = f"fetched {rows:,} rows but the portal counts {recount:,}"
+        log.warning("%s for %s (attempt %d/%d)", mismatch, load_range, attempt, attempts)
+    raise SourceError(f"incomplete fetch of {dataset_id} for {load_range}: {mismatch}")
+
+
+def stage_file(lake: Lake, path: str, *, run_id: str) -> list[str]:
+    """Copy a bulk export (CSV or the API's JSON) into the raw zone, atomically."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if not _file_format(name):
+        raise SourceError(f"{path}: unsupported file type (expected .csv, .json, .csv.gz)")
+    url = lake.join(RAW_ZONE, "files", DATASET_ID, f"run={run_id}", name)
+    try:
+        lake.copy_from(path, url)
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file") from None
+    return [url]
+
+
+def _file_format(name: str) -> str | None:
+    lowered = name.lower()
+    for suffix, kind in (
+        (".csv", "csv"),
+        (".csv.gz", "csv"),
+        (".json", "json"),
+        (".json.gz", "json"),
+        (".ndjson", "json"),
+    ):
+        if lowered.endswith(suffix):
+            return kind
+    return None
+
+
+# ---------------------------------------------------------------- read raw -> string batches
+
+
+@dataclass
+class RawBatch:
+    """Rows of a raw file as strings under canonical field names, plus their raw form."""
+
+    strings: pa.Table
+    raw_records: Callable[[list[int]], list[str]]
+    fields_seen: set[str] = field(default_factory=set)
+
+
+def canonical_field(name: str) -> str:
+    """Header to field name: ``'# Vehicles - E-ZPass'`` -> ``vehicles_e_zpass``."""
+    name = re.sub(r"\(.*?\)", "", name)
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
+    return FIELD_ALIASES.get(name, name)
+
+
+def _string_column(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return pa.array(
+            [v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values],
+            pa.string(),
+        )
+
+
+def batch_from_records(rows: list[dict[str, Any]]) -> RawBatch:
+    """API rows (dicts of strings) -> a string batch. Older field names are mapped."""
+    seen: set[str] = set()
+    for row in rows[:: max(1, len(rows) // 200)] + rows[-1:]:  # a sample is enough to spot names
+        seen.update(row)
+    columns: dict[str, list[Any]] = {}
+    for name in FIELDS:
+        aliases = [a for a, target in FIELD_ALIASES.items() if target == name and a in seen]
+        if aliases and name not in seen:
+            columns[name] = [r.get(aliases[0]) for r in rows]
+        elif aliases:
+            alias = aliases[0]
+            columns[name] = [r.get(name, r.get(alias)) for r in rows]
+        else:
+            columns[name] = [r.get(name) for r in rows]
+    table = pa.table({name: _string_column(values) for name, values in columns.items()})
+
+    def raw(indices: list[int]) -> list[str]:
+        return [orjson.dumps(rows[i]).decode() for i in indices]
+
+    return RawBatch(table, raw, seen)
+
+
+def _csv_header(lake: Lake, url: str) -> list[str]:
+    import contextlib
+    import csv
+    import gzip
+    import io
+
+    with (
+        lake.open(url) as handle,
+        (
+            gzip.open(handle) if url.lower().endswith(".gz") else contextlib.nullcontext(handle)
+        ) as stream,
+    ):
+        first = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="").readline()
+    return next(csv.reader([first]), [])
+
+
+def _csv_batches(lake: Lake, url: str, block_bytes: int) -> Iterator[RawBatch]:
+    """A CSV export, streamed block by block; every column read as a string (types are ours)."""
+    import pyarrow.csv as pacsv
+
+    originals = _csv_header(lake, url)
+    names = [canonical_field(n) for n in originals]
+    if not set(KEY_FIELDS) & set(names):
+        raise SourceError(f"{url}: header {originals} has none of the B&T columns")
+    with lake.open(url) as handle:
+        stream: Any = handle
+        if url.lower().endswith(".gz"):
+            stream = pa.CompressedInputStream(pa.PythonFile(handle, mode="r"), "gzip")
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(block_size=block_bytes),
+            convert_options=pacsv.ConvertOptions(
+                strings_can_be_null=False,
+                column_types=dict.fromkeys(originals, pa.string()),
+            ),
+        )
+        for batch in reader:
+            table = pa.Table.from_batches([batch]).rename_columns(names)
+            strings = pa.table(
+                {
+                    name: (
+                        table.column(name).combine_chunks()
+                        if name in names
+                        else pa.nulls(table.num_rows, pa.string())
+                    )
+                    for name in FIELDS
+                }
+            )
+
+            def raw(indices: list[int], _b: pa.RecordBatch = batch) -> list[str]:
+                picked = _b.take(pa.array(indices, pa.int64())).to_pylist()
+                return [
+                    orjson.dumps(dict(zip(originals, r.values(), strict=True))).decode()
+                    for r in picked
+                ]
+
+            yield RawBatch(strings, raw, set(names))
+
+
+def _json_file_batches(lake: Lake, url: str, batch_rows: int) -> Iterator[RawBatch]:
+    """A JSON export (array or newline-delimited), streamed by DuckDB so memory stays bounded."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        path = lake.fs._strip_protocol(url)
+        if "file" not in (
+            lake.fs.protocol if isinstance(lake.fs.protocol, tuple) else (lake.fs.protocol,)
+        ):
+            con.register_filesystem(lake.fs)
+            path = url
+        source = "read_json(?, format='auto', records=false, maximum_object_size=1048576)"
+        try:
+            keys = con.execute(
+                f"SELECT DISTINCT unnest(json_keys(j::JSON)) FROM {source} t(j)", [path]
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise SourceError(
+                f"{url}: not a readable JSON export: {str(exc).splitlines()[0]}"
+            ) from None
+        seen = {k for (k,) in keys}
+        sources = {
+            name: [
+                n for n in (name, *(a for a, t in FIELD_ALIASES.items() if t == name)) if n in seen
+            ]
+            for name in FIELDS
+        }
+        wanted = {name: names for name, names in sources.items() if names}
+        columns = {n: "VARCHAR" for names in wanted.values() for n in names}
+        if not columns:
+            raise SourceError(f"{url}: none of the expected fields {', '.join(FIELDS)}")
+        select = ", ".join(
+            f"coalesce({', '.join(_quote_ident(n) for n in names)}) AS {_quote_ident(name)}"
+            for name, names in wanted.items()
+        )
+        query = (
+            f"SELECT {select} FROM read_json(?, format='auto', columns={_duckdb_struct(columns)})"
+        )
+        reader = con.sql(query, params=[path]).to_arrow_reader(batch_rows)
+        for batch in reader:
+            table = pa.Table.from_batches([batch])
+            strings = pa.table(
+                {
+                    name: (
+                        table.column(name).combine_chunks()
+                        if name in wanted
+                        else pa.nulls(table.num_rows, pa.string())
+                    )
+                    for name in FIELDS
+                }
+            )
+
+            def raw(indices: list[int], _t: pa.Table = table) -> list[str]:
+                picked = _t.take(pa.array(indices, pa.int64())).to_pylist()
+                return [
+                    orjson.dumps({k: v for k, v in r.items() if v is not None}).decode()
+                    for r in picked
+                ]
+
+            yield RawBatch(strings, raw, seen)
+    finally:
+        con.close()
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _duckdb_struct(columns: dict[str, str]) -> str:
+    inner = ", ".join(f"'{name}': '{kind}'" for name, kind in columns.items())
+    return "{" + inner + "}"
+
+
+def iter_raw_batches(
+    lake: Lake, raw_urls: list[str], *, batch_rows: int = 100_000
+) -> Iterator[RawBatch]:
+    """Every raw file of a load as string batches, one bounded batch at a time."""
+    for url in raw_urls:
+        name = url.rsplit("/", 1)[-1]
+        if name.startswith("page-"):
+            try:
+                rows = orjson.loads(lake.read_bytes(url))
+            except orjson.JSONDecodeError as exc:
+                raise SourceError(f"{url}: raw page is not valid JSON ({exc})") from None
+            yield batch_from_records(rows)
+        elif _file_format(name) == "csv":
+            yield from _csv_batches(lake, url, block_bytes=16 * 1024 * 1024)
+        elif _file_format(name) == "json":
+            yield from _json_file_batches(lake, url, batch_rows)
+        else:
+            raise SourceError(f"{url}: unsupported raw file")
+
+
+# ---------------------------------------------------------------- normalize: rules and rejects
+
+
+@dataclass
+class Normalized:
+    valid: pa.Table
+    rejects: pa.Table
+    unknown_plaza_ids: set[int]
+
+
+def _blank_to_null(arr: pa.Array) -> pa.Array:
+    trimmed = pc.utf8_trim_whitespace(arr)
+    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+
+
+def _parse_int(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
+    ok = pc.fill_null(pc.match_substring_regex(arr, _INT_PATTERN), False)
+    values = pc.cast(pc.if_else(ok, arr, pa.scalar(None, pa.string())), pa.int64())
+    return values, ok
+
+
+def _parse_date(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
+    iso_ok = pc.fill_null(pc.match_substring_regex(arr, _ISO_DATE_PATTERN), False)
+    us_ok = pc.fill_null(pc.match_substring_regex(arr, _US_DATE_PATTERN), False)
+    iso = pc.strptime(
+        pc.utf8_slice_codeunits(arr, 0, 10), format="%Y-%m-%d", unit="s", error_is_null=True
+    )
+    us = pc.strptime(arr, format="%m/%d/%Y", unit="s", error_is_null=True)
+    parsed = pc.coalesce(pc.if_else(iso_ok, iso, None), pc.if_else(us_ok, us, None))
+    values = pc.cast(parsed, pa.date32())
+    return values, pc.is_valid(values)
+
+
+def normalize(batch: RawBatch, ctx: LoadContext) -> Normalized:
+    """Typed rows that pass every rule, and rejects that carry the reason and the raw record."""
+    s = {name: _blank_to_null(batch.strings.column(name).combine_chunks()) for name in FIELDS}
+    n = batch.strings.num_rows
+    plaza, plaza_ok = _parse_int(s["plaza_id"])
+    day, day_ok = _parse_date(s["date"])
+    hour, hour_ok = _parse_int(s["hour"])
+    hour_ok = pc.and_(
+        hour_ok, pc.fill_null(pc.and_(pc.greater_equal(hour, 0), pc.less_equal(hour, 23)), False)
+    )
+    direction = pc.utf8_upper(s["direction"])
+    direction_ok = pc.fill_null(pc.is_in(direction, pa.array(DIRECTIONS)), False)
+    counts = {}
+    counts_ok = {}
+    for name in COUNT_FIELDS:
+        values, ok = _parse_int(s[name])
+        counts[name] = values
+        counts_ok[name] = pc.and_(ok, pc.fill_null(pc.greater_equal(values, 0), False))
+    plaza_ok = pc.and_(
+        plaza_ok, pc.fill_null(pc.and_(pc.greater(plaza, 0), pc.less(plaza, 2**31)), False)
+    )
+    in_range = (
+        pa.array([True] * n)
+        if ctx.range is None
+        else pc.fill_null(
+            pc.and_(
+                pc.greater_equal(day, pa.scalar(ctx.range.start, pa.date32())),
+                pc.less(day, pa.scalar(ctx.range.stop, pa.date32())),
+            ),
+            False,
+        )
+    )
+    checks: list[tuple[str, pa.Array]] = [
+        ("plaza_id", plaza_ok),
+        ("date", day_ok),
+        ("hour", hour_ok),
+        ("direction", direction_ok),
+        *counts_ok.items(),
+    ]
+    ok = in_range
+    for _, check in checks:
+        ok = pc.and_(ok, check)
+
+    plaza32 = pc.cast(pc.if_else(plaza_ok, plaza, None), pa.int32())
+    lookup_index = pc.if_else(pc.less(plaza32, len(_FACILITY_LOOKUP)), plaza32, None)
+    facility = pc.take(_FACILITY_LOOKUP, lookup_index)
+    valid_mask = ok
+    valid = pa.table(
+        {
+            "plaza_id": plaza32,
+            "facility": facility,
+            "date": day,
+            "hour": pc.cast(pc.if_else(hour_ok, hour, None), pa.int32()),
+            "direction": direction,
+            "vehicles_e_zpass": counts["vehicles_e_zpass"],
+            "vehicles_vtoll": counts["vehicles_vtoll"],
+        }
+    ).filter(valid_mask)
+    m = valid.num_rows
+    valid = valid.append_column("load_run_id", pa.array([ctx.run_id] * m, pa.string()))
+    valid = valid.append_column("load_source", pa.array([ctx.source] * m, pa.string()))
+    valid = valid.append_column("loaded_at", pa.array([ctx.loaded_at] * m, TIMESTAMP_UTC))
+    valid = valid.cast(ARROW_SCHEMA)
+
+    unknown = pc.and_(valid_mask, pc.is_null(facility))
+    unknown_ids = (
+        set(pc.unique(pc.filter(plaza32, unknown)).to_pylist())
+        if pc.any(unknown).as_py()
+        else set()
+    )
+
+    bad_indices = pc.indices_nonzero(pc.invert(valid_mask)).to_pylist()
+    rejects = _rejects(batch, ctx, bad_indices, s, checks, in_range, day)
+    return Normalized(valid, rejects, unknown_ids)
+
+
+_RULE_TEXT = {
+    "plaza_id": "plaza_id missing or not a positive integer",
+    "date": "date missing or not a date",
+    "hour": "hour missing or outside 0-23",
+    "direction": "direction not I or O",
+    "vehicles_e_zpass": "vehicles_e_zpass missing or not a non-negative integer",
+    "vehicles_vtoll": "vehicles_vtoll missing or not a non-negative integer",
+}
+
+
+def _rejects(
+    batch: RawBatch,
+    ctx: LoadContext,
+    indices: list[int],
+    strings: dict[str, pa.Array],
+    checks: list[tuple[str, pa.Array]],
+    in_range: pa.Array,
+    day: pa.Array,
+) -> pa.Table:
+    if not indices:
+        return REJECTS_ARROW_SCHEMA.empty_table()
+    take = pa.array(indices, pa.int64())
+    check_values = {name: pc.take(check, take).to_pylist() for name, check in checks}
+    raw_values = {name: pc.take(strings[name], take).to_pylist() for name, _ in checks}
+    range_values = pc.take(in_range, take).to_pylist()
+    days = pc.take(day, take).to_pylist()
+    reasons: list[str] = []
+    for row, _ in enumerate(indices):
+        why = [
+            f"{_RULE_TEXT[name]}: {raw_values[name][row]!r}"
+            for name, _c in checks
+            if not check_values[name][row]
+        ]
+        if not why and not range_values[row]:
+            why.append(f"date {days[row]} outside the load range {ctx.range}")
+        reasons.append("; ".join(why))
+    dated = [d if ok else None for d, ok in zip(days, range_values, strict=True)]
+    k = len(indices)
+    return pa.table(
+        {
+            "date": pa.array(dated, pa.date32()),
+            "reason": pa.array(reasons, pa.string()),
+            "raw_record": pa.array(batch.raw_records(indices), pa.string()),
+            "load_range": pa.array([ctx.load_key] * k, pa.string()),
+            "load_run_id": pa.array([ctx.run_id] * k, pa.string()),
+            "load_source": pa.array([ctx.source] * k, pa.string()),
+            "rejected_at": pa.array([ctx.loaded_at] * k, TIMESTAMP_UTC),
+        },
+        schema=REJECTS_ARROW_SCHEMA,
+    )
+
+
+# ---------------------------------------------------------------- stage: raw -> typed Parquet
+
+
+@dataclass(frozen=True)
+class StageResult:
+    valid_url: str
+    rejects_url: str
+    rows_read: int
+    rows_valid: int
+    rows_rejected: int
+    min_date: date | None
+    max_date: date | None
+    unknown_fields: list[str]
+    unknown_plaza_ids: list[int]
+
+
+def stage_dir(lake: Lake, run_id: str) -> str:
+    return lake.join(STAGE_ZONE, *TABLE.split("."), f"run={run_id}")
+
+
+def stage(
+    lake: Lake,
+    raw_urls: list[str],
+    ctx: LoadContext,
+    log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+) -> StageResult:
+    """Normalize raw files into typed Parquet (valid rows, rejects) in the stage zone.
+
+    Streams one raw page or CSV block at a time, so memory is bounded by the batch, not the
+    range. Staged files are what the load commits from, so a commit can be replayed.
+    """
+    target = stage_dir(lake, ctx.run_id)
+    valid_url, rejects_url = f"{target}/valid.parquet", f"{target}/rejects.parquet"
+    read = valid_rows = rejected = 0
+    lo: date | None = None
+    hi: date | None = None
+    seen: set[str] = set()
+    unknown_plazas: set[int] = set()
+    with (
+        lake.open_atomic(valid_url) as valid_out,
+        lake.open_atomic(rejects_url) as rejects_out,
+        pq.ParquetWriter(valid_out, ARROW_SCHEMA, compression="zstd") as valid_writer,
+        pq.ParquetWriter(rejects_out, REJECTS_ARROW_SCHEMA, compression="zstd") as reject_writer,
+        Progress("normalize", logger=log) as progress,
+    ):
+        for batch in iter_raw_batches(lake, raw_urls):
+            seen |= batch.fields_seen
+            result = normalize(batch, ctx)
+            read += batch.strings.num_rows
+            if result.valid.num_rows:
+                valid_writer.write_table(result.valid)
+                valid_rows += result.valid.num_rows
+                bounds = pc.min_max(result.valid.column("date")).as_py()
+                lo = bounds["min"] if lo is None else min(lo, bounds["min"])
+                hi = bounds["max"] if hi is None else max(hi, bounds["max"])
+            if result.rejects.num_rows:
+                reject_writer.write_table(result.rejects)
+                rejected += result.rejects.num_rows
+            unknown_plazas |= result.unknown_plaza_ids
+            progress.advance(batch.strings.num_rows)
+    unknown_fields = sorted(seen - set(FIELDS) - set(FIELD_ALIASES))
+    if unknown_fields:
+        log.warning("ignoring fields not in the B&T schema: %s", ", ".join(unknown_fields))
+    if unknown_plazas:
+        log.warning(
+            "plaza ids with no known facility (loaded, facility NULL): %s",
+            ", ".join(map(str, sorted(unknown_plazas))),
+        )
+    return StageResult(
+        valid_url,
+        rejects_url,
+        read,
+        valid_rows,
+        rejected,
+        lo,
+        hi,
+        unknown_fields,
+        sorted(unknown_plazas),
+    )
+
+
+def iter_staged(lake: Lake, url: str, *, chunk_rows: int = 500_000) -> Iterator[pa.Table]:
+    """Read staged Parquet back in chunks of about ``chunk_rows`` rows."""
+    with lake.open(url) as handle:
+        parquet = pq.ParquetFile(handle)
+        pending: list[pa.RecordBatch] = []
+        size = 0
+        for record_batch in parquet.iter_batches(batch_size=65_536):
+            pending.append(record_batch)
+            size += record_batch.num_rows
+            if size >= chunk_rows:
+                yield pa.Table.from_batches(pending)
+                pending, size = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending)

@@ -1,0 +1,135 @@
+"""Iceberg tables: the catalog (embedded SQLite by default) and range-replacing writes.
+
+Loads replace a range instead of upserting: measured here, PyIceberg overwrites a filtered range
+in ~0.1 s while its row-wise ``upsert`` takes 13 s for 2,000 rows. A replace is one transaction
+(delete of the range + one append snapshot), committed atomically: readers see the previous
+table or the new one, never a half-load; a crash before the commit leaves orphan data files only.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import BooleanExpression
+from pyiceberg.partitioning import PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+
+from civiclake._private.iceberg_write import append_chunks
+from civiclake.config import Settings
+
+COMMIT_ATTEMPTS = 3
+SNAPSHOT_PROPERTY_PREFIX = "civiclake."
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    """The configured Iceberg SQL catalog (by default a SQLite file under CIVICLAKE_HOME)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    uri = settings.resolved_catalog_uri
+    if uri.startswith("sqlite:///"):
+        settings.home_dir.mkdir(parents=True, exist_ok=True)
+    return SqlCatalog(settings.catalog_name, uri=uri, warehouse=settings.warehouse_url)
+
+
+def ensure_table(
+    catalog: Catalog,
+    identifier: str,
+    schema: Schema,
+    partition_spec: PartitionSpec | None = None,
+    properties: dict[str, str] | None = None,
+) -> Table:
+    """Create the namespace and table when missing; return the table."""
+    namespace = identifier.rsplit(".", 1)[0]
+    catalog.create_namespace_if_not_exists(namespace)
+    kwargs: dict[str, object] = {"properties": properties or {}}
+    if partition_spec is not None:
+        kwargs["partition_spec"] = partition_spec
+    return catalog.create_table_if_not_exists(identifier, schema=schema, **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    snapshot_id: int | None
+    rows_written: int
+    total_rows: int
+    committed_at: datetime
+
+
+def replace_range(
+    table: Table,
+    delete_filter: BooleanExpression,
+    chunks: Callable[[], Iterable[pa.Table]],
+    snapshot_properties: dict[str, str],
+) -> CommitResult:
+    """Delete the rows matching ``delete_filter`` and append ``chunks()`` in one atomic commit.
+
+    ``chunks`` is a factory so a commit that loses a race with another writer can be replayed
+    from the (staged, replayable) input against the refreshed table.
+    """
+    props = {SNAPSHOT_PROPERTY_PREFIX + k: v for k, v in snapshot_properties.items()}
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            with table.transaction() as tx, warnings.catch_warnings():
+                # an empty range is normal for a first load; PyIceberg warns about it
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                tx.delete(delete_filter, snapshot_properties=props)
+                rows = append_chunks(tx, chunks(), props)
+            break
+        except CommitFailedException:
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)
+            table.refresh()
+    snapshot = table.current_snapshot()
+    total = int(snapshot.summary["total-records"]) if snapshot and snapshot.summary else 0
+    return CommitResult(
+        snapshot_id=snapshot.snapshot_id if snapshot else None,
+        rows_written=rows,
+        total_rows=total,
+        committed_at=datetime.now(UTC),
+    )
+
+
+@dataclass(frozen=True)
+class TableSummary:
+    identifier: str
+    rows: int
+    snapshots: int
+    last_load_at: datetime | None
+    last_run_id: str | None
+    last_source: str | None
+
+
+def summarize(catalog: Catalog) -> list[TableSummary]:
+    """Every table with counts read from metadata only (no data file is opened)."""
+    out: list[TableSummary] = []
+    for namespace in sorted(catalog.list_namespaces()):
+        for ident in sorted(catalog.list_tables(namespace)):
+            name = ".".join(ident)
+            table = catalog.load_table(name)
+            snapshot = table.current_snapshot()
+            summary = snapshot.summary if snapshot and snapshot.summary else None
+            props = summary.additional_properties if summary else {}
+            out.append(
+                TableSummary(
+                    identifier=name,
+                    rows=int(summary["total-records"]) if summary else 0,
+                    snapshots=len(table.metadata.snapshots),
+                    last_load_at=(
+                        datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC)
+                        if snapshot
+                        else None
+                    ),
+                    last_run_id=props.get(SNAPSHOT_PROPERTY_PREFIX + "run-id"),
+                    last_source=props.get(SNAPSHOT_PROPERTY_PREFIX + "source"),
+                )
+            )
+    return out

@@ -1,0 +1,43 @@
+"""Every test gets its own CIVICLAKE_HOME and a clean civiclake environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SAMPLE_CSV = ROOT / "examples" / "bnt_sample.csv"
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(autouse=True)
+def civiclake_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in list(os.environ):
+        if key.startswith("CIVICLAKE_") or key == "SOCRATA_APP_TOKEN":
+            monkeypatch.delenv(key)
+    home = tmp_path / "civiclake-home"
+    monkeypatch.setenv("CIVICLAKE_HOME", str(home))
+    # fast, bounded retries: the behaviour is the same, the waits are not
+    monkeypatch.setenv("CIVICLAKE_HTTP_BACKOFF_INITIAL", "0.01")
+    monkeypatch.setenv("CIVICLAKE_HTTP_BACKOFF_MAX", "0.05")
+    monkeypatch.setenv("CIVICLAKE_HTTP_MAX_ATTEMPTS", "4")
+    monkeypatch.setenv("CIVICLAKE_HTTP_TIMEOUT", "5")
+    monkeypatch.setenv("CIVICLAKE_FETCH_RETRY_DELAY", "0")
+    return home
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """A temporary Prefect server (own database) for the whole session: ~15-25 s once."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    import civiclake.flows  # noqa: F401  (sets Prefect's offline defaults before import)
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

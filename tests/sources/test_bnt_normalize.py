@@ -1,0 +1,192 @@
+"""Rules, rejects and readers of the B&T source, on real Arrow data (no network)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from civiclake.errors import SourceError
+from civiclake.lake import Lake
+from civiclake.sources import bnt
+
+CTX = bnt.LoadContext(
+    "run-1",
+    "test",
+    datetime(2024, 1, 1, tzinfo=UTC),
+    bnt.LoadRange(date(2024, 3, 1), date(2024, 3, 3)),
+)
+
+
+def row(**overrides: str) -> dict[str, str]:
+    base = {
+        "plaza_id": "21",
+        "date": "2024-03-01T00:00:00.000",
+        "hour": "5",
+        "direction": "I",
+        "vehicles_e_zpass": "2673",
+        "vehicles_vtoll": "567",
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v != "<absent>"}
+
+
+def test_valid_row_is_typed_and_mapped() -> None:
+    result = bnt.normalize(bnt.batch_from_records([row(), row(plaza_id="7", direction="o")]), CTX)
+    assert result.rejects.num_rows == 0
+    assert result.valid.schema == bnt.ARROW_SCHEMA
+    first, second = result.valid.to_pylist()
+    assert first["plaza_id"] == 21 and first["facility"] == "RFK Bridge Bronx Plaza"
+    assert first["date"] == date(2024, 3, 1) and first["hour"] == 5
+    assert first["vehicles_e_zpass"] == 2673 and first["vehicles_vtoll"] == 567
+    assert first["load_run_id"] == "run-1" and first["load_source"] == "test"
+    assert second["facility"] == "Queens Midtown Tunnel" and second["direction"] == "O"
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(1, 21), (2, 22), (3, 23), (4, 24), (5, 25), (6, 26), (7, 27), (8, 28), (9, 29), (11, 30)],
+)
+def test_both_plaza_schemes_map_to_one_facility(old: int, new: int) -> None:
+    result = bnt.normalize(
+        bnt.batch_from_records([row(plaza_id=str(old)), row(plaza_id=str(new))]), CTX
+    )
+    facilities = result.valid.column("facility").to_pylist()
+    assert facilities[0] == facilities[1] == bnt.PLAZA_FACILITIES[new]
+    assert facilities[0] is not None
+
+
+def test_vehicles_cash_is_the_old_name_of_vtoll() -> None:
+    record = row(vehicles_vtoll="<absent>")
+    record["vehicles_cash"] = "42"
+    result = bnt.normalize(bnt.batch_from_records([record]), CTX)
+    assert result.valid.column("vehicles_vtoll").to_pylist() == [42]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"vehicles_e_zpass": "12a"}, "vehicles_e_zpass missing or not a non-negative integer"),
+        ({"vehicles_vtoll": "-3"}, "vehicles_vtoll missing or not a non-negative integer"),
+        ({"hour": "24"}, "hour missing or outside 0-23: '24'"),
+        ({"hour": "<absent>"}, "hour missing"),
+        ({"direction": "X"}, "direction not I or O: 'X'"),
+        ({"plaza_id": "<absent>"}, "plaza_id missing"),
+        ({"plaza_id": "abc"}, "plaza_id missing or not a positive integer: 'abc'"),
+        ({"date": "not-a-date"}, "date missing or not a date"),
+        ({"date": "2024-05-01T00:00:00.000"}, "outside the load range 2024-03-01/2024-03-03"),
+    ],
+)
+def test_invalid_rows_are_rejected_with_reason(overrides: dict[str, str], reason: str) -> None:
+    bad = row(**overrides)
+    result = bnt.normalize(bnt.batch_from_records([row(), bad, row(hour="6")]), CTX)
+    assert result.valid.num_rows == 2
+    (reject,) = result.rejects.to_pylist()
+    assert reason in reject["reason"]
+    assert json.loads(reject["raw_record"]) == bad
+    assert reject["load_range"] == "2024-03-01/2024-03-03"
+
+
+def test_reject_outside_range_is_undated_so_reloads_replace_it() -> None:
+    result = bnt.normalize(bnt.batch_from_records([row(date="2025-01-01T00:00:00.000")]), CTX)
+    assert result.rejects.column("date").to_pylist() == [None]
+    inside = bnt.normalize(bnt.batch_from_records([row(hour="99")]), CTX)
+    assert inside.rejects.column("date").to_pylist() == [date(2024, 3, 1)]
+
+
+def test_unknown_plaza_is_loaded_without_facility() -> None:
+    result = bnt.normalize(bnt.batch_from_records([row(plaza_id="99")]), CTX)
+    assert result.valid.column("facility").to_pylist() == [None]
+    assert result.unknown_plaza_ids == {99}
+
+
+def test_numbers_given_as_json_numbers_are_accepted() -> None:
+    record: dict[str, object] = dict(row())
+    record["vehicles_e_zpass"] = 10
+    result = bnt.normalize(bnt.batch_from_records([record]), CTX)  # type: ignore[list-item]
+    assert result.valid.column("vehicles_e_zpass").to_pylist() == [10]
+
+
+def test_canonical_field_names() -> None:
+    assert [
+        bnt.canonical_field(h)
+        for h in (
+            "Plaza ID",
+            "Date (MM/DD/YYYY)",
+            "Hour",
+            "Direction",
+            "# Vehicles - E-ZPass",
+            "# Vehicles - VToll",
+            "# Vehicles - Cash",
+        )
+    ] == [
+        "plaza_id",
+        "date",
+        "hour",
+        "direction",
+        "vehicles_e_zpass",
+        "vehicles_vtoll",
+        "vehicles_vtoll",
+    ]
+
+
+def _stage(tmp_path: Path, name: str, content: str) -> tuple[Lake, bnt.StageResult]:
+    source = tmp_path / name
+    source.write_text(content)
+    lake = Lake((tmp_path / "lake").as_uri())
+    urls = bnt.stage_file(lake, str(source), run_id="r1")
+    ctx = bnt.LoadContext("r1", f"file:{name}", datetime.now(UTC))
+    return lake, bnt.stage(lake, urls, ctx)
+
+
+CSV = (
+    "Plaza ID,Date (MM/DD/YYYY),Hour,Direction,# Vehicles - E-ZPass,# Vehicles - VToll,Extra\n"
+    "21,03/16/2024,0,I,2673,567,x\n"
+    "1,03/17/2010,23,O,10,n/a,y\n"
+    "30,03/18/2024,1,O,5,6,z\n"
+)
+
+
+def test_stage_csv_export(tmp_path: Path) -> None:
+    lake, result = _stage(tmp_path, "export.csv", CSV)
+    assert (result.rows_read, result.rows_valid, result.rows_rejected) == (3, 2, 1)
+    assert (result.min_date, result.max_date) == (date(2024, 3, 16), date(2024, 3, 18))
+    assert result.unknown_fields == ["extra"]
+    valid = pq.read_table(lake.fs.open(lake.fs._strip_protocol(result.valid_url)))
+    assert valid.column("plaza_id").to_pylist() == [21, 30]
+    rejects = pq.read_table(lake.fs.open(lake.fs._strip_protocol(result.rejects_url)))
+    (reject,) = rejects.to_pylist()
+    assert "vehicles_vtoll" in reject["reason"] and "'n/a'" in reject["reason"]
+    assert json.loads(reject["raw_record"])["# Vehicles - VToll"] == "n/a"
+    assert reject["load_range"] == "file:export.csv"
+
+
+def test_stage_json_array_and_ndjson(tmp_path: Path) -> None:
+    rows = [row(), row(hour="1", vehicles_vtoll="<absent>"), row(hour="2", extra="e")]
+    rows[1]["vehicles_cash"] = "9"
+    _, array_result = _stage(tmp_path, "export.json", json.dumps(rows))
+    assert (array_result.rows_read, array_result.rows_valid) == (3, 3)
+    assert "extra" in array_result.unknown_fields
+    _, nd_result = _stage(tmp_path, "export.ndjson", "\n".join(json.dumps(r) for r in rows))
+    assert (nd_result.rows_read, nd_result.rows_valid) == (3, 3)
+
+
+def test_stage_file_errors(tmp_path: Path) -> None:
+    lake = Lake((tmp_path / "lake").as_uri())
+    with pytest.raises(SourceError, match="no such file"):
+        bnt.stage_file(lake, str(tmp_path / "missing.csv"), run_id="r")
+    with pytest.raises(SourceError, match="unsupported file type"):
+        bnt.stage_file(lake, str(tmp_path / "x.xlsx"), run_id="r")
+    with pytest.raises(SourceError, match="none of the B&T columns"):
+        _stage(tmp_path, "wrong.csv", "a,b\n1,2\n")
+    with pytest.raises(SourceError, match="not a readable JSON"):
+        _stage(tmp_path, "broken.json", '[{"plaza_id": "1"')
+
+
+def test_load_range_months_and_filters() -> None:
+    r = bnt.LoadRange(date(2023, 11, 20), date(2024, 2, 1))
+    assert r.months() == ["2023-11", "2023-12", "2024-01"]
+    assert str(r) == "2023-11-20/2024-02-01" and r.days == 73
