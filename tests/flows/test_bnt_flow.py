@@ -75,6 +75,21 @@ def content(rows: list[dict]) -> list[tuple]:
     return sorted(tuple(r[k] for k in keys) for r in rows)
 
 
+def latest_summary_artifact() -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["bnt-load-summary"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert artifacts, "no summary artifact"
+    return str(artifacts[0].data)
+
+
 def snapshot_id() -> int | None:
     catalog = tables.load_catalog(get_settings())
     if not catalog.table_exists(bnt.TABLE):
@@ -108,6 +123,8 @@ def test_range_run_loads_and_rerun_is_identical(civiclake_home: Path) -> None:
     props = table.current_snapshot().summary.additional_properties
     assert props["civiclake.range"] == f"{day(0)}/{day(3)}"
     assert props["civiclake.rows-loaded"] == "1440" and props["civiclake.rows-rejected"] == "3"
+
+    assert "| rows_loaded | 1,440 |" in latest_summary_artifact()
 
     again = cli("bnt", "run", "--start-date", day(0), "--stop-date", day(3))
     assert again.exit_code == 0, again.output

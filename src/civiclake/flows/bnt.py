@@ -110,13 +110,19 @@ def stage_file(path: str, run_id: str) -> list[str]:
 
 @task(name="stage", cache_policy=NO_CACHE)
 def stage(
-    raw_urls: list[str], run_id: str, source: str, start: date | None, stop: date | None
+    raw_urls: list[str],
+    run_id: str,
+    source: str,
+    start: date | None,
+    stop: date | None,
+    expected_rows: int | None = None,
 ) -> dict[str, Any]:
     """Raw files -> typed, validated Parquet (and rejects) in the stage zone."""
     settings = get_settings()
     load_range = bnt.LoadRange(start, stop) if start and stop else None
     ctx = bnt.LoadContext(run_id, source, datetime.now(UTC), load_range)
-    result = bnt.stage(Lake(settings.resolved_lake_url), raw_urls, ctx, log=get_run_logger())
+    lake = Lake(settings.resolved_lake_url)
+    result = bnt.stage(lake, raw_urls, ctx, log=get_run_logger(), expected_rows=expected_rows)
     return asdict(result)
 
 
@@ -249,7 +255,7 @@ def bnt_hourly_traffic(
             retries=settings.fetch_retries, retry_delay_seconds=settings.fetch_retry_delay
         )
         fetched_info = fetch_with_retries(start, stop, run_id, page_size)
-        staged = stage(fetched_info["raw_urls"], run_id, source, start, stop)
+        staged = stage(fetched_info["raw_urls"], run_id, source, start, stop, fetched_info["rows"])
         fetched = fetched_info["rows"]
 
     load_key = source if from_file else str(bnt.LoadRange(start, stop))

@@ -688,6 +688,7 @@ def stage(
     raw_urls: list[str],
     ctx: LoadContext,
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+    expected_rows: int | None = None,
 ) -> StageResult:
     """Normalize raw files into typed Parquet (valid rows, rejects) in the stage zone.
 
@@ -706,7 +707,7 @@ def stage(
         lake.open_atomic(rejects_url) as rejects_out,
         pq.ParquetWriter(valid_out, ARROW_SCHEMA, compression="zstd") as valid_writer,
         pq.ParquetWriter(rejects_out, REJECTS_ARROW_SCHEMA, compression="zstd") as reject_writer,
-        Progress("normalize", logger=log) as progress,
+        Progress("normalize", total=expected_rows, logger=log) as progress,
     ):
         for batch in iter_raw_batches(lake, raw_urls):
             seen |= batch.fields_seen
