@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
 RAW_ZONE = "raw"
@@ -36,6 +38,10 @@ class Lake:
 
     def _path(self, url: str) -> str:
         return self.fs._strip_protocol(url)  # type: ignore[no-any-return]
+
+    def local_path(self, url: str) -> str | None:
+        """The OS path behind ``url`` when the lake is on the local disk (for native readers)."""
+        return self._path(url) if self._local else None
 
     def exists(self, url: str) -> bool:
         return bool(self.fs.exists(self._path(url)))
@@ -92,3 +98,26 @@ class Lake:
 def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
     protocol = fs.protocol
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def iter_table_chunks(lake: Lake, url: str, *, chunk_rows: int = 250_000) -> Iterator[pa.Table]:
+    """Read a Parquet (``.parquet``) or Arrow IPC (``.arrow``) file of the lake back in chunks
+    of about ``chunk_rows`` rows, so a load's memory is bounded by the chunk."""
+    with lake.open(url) as handle:
+        if url.endswith(".arrow"):
+            reader = pa.ipc.open_file(handle)
+            batches: Iterator[pa.RecordBatch] = (
+                reader.get_batch(i) for i in range(reader.num_record_batches)
+            )
+        else:
+            batches = pq.ParquetFile(handle).iter_batches(batch_size=65_536)
+        pending: list[pa.RecordBatch] = []
+        size = 0
+        for record_batch in batches:
+            pending.append(record_batch)
+            size += record_batch.num_rows
+            if size >= chunk_rows:
+                yield pa.Table.from_batches(pending)
+                pending, size = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending)

@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 from civiclake import tables
 from civiclake.config import Settings, get_settings
 from civiclake.errors import ParameterError
-from civiclake.lake import Lake
+from civiclake.lake import Lake, iter_table_chunks
 from civiclake.sources import bnt
 from civiclake.sources.socrata import SocrataClient
 
@@ -153,14 +153,14 @@ def load(
     main = tables.replace_range(
         table,
         load_range.table_filter(),
-        lambda: bnt.iter_staged(lake, staged["valid_url"]),
+        lambda: iter_table_chunks(lake, staged["valid_url"]),
         props,
     )
     rejects_table = tables.ensure_table(catalog, bnt.REJECTS_TABLE, bnt.REJECTS_SCHEMA)
     rejects = tables.replace_range(
         rejects_table,
         load_range.rejects_filter(load_key),
-        lambda: bnt.iter_staged(lake, staged["rejects_url"]),
+        lambda: iter_table_chunks(lake, staged["rejects_url"]),
         props,
     )
     get_run_logger().info(

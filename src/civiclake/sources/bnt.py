@@ -17,6 +17,7 @@ two of them.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -27,7 +28,6 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pyiceberg.expressions import (
     And,
     BooleanExpression,
@@ -50,16 +50,21 @@ from pyiceberg.types import (
 
 from civiclake._private.progress import Progress
 from civiclake.errors import SourceError
-from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake
+from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake, iter_table_chunks
 from civiclake.sources.socrata import SocrataClient, date_range_where
 
 logger = logging.getLogger(__name__)
+iter_staged = iter_table_chunks  # staged files are read back in bounded chunks
 
 NAME = "bnt"
 DATASET_ID = "qzve-kjga"
 DATE_FIELD = "date"
 # ':id' is Socrata's row id: unique and stable, so offset paging neither repeats nor skips rows.
 PAGE_ORDER = ":id"
+GC_EVERY_PAGES = 4
+# The typed intermediate between raw pages and Iceberg is Arrow IPC with LZ4: measured on 1M
+# rows, 0.5 s to write and read back against 1.5 s for zstd Parquet, at 25 MB.
+STAGE_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 TABLE = "mta.bnt_traffic_hourly"
 REJECTS_TABLE = "mta.bnt_traffic_hourly_rejects"
 
@@ -260,6 +265,11 @@ def fetch_range(
                 urls.append(url)
                 rows += len(page.rows)
                 progress.advance(len(page.rows))
+                del page
+                if len(urls) % GC_EVERY_PAGES == 0:
+                    # httpx keeps each response in a reference cycle: without a collection,
+                    # every page body would stay in memory until the fetch ends
+                    gc.collect()
         if rows == expected:
             return FetchResult(urls, rows, expected, len(urls), client.retries)
         recount = client.count(dataset_id, where=where)
@@ -408,69 +418,76 @@ def _csv_batches(lake: Lake, url: str, block_bytes: int) -> Iterator[RawBatch]:
             yield RawBatch(strings, raw, set(names))
 
 
-def _json_file_batches(lake: Lake, url: str, batch_rows: int) -> Iterator[RawBatch]:
-    """A JSON export (array or newline-delimited), streamed by DuckDB so memory stays bounded."""
+JSON_KEY_SAMPLE_ROWS = 20_000
+
+
+def _json_batches(lake: Lake, urls: list[str], batch_rows: int) -> Iterator[RawBatch]:
+    """JSON files (API pages, or an export as an array or newline-delimited), read by DuckDB.
+
+    DuckDB parses in C++ straight to Arrow, several times faster than building Python dicts,
+    and streams, so memory stays bounded whatever the number of files.
+    """
     import duckdb
 
     con = duckdb.connect()
     try:
-        path = lake.fs._strip_protocol(url)
-        if "file" not in (
-            lake.fs.protocol if isinstance(lake.fs.protocol, tuple) else (lake.fs.protocol,)
-        ):
+        paths: list[str] = []
+        for url in urls:
+            local = lake.local_path(url)
+            paths.append(local if local else url)
+        if not lake.local_path(urls[0]):
             con.register_filesystem(lake.fs)
-            path = url
-        source = "read_json(?, format='auto', records=false, maximum_object_size=1048576)"
+        options = "format='auto', hive_partitioning=false, maximum_object_size=16777216"
         try:
-            keys = con.execute(
-                f"SELECT DISTINCT unnest(json_keys(j::JSON)) FROM {source} t(j)", [path]
+            # the field names: a sample is enough (a whole scan would double the cost)
+            keys = con.sql(
+                f"SELECT DISTINCT unnest(json_keys(j::JSON)) FROM (SELECT j FROM read_json("
+                f"$paths, {options}, records=false) t(j) LIMIT {JSON_KEY_SAMPLE_ROWS})",
+                params={"paths": paths[:1] + paths[-1:]},
             ).fetchall()
         except duckdb.Error as exc:
             raise SourceError(
-                f"{url}: not a readable JSON export: {str(exc).splitlines()[0]}"
+                f"{urls[0]}: not readable JSON: {str(exc).strip().splitlines()[0]}"
             ) from None
         seen = {k for (k,) in keys}
-        sources = {
-            name: [
-                n for n in (name, *(a for a, t in FIELD_ALIASES.items() if t == name)) if n in seen
-            ]
-            for name in FIELDS
-        }
-        wanted = {name: names for name, names in sources.items() if names}
-        columns = {n: "VARCHAR" for names in wanted.values() for n in names}
-        if not columns:
-            raise SourceError(f"{url}: none of the expected fields {', '.join(FIELDS)}")
-        select = ", ".join(
-            f"coalesce({', '.join(_quote_ident(n) for n in names)}) AS {_quote_ident(name)}"
-            for name, names in wanted.items()
-        )
-        query = (
-            f"SELECT {select} FROM read_json(?, format='auto', columns={_duckdb_struct(columns)})"
-        )
-        reader = con.sql(query, params=[path]).to_arrow_reader(batch_rows)
-        for batch in reader:
-            table = pa.Table.from_batches([batch])
-            strings = pa.table(
-                {
-                    name: (
-                        table.column(name).combine_chunks()
-                        if name in wanted
-                        else pa.nulls(table.num_rows, pa.string())
-                    )
-                    for name in FIELDS
-                }
-            )
-
-            def raw(indices: list[int], _t: pa.Table = table) -> list[str]:
-                picked = _t.take(pa.array(indices, pa.int64())).to_pylist()
-                return [
-                    orjson.dumps({k: v for k, v in r.items() if v is not None}).decode()
-                    for r in picked
-                ]
-
-            yield RawBatch(strings, raw, seen)
+        originals = [n for n in (*FIELDS, *FIELD_ALIASES) if n in seen]
+        if not set(originals) & set(KEY_FIELDS):
+            raise SourceError(f"{urls[0]}: none of the B&T fields {', '.join(FIELDS)}")
+        columns = "{" + ", ".join(f"'{n}': 'VARCHAR'" for n in originals) + "}"
+        query = f"SELECT * FROM read_json($paths, {options}, columns={columns})"
+        try:
+            reader = con.sql(query, params={"paths": paths}).to_arrow_reader(batch_rows)
+            for batch in reader:
+                yield _raw_batch_from_arrow(pa.Table.from_batches([batch]), originals, seen)
+        except duckdb.Error as exc:
+            raise SourceError(f"not readable JSON: {str(exc).strip().splitlines()[0]}") from None
     finally:
         con.close()
+
+
+def _raw_batch_from_arrow(table: pa.Table, originals: list[str], seen: set[str]) -> RawBatch:
+    """String columns under their source names -> canonical fields (old names folded in)."""
+    strings: dict[str, pa.Array] = {}
+    for name in FIELDS:
+        candidates = [
+            table.column(n).combine_chunks()
+            for n in (name, *(a for a, t in FIELD_ALIASES.items() if t == name))
+            if n in originals
+        ]
+        if not candidates:
+            strings[name] = pa.nulls(table.num_rows, pa.string())
+        elif len(candidates) == 1:
+            strings[name] = candidates[0]
+        else:
+            strings[name] = pc.coalesce(*candidates)
+
+    def raw(indices: list[int]) -> list[str]:
+        picked = table.take(pa.array(indices, pa.int64())).to_pylist()
+        return [
+            orjson.dumps({k: v for k, v in r.items() if v is not None}).decode() for r in picked
+        ]
+
+    return RawBatch(pa.table(strings), raw, seen)
 
 
 def _quote_ident(name: str) -> str:
@@ -486,20 +503,15 @@ def iter_raw_batches(
     lake: Lake, raw_urls: list[str], *, batch_rows: int = 100_000
 ) -> Iterator[RawBatch]:
     """Every raw file of a load as string batches, one bounded batch at a time."""
+    json_urls = [u for u in raw_urls if _file_format(u.rsplit("/", 1)[-1]) == "json"]
     for url in raw_urls:
-        name = url.rsplit("/", 1)[-1]
-        if name.startswith("page-"):
-            try:
-                rows = orjson.loads(lake.read_bytes(url))
-            except orjson.JSONDecodeError as exc:
-                raise SourceError(f"{url}: raw page is not valid JSON ({exc})") from None
-            yield batch_from_records(rows)
-        elif _file_format(name) == "csv":
-            yield from _csv_batches(lake, url, block_bytes=16 * 1024 * 1024)
-        elif _file_format(name) == "json":
-            yield from _json_file_batches(lake, url, batch_rows)
-        else:
+        if _file_format(url.rsplit("/", 1)[-1]) not in ("csv", "json"):
             raise SourceError(f"{url}: unsupported raw file")
+    for url in raw_urls:
+        if _file_format(url.rsplit("/", 1)[-1]) == "csv":
+            yield from _csv_batches(lake, url, block_bytes=16 * 1024 * 1024)
+    if json_urls:
+        yield from _json_batches(lake, json_urls, batch_rows)
 
 
 # ---------------------------------------------------------------- normalize: rules and rejects
@@ -517,13 +529,30 @@ def _blank_to_null(arr: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
 
 
-def _parse_int(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
+def _parse_int(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Integers and where they were valid. Clean data takes one vectorized cast; only a batch
+    with a bad value pays for trimming and the regular expression."""
+    try:
+        values = pc.cast(raw, pa.int64())
+        return values, pc.is_valid(values)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        arr = _blank_to_null(raw)
     ok = pc.fill_null(pc.match_substring_regex(arr, _INT_PATTERN), False)
     values = pc.cast(pc.if_else(ok, arr, pa.scalar(None, pa.string())), pa.int64())
     return values, ok
 
 
-def _parse_date(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
+_FAST_DATE_FORMATS = ("%Y-%m-%dT%H:%M:%S.000", "%m/%d/%Y")  # the API's, the CSV export's
+
+
+def _parse_date(raw: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Dates from the API's floating timestamps or the export's MM/DD/YYYY."""
+    for fmt in _FAST_DATE_FORMATS:
+        parsed = pc.strptime(raw, format=fmt, unit="s", error_is_null=True)
+        if parsed.null_count == raw.null_count:
+            values = pc.cast(parsed, pa.date32(), safe=False)
+            return values, pc.is_valid(values)
+    arr = _blank_to_null(raw)
     iso_ok = pc.fill_null(pc.match_substring_regex(arr, _ISO_DATE_PATTERN), False)
     us_ok = pc.fill_null(pc.match_substring_regex(arr, _US_DATE_PATTERN), False)
     iso = pc.strptime(
@@ -537,7 +566,7 @@ def _parse_date(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 def normalize(batch: RawBatch, ctx: LoadContext) -> Normalized:
     """Typed rows that pass every rule, and rejects that carry the reason and the raw record."""
-    s = {name: _blank_to_null(batch.strings.column(name).combine_chunks()) for name in FIELDS}
+    s = {name: batch.strings.column(name).combine_chunks() for name in FIELDS}
     n = batch.strings.num_rows
     plaza, plaza_ok = _parse_int(s["plaza_id"])
     day, day_ok = _parse_date(s["date"])
@@ -545,7 +574,7 @@ def normalize(batch: RawBatch, ctx: LoadContext) -> Normalized:
     hour_ok = pc.and_(
         hour_ok, pc.fill_null(pc.and_(pc.greater_equal(hour, 0), pc.less_equal(hour, 23)), False)
     )
-    direction = pc.utf8_upper(s["direction"])
+    direction = pc.utf8_upper(pc.utf8_trim_whitespace(s["direction"]))
     direction_ok = pc.fill_null(pc.is_in(direction, pa.array(DIRECTIONS)), False)
     counts = {}
     counts_ok = {}
@@ -594,9 +623,9 @@ def normalize(batch: RawBatch, ctx: LoadContext) -> Normalized:
         }
     ).filter(valid_mask)
     m = valid.num_rows
-    valid = valid.append_column("load_run_id", pa.array([ctx.run_id] * m, pa.string()))
-    valid = valid.append_column("load_source", pa.array([ctx.source] * m, pa.string()))
-    valid = valid.append_column("loaded_at", pa.array([ctx.loaded_at] * m, TIMESTAMP_UTC))
+    valid = valid.append_column("load_run_id", pa.repeat(pa.scalar(ctx.run_id, pa.string()), m))
+    valid = valid.append_column("load_source", pa.repeat(pa.scalar(ctx.source, pa.string()), m))
+    valid = valid.append_column("loaded_at", pa.repeat(pa.scalar(ctx.loaded_at, TIMESTAMP_UTC), m))
     valid = valid.cast(ARROW_SCHEMA)
 
     unknown = pc.and_(valid_mask, pc.is_null(facility))
@@ -690,13 +719,13 @@ def stage(
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
     expected_rows: int | None = None,
 ) -> StageResult:
-    """Normalize raw files into typed Parquet (valid rows, rejects) in the stage zone.
+    """Normalize raw files into typed Arrow IPC files (valid rows, rejects) in the stage zone.
 
     Streams one raw page or CSV block at a time, so memory is bounded by the batch, not the
     range. Staged files are what the load commits from, so a commit can be replayed.
     """
     target = stage_dir(lake, ctx.run_id)
-    valid_url, rejects_url = f"{target}/valid.parquet", f"{target}/rejects.parquet"
+    valid_url, rejects_url = f"{target}/valid.arrow", f"{target}/rejects.arrow"
     read = valid_rows = rejected = 0
     lo: date | None = None
     hi: date | None = None
@@ -705,8 +734,8 @@ def stage(
     with (
         lake.open_atomic(valid_url) as valid_out,
         lake.open_atomic(rejects_url) as rejects_out,
-        pq.ParquetWriter(valid_out, ARROW_SCHEMA, compression="zstd") as valid_writer,
-        pq.ParquetWriter(rejects_out, REJECTS_ARROW_SCHEMA, compression="zstd") as reject_writer,
+        pa.ipc.new_file(valid_out, ARROW_SCHEMA, options=STAGE_IPC) as valid_writer,
+        pa.ipc.new_file(rejects_out, REJECTS_ARROW_SCHEMA, options=STAGE_IPC) as reject_writer,
         Progress("normalize", total=expected_rows, logger=log) as progress,
     ):
         for batch in iter_raw_batches(lake, raw_urls):
@@ -743,19 +772,3 @@ def stage(
         unknown_fields,
         sorted(unknown_plazas),
     )
-
-
-def iter_staged(lake: Lake, url: str, *, chunk_rows: int = 500_000) -> Iterator[pa.Table]:
-    """Read staged Parquet back in chunks of about ``chunk_rows`` rows."""
-    with lake.open(url) as handle:
-        parquet = pq.ParquetFile(handle)
-        pending: list[pa.RecordBatch] = []
-        size = 0
-        for record_batch in parquet.iter_batches(batch_size=65_536):
-            pending.append(record_batch)
-            size += record_batch.num_rows
-            if size >= chunk_rows:
-                yield pa.Table.from_batches(pending)
-                pending, size = [], 0
-        if pending:
-            yield pa.Table.from_batches(pending)

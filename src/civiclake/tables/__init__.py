@@ -55,6 +55,21 @@ def ensure_table(
     return catalog.create_table_if_not_exists(identifier, schema=schema, **kwargs)  # type: ignore[arg-type]
 
 
+def ensure_table_for(
+    catalog: Catalog, identifier: str, schema: pa.Schema, *, month_of: str | None = None
+) -> Table:
+    """A table for an Arrow schema (PyIceberg assigns ids), partitioned by month(``month_of``)."""
+    from pyiceberg.transforms import MonthTransform
+
+    namespace = identifier.rsplit(".", 1)[0]
+    catalog.create_namespace_if_not_exists(namespace)
+    table = catalog.create_table_if_not_exists(identifier, schema=schema)
+    if month_of and table.spec().is_unpartitioned():
+        with table.update_spec() as update:
+            update.add_field(month_of, MonthTransform(), f"{month_of}_month")
+    return table
+
+
 @dataclass(frozen=True)
 class CommitResult:
     snapshot_id: int | None
