@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from civiclake.testing.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -29,6 +33,7 @@ def civiclake_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CIVICLAKE_HTTP_MAX_ATTEMPTS", "4")
     monkeypatch.setenv("CIVICLAKE_HTTP_TIMEOUT", "5")
     monkeypatch.setenv("CIVICLAKE_FETCH_RETRY_DELAY", "0")
+    monkeypatch.setenv("CIVICLAKE_DOWNLOAD_RETRY_DELAY", "0")
     return home
 
 
@@ -41,3 +46,17 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL (the machine's binaries, a temp dir, 127.0.0.1) for the session."""
+    from civiclake.testing.postgres import PostgresServer
+
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    return postgres_server.url

@@ -28,6 +28,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+taxi_app = typer.Typer(
+    help="NYC TLC taxi trips (yellow, green, fhv) by month.", no_args_is_help=True
+)
+app.add_typer(taxi_app, name="taxi")
 bnt_app = typer.Typer(
     help="MTA Bridges & Tunnels hourly traffic (data.ny.gov qzve-kjga).", no_args_is_help=True
 )
@@ -139,6 +143,91 @@ def _print_summary(summary: dict[str, Any]) -> None:
         elif isinstance(value, int) and key != "snapshot_id":
             value = f"{value:,}"
         table.add_row(key.replace("_", " "), str(value))
+    out.print(table)
+
+
+TAXI_FILE_PATTERN = r"(yellow|green|fhv)_tripdata_(\d{4})-(\d{2})(?!\d)"
+
+
+@taxi_app.command("run")
+@user_errors
+def taxi_run(
+    color: str | None = typer.Option(None, "--color", help="yellow, green or fhv."),
+    year: int | None = typer.Option(None, "--year", help="Year of the months."),
+    months: str | None = typer.Option(None, "--months", help="10, or a list like 1-3,10."),
+    to: str = typer.Option("duckdb", "--to", help="Warehouse: duckdb (embedded) or postgres."),
+    from_file: str | None = typer.Option(
+        None, "--from-file", help="A month's file already on disk (CSV, CSV.gz or Parquet)."
+    ),
+) -> None:
+    """Load TLC months: web -> lake (Parquet) -> Iceberg tlc.{color}_trips -> warehouse."""
+    import re
+
+    from civiclake.sources import tlc
+
+    if from_file:
+        match = re.search(TAXI_FILE_PATTERN, from_file.rsplit("/", 1)[-1])
+        if match:  # the file's name says what it holds, unless told otherwise
+            color = color or match.group(1)
+            year = year or int(match.group(2))
+            months = months or str(int(match.group(3)))
+    if color is None or year is None or months is None:
+        raise ParameterError(
+            "give --color, --year and --months (e.g. --color green --year 2020 --months 10)"
+        )
+    spec = tlc.spec_for(color)
+    wanted = tlc.parse_months(months, year)
+    if to not in ("duckdb", "postgres"):
+        raise ParameterError(f"--to: unknown warehouse {to!r} (duckdb or postgres)")
+    if to == "postgres" and get_settings().postgres_url is None:
+        raise ParameterError(
+            "--to postgres needs CIVICLAKE_POSTGRES_URL (postgresql://user:password@host:port/db)"
+        )
+    if from_file and len(wanted) != 1:
+        raise ParameterError("--from-file loads one month: give exactly one month")
+
+    from civiclake.flows.tlc import MonthsFailed, tlc_taxi_trips
+
+    try:
+        summary = tlc_taxi_trips(
+            color=spec.color,
+            year=year,
+            months=[m.month for m in wanted],
+            to=to,
+            from_file=from_file,
+        )
+    except MonthsFailed as exc:
+        if exc.summary:
+            _print_taxi_summary(exc.summary)
+        raise
+    _print_taxi_summary(summary)
+
+
+def _print_taxi_summary(summary: dict[str, Any]) -> None:
+    table = RichTable(
+        "month",
+        "status",
+        "read",
+        "loaded",
+        "rejected",
+        "by rule",
+        "seconds",
+        title=f"{summary['table']} -> Iceberg + {summary['to']}",
+    )
+    for r in summary["months"]:
+        if r["status"] != "loaded":
+            table.add_row(r["month"], "[red]failed[/red]", "", "", "", "", "")
+            continue
+        rules = ", ".join(f"{k} {v:,}" for k, v in r["rejected_by_rule"].items() if v)
+        table.add_row(
+            r["month"],
+            "loaded",
+            f"{r['rows_read']:,}",
+            f"{r['rows_loaded']:,}",
+            f"{r['rows_rejected']:,}",
+            rules,
+            str(r["duration_s"]),
+        )
     out.print(table)
 
 

@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     page_size: int = Field(50_000, ge=1, description="Rows per Socrata page ($limit).")
     fetch_retries: int = Field(1, ge=0, description="Prefect task retries of a whole fetch.")
     fetch_retry_delay: float = Field(10.0, ge=0, description="Seconds before a fetch retry.")
+    tlc_url: str = Field(
+        "https://github.com/DataTalksClub/nyc-tlc-data/releases/download",
+        description="TLC files: the course mirror's base, or a {color}/{yyyy}/{mm} template.",
+    )
+    tlc_concurrency: int = Field(2, ge=1, description="Months processed at the same time.")
+    download_timeout: float = Field(120.0, gt=0, description="Seconds without data = failure.")
+    download_retries: int = Field(3, ge=0, description="Retries of a failed download.")
+    download_retry_delay: float = Field(2.0, ge=0, description="First retry delay; doubles.")
+    postgres_url: SecretStr | None = Field(
+        None, description="postgresql://user:password@host:port/db for --to postgres."
+    )
     bnt_dataset_id: str = "qzve-kjga"
     bnt_lookback_days: int = Field(
         7, ge=0, description="Days re-fetched before the high-water mark."

@@ -182,7 +182,7 @@ def test_stage_file_errors(tmp_path: Path) -> None:
         bnt.stage_file(lake, str(tmp_path / "x.xlsx"), run_id="r")
     with pytest.raises(SourceError, match="none of the B&T columns"):
         _stage(tmp_path, "wrong.csv", "a,b\n1,2\n")
-    with pytest.raises(SourceError, match="not readable JSON: .*Malformed JSON"):
+    with pytest.raises(SourceError, match=r"not readable JSON: .*Malformed JSON"):
         _stage(tmp_path, "broken.json", '[{"plaza_id": "1"')
 
 

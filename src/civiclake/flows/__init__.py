@@ -12,6 +12,8 @@ _PREFECT_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "civiclake",
+    # civiclake's loggers also run outside flows (CLI checks, library use): no API warning then
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 for _key, _value in _PREFECT_DEFAULTS.items():
     os.environ.setdefault(_key, _value)

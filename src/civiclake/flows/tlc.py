@@ -1,0 +1,331 @@
+"""The ``tlc-taxi-trips`` flow: TLC monthly files -> lake (raw, Parquet) -> Iceberg -> warehouse.
+
+The parent flow runs one ``tlc-taxi-month`` subflow per month, a bounded number at a time
+(``CIVICLAKE_TLC_CONCURRENCY``). A month that fails (a 404, a corrupt file) loads nothing and the
+other months still complete; the parent then fails, naming the months. Tasks pass lake URLs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.runtime import flow_run
+from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
+from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
+
+from civiclake import tables
+from civiclake.config import get_settings
+from civiclake.errors import CivicLakeError, ParameterError
+from civiclake.lake import Lake, iter_table_chunks
+from civiclake.sources import tlc
+
+FLOW_NAME = "tlc-taxi-trips"
+MONTH_FLOW_NAME = "tlc-taxi-month"
+DOWNLOAD_CACHE_EXPIRATION = timedelta(days=1)
+
+
+class Color(StrEnum):
+    yellow = "yellow"
+    green = "green"
+    fhv = "fhv"
+
+
+class WarehouseKind(StrEnum):
+    duckdb = "duckdb"
+    postgres = "postgres"
+
+
+class MonthsFailed(CivicLakeError):
+    """Some months failed; the others are loaded. Carries the run summary for the CLI."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+# One writer per table at a time inside a process: Iceberg would retry a commit conflict, but
+# an embedded DuckDB file and a clean per-month transaction are simpler serialized.
+_TABLE_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+def _is_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry network trouble and cut-off bodies; a 404 or a corrupt file will not get better."""
+    return isinstance(state.data, tlc.TransientDownloadError)
+
+
+def _download_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    return f"civiclake-tlc-download:{parameters['url']}->{parameters['raw_url']}"
+
+
+@task(
+    name="download",
+    retries=3,
+    retry_delay_seconds=2,
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_is_transient,
+    cache_key_fn=_download_cache_key,
+    cache_expiration=DOWNLOAD_CACHE_EXPIRATION,
+    persist_result=True,
+)
+def download(url: str, raw_url: str) -> str:
+    """Download a month into the raw zone (cached by URL for a day); returns its lake URL."""
+    settings = get_settings()
+    log = get_run_logger()
+    log.info("downloading %s", url)
+    result = tlc.download(
+        url, Lake(settings.resolved_lake_url), raw_url, timeout=settings.download_timeout
+    )
+    log.info("downloaded %s bytes into %s", f"{result.bytes:,}", raw_url)
+    return result.raw_url
+
+
+@task(name="stage-file", cache_policy=NO_CACHE)
+def stage_file(path: str, color: str, year: int, month: int) -> str:
+    settings = get_settings()
+    return tlc.stage_local_file(
+        Lake(settings.resolved_lake_url), path, color, tlc.Month(year, month)
+    )
+
+
+@task(name="convert", cache_policy=NO_CACHE)
+def convert(raw_url: str, color: str, year: int, month: int, run_id: str) -> dict[str, Any]:
+    """Raw file -> typed Parquet (zstd) and rejects in the lake's stage zone."""
+    settings = get_settings()
+    result = tlc.convert(
+        Lake(settings.resolved_lake_url),
+        raw_url,
+        tlc.spec_for(color),
+        tlc.Month(year, month),
+        run_id=run_id,
+        log=get_run_logger(),
+    )
+    return {
+        "valid_url": result.valid_url,
+        "rejects_url": result.rejects_url,
+        "rows_read": result.rows_read,
+        "rows_valid": result.rows_valid,
+        "rows_rejected": result.rows_rejected,
+        "rejected_by_rule": result.rejected_by_rule,
+    }
+
+
+@task(name="load-iceberg", cache_policy=NO_CACHE)
+def load_iceberg(
+    converted: dict[str, Any], color: str, year: int, month: int, run_id: str
+) -> dict[str, Any]:
+    """Replace the month in ``tlc.{color}_trips`` (and its rejects), one commit each."""
+    settings = get_settings()
+    lake = Lake(settings.resolved_lake_url)
+    spec = tlc.spec_for(color)
+    the_month = tlc.Month(year, month)
+    catalog = tables.load_catalog(settings)
+    props = {
+        "run-id": run_id,
+        "source": f"tlc:{color}/{the_month}",
+        "range": str(the_month),
+        "rows-loaded": str(converted["rows_valid"]),
+        "rows-rejected": str(converted["rows_rejected"]),
+    }
+    with _TABLE_LOCKS[spec.table]:
+        table = tables.ensure_table_for(
+            catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
+        )
+        month_filter = And(
+            GreaterThanOrEqual(spec.pickup, the_month.start.isoformat()),
+            LessThan(spec.pickup, the_month.stop.isoformat()),
+        )
+        main = tables.replace_range(
+            table, month_filter, lambda: iter_table_chunks(lake, converted["valid_url"]), props
+        )
+        rejects_table = tables.ensure_table_for(
+            catalog, spec.rejects_table, tlc.rejects_schema(spec)
+        )
+        tables.replace_range(
+            rejects_table,
+            EqualTo("source_month", the_month.first_day.isoformat()),
+            lambda: iter_table_chunks(lake, converted["rejects_url"]),
+            props,
+        )
+    return {"snapshot_id": main.snapshot_id, "rows": main.rows_written}
+
+
+@task(name="load-warehouse", cache_policy=NO_CACHE)
+def load_warehouse(
+    converted: dict[str, Any], color: str, year: int, month: int, to: str
+) -> dict[str, Any]:
+    """Replace the month in the warehouse: delete + bulk load in one transaction."""
+    from civiclake.warehouse import open_warehouse
+
+    settings = get_settings()
+    lake = Lake(settings.resolved_lake_url)
+    spec = tlc.spec_for(color)
+    the_month = tlc.Month(year, month)
+    with _TABLE_LOCKS[f"{to}:{spec.table}"], open_warehouse(to, settings) as warehouse:
+        rows = warehouse.replace_range(
+            spec.table,
+            tlc.table_schema(spec),
+            [converted["valid_url"]],
+            lake,
+            column=spec.pickup,
+            start=the_month.start,
+            stop=the_month.stop,
+        )
+        warehouse.replace_range(
+            spec.rejects_table,
+            tlc.rejects_schema(spec),
+            [converted["rejects_url"]],
+            lake,
+            column="source_month",
+            start=the_month.first_day,
+            stop=the_month.first_day + timedelta(days=1),
+        )
+    return {"warehouse": to, "rows": rows}
+
+
+@flow(name=MONTH_FLOW_NAME, validate_parameters=True)
+def tlc_month(
+    color: Color,
+    year: int,
+    month: int,
+    to: WarehouseKind = WarehouseKind.duckdb,
+    from_file: str | None = None,
+) -> dict[str, Any]:
+    """One month: download (or stage a local file), convert, load Iceberg, load the warehouse."""
+    began = time.monotonic()
+    settings = get_settings()
+    the_month = tlc.Month(year, month)
+    run_id = str(flow_run.id or "local")
+    lake = Lake(settings.resolved_lake_url)
+    if from_file:
+        raw_url = stage_file(from_file, color.value, year, month)
+    else:
+        url = tlc.source_url(settings.tlc_url, color.value, the_month)
+        raw_target = tlc.raw_url_for(lake, color.value, the_month, url)
+        fetch = download.with_options(
+            retries=settings.download_retries,
+            retry_delay_seconds=[
+                settings.download_retry_delay * 2**i
+                for i in range(max(1, settings.download_retries))
+            ],
+        )
+        raw_url = fetch(url, raw_target)
+        if not lake.exists(raw_url):  # cached, but someone cleaned the raw zone since
+            raw_url = fetch.with_options(refresh_cache=True)(url, raw_target)
+    converted = convert(raw_url, color.value, year, month, run_id)
+    iceberg = load_iceberg(converted, color.value, year, month, run_id)
+    warehouse = load_warehouse(converted, color.value, year, month, to.value)
+    return {
+        "month": str(the_month),
+        "status": "loaded",
+        "rows_read": converted["rows_read"],
+        "rows_loaded": converted["rows_valid"],
+        "rows_rejected": converted["rows_rejected"],
+        "rejected_by_rule": converted["rejected_by_rule"],
+        "iceberg_snapshot_id": iceberg["snapshot_id"],
+        "warehouse": warehouse["warehouse"],
+        "warehouse_rows": warehouse["rows"],
+        "duration_s": round(time.monotonic() - began, 2),
+    }
+
+
+@task(name="month", cache_policy=NO_CACHE)
+def run_month(
+    color: Color, year: int, month: int, to: WarehouseKind, from_file: str | None
+) -> dict[str, Any]:
+    """Runs a month's subflow, so months share the parent's bounded task runner."""
+    return tlc_month(color=color, year=year, month=month, to=to, from_file=from_file)
+
+
+def _error_line(state: State[Any]) -> str:
+    error = state.data if isinstance(state.data, BaseException) else None
+    if error is None:
+        try:
+            state.result(raise_on_failure=True)
+        except BaseException as exc:
+            error = exc
+    text = str(error) if error else (state.message or "failed")
+    return " ".join(text.split())
+
+
+@flow(name=FLOW_NAME, validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
+def tlc_taxi_trips(
+    color: Color = Color.green,
+    year: int = 2020,
+    months: list[int] | None = None,
+    to: WarehouseKind = WarehouseKind.duckdb,
+    from_file: str | None = None,
+) -> dict[str, Any]:
+    """TLC trips of ``color`` for ``months`` of ``year`` into ``tlc.{color}_trips``."""
+    began = time.monotonic()
+    log = get_run_logger()
+    settings = get_settings()
+    if not months:
+        raise ParameterError("give at least one month")
+    wanted = tlc.parse_months(",".join(map(str, months)), year)
+    if from_file and len(wanted) != 1:
+        raise ParameterError("--from-file loads one month: give exactly one month")
+    if to is WarehouseKind.postgres and settings.postgres_url is None:
+        raise ParameterError("--to postgres needs CIVICLAKE_POSTGRES_URL")
+    limit = min(settings.tlc_concurrency, len(wanted))
+    log.info(
+        "%s %s: %s months, %d at a time, into %s", color.value, year, len(wanted), limit, to.value
+    )
+    results: list[dict[str, Any]] = []
+    pending = list(wanted)
+    while pending:  # bounded: at most `limit` months in flight
+        batch, pending = pending[:limit], pending[limit:]
+        futures = [(m, run_month.submit(color, m.year, m.month, to, from_file)) for m in batch]
+        for the_month, future in futures:
+            future.wait()
+            state = future.state
+            if state.is_completed():
+                results.append(future.result())
+            else:
+                reason = _error_line(state)
+                log.error("%s %s failed: %s", color.value, the_month, reason)
+                results.append({"month": str(the_month), "status": "failed", "error": reason})
+    summary = {
+        "table": tlc.spec_for(color.value).table,
+        "color": color.value,
+        "to": to.value,
+        "months": results,
+        "duration_s": round(time.monotonic() - began, 2),
+    }
+    _publish(summary)
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        detail = "; ".join(f"{color.value} {r['month']}: {r['error']}" for r in failed)
+        raise MonthsFailed(f"{len(failed)} of {len(results)} months failed: {detail}", summary)
+    return summary
+
+
+def _publish(summary: dict[str, Any]) -> None:
+    lines = [
+        "| month | status | read | loaded | rejected | by rule | snapshot | seconds |",
+        "|---|---|---:|---:|---:|---|---|---:|",
+    ]
+    for r in summary["months"]:
+        if r["status"] == "failed":
+            lines.append(f"| {r['month']} | failed: {r['error']} | | | | | | |")
+            continue
+        rules = ", ".join(f"{k}={v}" for k, v in r["rejected_by_rule"].items() if v)
+        lines.append(
+            f"| {r['month']} | loaded | {r['rows_read']:,} | {r['rows_loaded']:,} | "
+            f"{r['rows_rejected']:,} | {rules} | {r['iceberg_snapshot_id']} | "
+            f"{r['duration_s']} |"
+        )
+    create_markdown_artifact(
+        key="tlc-load-summary",
+        markdown=f"## {FLOW_NAME}: {summary['table']} -> {summary['to']}\n\n" + "\n".join(lines),
+        description=f"{summary['table']} months",
+    )

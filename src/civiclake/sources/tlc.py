@@ -1,0 +1,523 @@
+"""NYC TLC trip records (yellow, green, FHV): monthly files -> raw zone -> typed Parquet.
+
+The same shape as ``sources/bnt.py``: ``download`` lands the file in the raw zone as received
+(verified complete before it becomes visible), ``convert`` streams it through declared types and
+the data-quality rules into Parquet (valid rows + rejects) in the lake, and the table names and
+partitioning say where it goes.
+
+Types are declared, never inferred chunk by chunk: pandas' ``read_csv`` in chunks guesses each
+chunk's types (``.79``, an all-empty ``ehail_fee``, integer columns with blanks) and the course's
+pipeline had to patch them up by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from civiclake._private.progress import Progress
+from civiclake.errors import ParameterError, SourceError
+from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "tlc"
+DEFAULT_BASE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
+TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+CSV_BLOCK_BYTES = 16 * 1024 * 1024
+PARQUET_BATCH_ROWS = 131_072
+TIMESTAMP = pa.timestamp("us")
+TIMESTAMP_UTC = pa.timestamp("us", tz="UTC")
+MONEY = pa.float64()
+
+RULE_PICKUP_OUTSIDE_MONTH = "pickup_outside_month"
+RULE_DROPOFF_BEFORE_PICKUP = "dropoff_before_pickup"
+RULE_PASSENGER_COUNT_ZERO = "passenger_count_zero"
+RULES = (RULE_PICKUP_OUTSIDE_MONTH, RULE_DROPOFF_BEFORE_PICKUP, RULE_PASSENGER_COUNT_ZERO)
+"""Checked in this order; a row is rejected for the first rule it breaks."""
+
+
+@dataclass(frozen=True)
+class TripSchema:
+    """One color of trip records: its columns, declared types and time columns."""
+
+    color: str
+    fields: tuple[tuple[str, pa.DataType], ...]
+    pickup: str
+    dropoff: str
+    passenger_count: str | None = "passenger_count"
+
+    @property
+    def arrow(self) -> pa.Schema:
+        return pa.schema(list(self.fields))
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.fields]
+
+    @property
+    def table(self) -> str:
+        return f"{NAMESPACE}.{self.color}_trips"
+
+    @property
+    def rejects_table(self) -> str:
+        return f"{NAMESPACE}.{self.color}_trips_rejects"
+
+
+LOAD_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("load_run_id", pa.string()),
+    ("loaded_at", TIMESTAMP_UTC),
+)
+REJECT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("source_month", pa.date32()),
+    ("reject_reason", pa.string()),
+)
+
+_MONEY_COLUMNS = (
+    "fare_amount",
+    "extra",
+    "mta_tax",
+    "tip_amount",
+    "tolls_amount",
+)
+YELLOW = TripSchema(
+    color="yellow",
+    pickup="tpep_pickup_datetime",
+    dropoff="tpep_dropoff_datetime",
+    fields=(
+        ("VendorID", pa.int32()),
+        ("tpep_pickup_datetime", TIMESTAMP),
+        ("tpep_dropoff_datetime", TIMESTAMP),
+        ("passenger_count", pa.int32()),
+        ("trip_distance", pa.float64()),
+        ("RatecodeID", pa.int32()),
+        ("store_and_fwd_flag", pa.string()),
+        ("PULocationID", pa.int32()),
+        ("DOLocationID", pa.int32()),
+        ("payment_type", pa.int32()),
+        *((name, MONEY) for name in _MONEY_COLUMNS),
+        ("improvement_surcharge", MONEY),
+        ("total_amount", MONEY),
+        ("congestion_surcharge", MONEY),
+    ),
+)
+GREEN = TripSchema(
+    color="green",
+    pickup="lpep_pickup_datetime",
+    dropoff="lpep_dropoff_datetime",
+    fields=(
+        ("VendorID", pa.int32()),
+        ("lpep_pickup_datetime", TIMESTAMP),
+        ("lpep_dropoff_datetime", TIMESTAMP),
+        ("store_and_fwd_flag", pa.string()),
+        ("RatecodeID", pa.int32()),
+        ("PULocationID", pa.int32()),
+        ("DOLocationID", pa.int32()),
+        ("passenger_count", pa.int32()),
+        ("trip_distance", pa.float64()),
+        *((name, MONEY) for name in _MONEY_COLUMNS),
+        ("ehail_fee", MONEY),
+        ("improvement_surcharge", MONEY),
+        ("total_amount", MONEY),
+        ("payment_type", pa.int32()),
+        ("trip_type", pa.int32()),
+        ("congestion_surcharge", MONEY),
+    ),
+)
+FHV = TripSchema(
+    color="fhv",
+    pickup="pickup_datetime",
+    dropoff="dropOff_datetime",
+    passenger_count=None,
+    fields=(
+        ("dispatching_base_num", pa.string()),
+        ("pickup_datetime", TIMESTAMP),
+        ("dropOff_datetime", TIMESTAMP),
+        ("PUlocationID", pa.int32()),
+        ("DOlocationID", pa.int32()),
+        ("SR_Flag", pa.int32()),
+        ("Affiliated_base_number", pa.string()),
+    ),
+)
+COLORS: dict[str, TripSchema] = {s.color: s for s in (YELLOW, GREEN, FHV)}
+
+
+def table_schema(spec: TripSchema) -> pa.Schema:
+    return pa.schema([*spec.fields, *LOAD_FIELDS])
+
+
+def rejects_schema(spec: TripSchema) -> pa.Schema:
+    return pa.schema([*spec.fields, *REJECT_FIELDS, *LOAD_FIELDS])
+
+
+# ---------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True, order=True)
+class Month:
+    year: int
+    month: int
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+    @property
+    def start(self) -> datetime:
+        return datetime(self.year, self.month, 1)
+
+    @property
+    def stop(self) -> datetime:
+        return datetime(self.year + self.month // 12, self.month % 12 + 1, 1)
+
+    @property
+    def first_day(self) -> date:
+        return date(self.year, self.month, 1)
+
+
+def spec_for(color: str) -> TripSchema:
+    try:
+        return COLORS[color.strip().lower()]
+    except KeyError:
+        raise ParameterError(
+            f"unknown color {color!r}: choose one of {', '.join(COLORS)}"
+        ) from None
+
+
+def parse_months(text: str, year: int) -> list[Month]:
+    """``"10"``, ``"1-3,10"`` -> months of ``year``, sorted, each once."""
+    if not 2009 <= year <= 2100:
+        raise ParameterError(f"year {year} is outside the TLC record (2009 onwards)")
+    months: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d{1,2})(?:\s*-\s*(\d{1,2}))?", part)
+        if not match:
+            raise ParameterError(f"months: {part!r} is not a month or a range like 1-3")
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        for value in (first, last):
+            if not 1 <= value <= 12:
+                raise ParameterError(f"month {year}-{value:02d} does not exist (months are 1-12)")
+        if last < first:
+            raise ParameterError(f"months: range {part!r} goes backwards")
+        months.update(range(first, last + 1))
+    return [Month(year, m) for m in sorted(months)]
+
+
+def file_name(color: str, month: Month, extension: str = "csv.gz") -> str:
+    return f"{color}_tripdata_{month}.{extension}"
+
+
+def source_url(base_url: str, color: str, month: Month) -> str:
+    """A month's URL: the course mirror's layout ``{base}/{color}/{color}_tripdata_YYYY-MM.csv.gz``,
+    or a template with ``{color}``, ``{yyyy}``, ``{mm}`` placeholders, e.g. the official TLC
+    Parquet files ``https://.../trip-data/{color}_tripdata_{yyyy}-{mm}.parquet``."""
+    if "{" in base_url:
+        return base_url.format(color=color, yyyy=f"{month.year:04d}", mm=f"{month.month:02d}")
+    return f"{base_url.rstrip('/')}/{color}/{file_name(color, month)}"
+
+
+# ---------------------------------------------------------------- download
+
+
+class TransientDownloadError(SourceError):
+    """Worth retrying: a 5xx/429, a timeout, a dropped connection, a cut-off body."""
+
+
+@dataclass(frozen=True)
+class Download:
+    url: str
+    raw_url: str
+    bytes: int
+
+
+def raw_url_for(lake: Lake, color: str, month: Month, url: str) -> str:
+    name = url.rsplit("/", 1)[-1].split("?", 1)[0]
+    return lake.join(RAW_ZONE, NAMESPACE, color, str(month), name)
+
+
+class _GzipCheck:
+    """Decompresses as bytes arrive, only to prove the stream is whole (no data kept)."""
+
+    def __init__(self) -> None:
+        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def update(self, chunk: bytes) -> None:
+        data = chunk
+        while data:
+            try:
+                self._inflate.decompress(data, 0)
+            except zlib.error as exc:
+                raise SourceError(f"corrupt gzip data ({exc})") from None
+            data = self._inflate.unused_data
+            if data:  # a concatenated gzip member starts here
+                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def finish(self) -> None:
+        if not self._inflate.eof:
+            raise SourceError("truncated gzip file (no end-of-stream marker)")
+
+
+def download(
+    url: str,
+    lake: Lake,
+    raw_url: str,
+    *,
+    timeout: float = 60.0,
+    transport: httpx.BaseTransport | None = None,
+) -> Download:
+    """Stream ``url`` into the raw zone; the file appears only once verified complete."""
+    try:
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=True, transport=transport) as client,
+            client.stream("GET", url) as response,
+        ):
+            status = response.status_code
+            if status == 404:
+                raise SourceError(f"not found (HTTP 404): {url}")
+            if status in TRANSIENT_STATUS:
+                raise TransientDownloadError(f"HTTP {status} from {url}")
+            if status != 200:
+                raise SourceError(f"HTTP {status} from {url}")
+            declared = response.headers.get("Content-Length")
+            check = _GzipCheck() if url.endswith(".gz") else None
+            size = 0
+            with lake.open_atomic(raw_url) as out:
+                for chunk in response.iter_raw(DOWNLOAD_CHUNK_BYTES):
+                    out.write(chunk)
+                    size += len(chunk)
+                    if check:
+                        check.update(chunk)
+                if declared is not None and int(declared) != size:
+                    raise TransientDownloadError(
+                        f"truncated download: {size:,} of {int(declared):,} bytes from {url}"
+                    )
+                if check:
+                    check.finish()
+    except httpx.TimeoutException:
+        raise TransientDownloadError(f"timed out downloading {url}") from None
+    except httpx.TransportError as exc:
+        raise TransientDownloadError(
+            f"connection failed for {url} ({type(exc).__name__})"
+        ) from None
+    if raw_url.endswith(".parquet"):
+        _check_parquet(lake, raw_url)
+    return Download(url=url, raw_url=raw_url, bytes=size)
+
+
+def _check_parquet(lake: Lake, url: str) -> None:
+    with lake.open(url) as handle:
+        head = handle.read(4)
+        handle.seek(-4, 2)
+        tail = handle.read(4)
+    if head != b"PAR1" or tail != b"PAR1":
+        lake.remove(url)
+        raise SourceError(f"corrupt or truncated Parquet file: {url}")
+
+
+def stage_local_file(lake: Lake, path: str, color: str, month: Month) -> str:
+    """``--from-file``: copy a file already on disk into the raw zone."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if not name.endswith((".csv", ".csv.gz", ".parquet")):
+        raise SourceError(f"{path}: unsupported file type (expected .csv, .csv.gz, .parquet)")
+    url = lake.join(RAW_ZONE, NAMESPACE, color, str(month), name)
+    try:
+        lake.copy_from(path, url)
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file") from None
+    return url
+
+
+# ---------------------------------------------------------------- convert: typed, ruled Parquet
+
+
+@dataclass
+class Conversion:
+    valid_url: str
+    rejects_url: str
+    rows_read: int = 0
+    rows_valid: int = 0
+    rows_rejected: int = 0
+    rejected_by_rule: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULES, 0))
+
+
+def stage_urls(lake: Lake, spec: TripSchema, month: Month) -> tuple[str, str]:
+    base = lake.join(STAGE_ZONE, NAMESPACE, spec.color, str(month))
+    return f"{base}/trips.parquet", f"{base}/rejects.parquet"
+
+
+def _iter_csv(lake: Lake, url: str, spec: TripSchema) -> Any:
+    import pyarrow.csv as pacsv
+
+    compression = "gzip" if url.endswith(".gz") else None
+    local = lake.local_path(url)
+    # Arrow's native reader (and gzip) on local files; any fsspec file otherwise
+    handle: Any = pa.input_stream(local, compression=compression) if local else lake.open(url)
+    stream: Any = handle
+    if compression and not local:
+        stream = pa.CompressedInputStream(pa.PythonFile(handle, mode="r"), compression)
+    try:
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+            convert_options=pacsv.ConvertOptions(
+                column_types=spec.arrow,
+                include_columns=spec.names,
+                include_missing_columns=True,
+                timestamp_parsers=["%Y-%m-%d %H:%M:%S", pacsv.ISO8601],
+                strings_can_be_null=True,
+            ),
+        )
+        yield from (_conform(pa.Table.from_batches([batch]), spec) for batch in reader)
+    finally:
+        handle.close()
+
+
+def _iter_parquet(lake: Lake, url: str, spec: TripSchema) -> Any:
+    with lake.open(url) as handle:
+        parquet = pq.ParquetFile(handle)
+        available = set(parquet.schema_arrow.names)
+        columns = [name for name in spec.names if name in available]
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+            yield _conform(pa.Table.from_batches([batch]), spec)
+
+
+def _conform(table: pa.Table, spec: TripSchema) -> pa.Table:
+    """Exactly the declared columns and types (missing columns as NULL)."""
+    arrays = []
+    for name, kind in spec.fields:
+        if name in table.column_names:
+            column = table.column(name)
+            arrays.append(column if column.type == kind else pc.cast(column, kind))
+        else:
+            arrays.append(pa.nulls(table.num_rows, kind))
+    return pa.Table.from_arrays(arrays, schema=spec.arrow)
+
+
+def _check_columns(lake: Lake, url: str, spec: TripSchema) -> None:
+    """Refuse a file that is not this color's (a yellow file given as green, say)."""
+    if url.endswith(".parquet"):
+        with lake.open(url) as handle:
+            names = set(pq.ParquetFile(handle).schema_arrow.names)
+    else:
+        import contextlib
+        import csv
+        import gzip
+        import io
+
+        with (
+            lake.open(url) as handle,
+            gzip.open(handle) if url.endswith(".gz") else contextlib.nullcontext(handle) as raw,
+        ):
+            try:
+                line = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="").readline()
+            except (OSError, EOFError) as exc:
+                raise SourceError(f"corrupt or truncated file {url} ({exc})") from None
+        names = set(next(csv.reader([line]), []))
+    missing = [n for n in (spec.pickup, spec.dropoff) if n not in names]
+    if missing:
+        raise SourceError(
+            f"{url.rsplit('/', 1)[-1]} is not a {spec.color} trip file: "
+            f"no column {', '.join(missing)}"
+        )
+
+
+def apply_rules(
+    table: pa.Table, spec: TripSchema, month: Month
+) -> tuple[pa.Array, dict[str, pa.Array]]:
+    """The first rule each row breaks (or null) and each rule's own mask."""
+    pickup = table.column(spec.pickup)
+    dropoff = table.column(spec.dropoff)
+    start = pa.scalar(month.start, TIMESTAMP)
+    stop = pa.scalar(month.stop, TIMESTAMP)
+    outside = pc.invert(
+        pc.fill_null(pc.and_(pc.greater_equal(pickup, start), pc.less(pickup, stop)), False)
+    )
+    backwards = pc.fill_null(pc.less(dropoff, pickup), False)
+    if spec.passenger_count:
+        zero = pc.fill_null(pc.equal(table.column(spec.passenger_count), 0), False)
+    else:
+        zero = pa.array([False] * table.num_rows)
+    masks = {
+        RULE_PICKUP_OUTSIDE_MONTH: outside,
+        RULE_DROPOFF_BEFORE_PICKUP: backwards,
+        RULE_PASSENGER_COUNT_ZERO: zero,
+    }
+    reason = pa.nulls(table.num_rows, pa.string())
+    for rule in reversed(RULES):  # the first rule in RULES wins
+        reason = pc.if_else(masks[rule], pa.scalar(rule), reason)
+    return reason, masks
+
+
+def convert(
+    lake: Lake,
+    raw_url: str,
+    spec: TripSchema,
+    month: Month,
+    *,
+    run_id: str,
+    log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+) -> Conversion:
+    """Raw month -> ``trips.parquet`` + ``rejects.parquet`` (zstd) in the stage zone."""
+    _check_columns(lake, raw_url, spec)
+    valid_url, rejects_url = stage_urls(lake, spec, month)
+    result = Conversion(valid_url, rejects_url)
+    loaded_at = datetime.now(UTC)
+    batches = (_iter_parquet if raw_url.endswith(".parquet") else _iter_csv)(lake, raw_url, spec)
+    try:
+        with (
+            lake.open_atomic(valid_url) as valid_out,
+            lake.open_atomic(rejects_url) as rejects_out,
+            pq.ParquetWriter(valid_out, table_schema(spec), compression="zstd") as valid_writer,
+            pq.ParquetWriter(rejects_out, rejects_schema(spec), compression="zstd") as rejects,
+            Progress(f"convert {spec.color} {month}", logger=log) as progress,
+        ):
+            for table in batches:
+                n = table.num_rows
+                reason, _ = apply_rules(table, spec, month)
+                bad = pc.is_valid(reason)
+                meta = [
+                    pa.repeat(pa.scalar(run_id, pa.string()), n),
+                    pa.repeat(pa.scalar(loaded_at, TIMESTAMP_UTC), n),
+                ]
+                full = pa.Table.from_arrays([*table.columns, *meta], schema=table_schema(spec))
+                good = full.filter(pc.invert(bad))
+                valid_writer.write_table(good)
+                if pc.any(bad).as_py():
+                    rejected = table.filter(bad)
+                    k = rejected.num_rows
+                    reasons = reason.filter(bad)
+                    rejects.write_table(
+                        pa.Table.from_arrays(
+                            [
+                                *rejected.columns,
+                                pa.array([month.first_day] * k, pa.date32()),
+                                reasons,
+                                pa.array([run_id] * k, pa.string()),
+                                pa.array([loaded_at] * k, TIMESTAMP_UTC),
+                            ],
+                            schema=rejects_schema(spec),
+                        )
+                    )
+                    for item in pc.value_counts(reasons).to_pylist():
+                        result.rejected_by_rule[item["values"]] += item["counts"]
+                    result.rows_rejected += k
+                result.rows_read += n
+                result.rows_valid += good.num_rows
+                progress.advance(n)
+    except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(
+            f"{spec.color} {month}: cannot read {raw_url.rsplit('/', 1)[-1]}: {first}"
+        ) from None
+    return result

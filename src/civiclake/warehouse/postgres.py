@@ -1,0 +1,510 @@
+"""PostgreSQL: a server warehouse reached through ``CIVICLAKE_POSTGRES_URL`` (psycopg 3).
+
+Loads are ``COPY ... FROM STDIN (FORMAT binary)`` fed by Arrow: each Parquet record batch
+(bounded memory) is encoded into PostgreSQL's binary tuple format with vectorised Arrow and
+NumPy kernels, in a thread, while the previous batch is sent. Measured here (2 cores, local
+PostgreSQL 15, 1M TLC-like rows of 21 columns): COPY binary 4.3-6.7 s, COPY csv written by
+Arrow's C++ writer 8.8-12.2 s, psycopg's row-by-row binary ``write_row`` 26 s; the server
+alone ingests binary in 2.8-4.0 s against 6.3-8.3 s for the same rows as CSV (no text to
+parse). ``copy_format="csv"`` remains as a fallback: strings always quoted and NULL empty and
+unquoted, so '' and NULL stay apart. The session runs in UTC: naive range bounds and naive
+timestamp text mean UTC, as in the lake.
+
+The password never leaves this module: connection errors name host, port and database only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import queue
+import re
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from psycopg.types.numeric import DecimalBinaryDumper
+from pydantic import SecretStr
+
+from civiclake.config import Settings
+from civiclake.errors import CivicLakeError, ParameterError
+from civiclake.lake import Lake
+from civiclake.warehouse._arrow_sql import (
+    check_file_schema,
+    check_range,
+    create_table_sql,
+    parquet_schema,
+    qualified,
+    quote_ident,
+    split_table,
+)
+
+__all__ = ["DEFAULT_BATCH_ROWS", "PostgresWarehouse", "postgres_url"]
+
+CopyFormat = Literal["binary", "csv"]
+Chunk = bytes | memoryview
+
+ENV_VAR = "CIVICLAKE_POSTGRES_URL"
+DEFAULT_BATCH_ROWS = 64 * 1024
+CONNECT_TIMEOUT_S = 10
+_CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, batch_size=DEFAULT_BATCH_ROWS)
+_CONNECT_PREFIX = re.compile(
+    r"connection (?:failed: )?(?:to server at |to server on )?[^:]*failed:\s*"
+)
+
+
+def postgres_url(settings: Settings) -> SecretStr:
+    """The connection URL: ``settings.postgres_url`` when set, else ``$CIVICLAKE_POSTGRES_URL``."""
+    value: Any = getattr(settings, "postgres_url", None) or os.environ.get(ENV_VAR)
+    if not value:
+        raise ParameterError(
+            f"no PostgreSQL warehouse configured: set {ENV_VAR}"
+            "=postgresql://user:password@host:5432/database"
+        )
+    return value if isinstance(value, SecretStr) else SecretStr(str(value))
+
+
+class PostgresWarehouse:
+    """One connection (autocommit outside explicit transactions); operations are serialised."""
+
+    name = "postgres"
+
+    def __init__(
+        self,
+        url: SecretStr | str,
+        *,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        copy_format: CopyFormat = "binary",
+    ) -> None:
+        if copy_format not in _ENCODERS:
+            raise ParameterError(f"copy_format must be one of {sorted(_ENCODERS)}")
+        secret = url if isinstance(url, SecretStr) else SecretStr(url)
+        self.batch_rows = batch_rows
+        self.copy_format: CopyFormat = copy_format
+        self.target = _describe(secret.get_secret_value())[0]  # host:port/db, no credentials
+        self._url = secret
+        self._conn = _connect(secret)
+        self._lock = threading.Lock()
+
+    @property
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The connection, opened again if the server dropped it (a restart, a timeout)."""
+        if self._conn.broken:
+            self._conn = _connect(self._url)
+        return self._conn
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PostgresWarehouse:
+        return cls(postgres_url(settings))
+
+    def replace_range(
+        self,
+        table: str,
+        schema: pa.Schema,
+        parquet_urls: list[str],
+        lake: Lake,
+        *,
+        column: str,
+        start: datetime | date,
+        stop: datetime | date,
+    ) -> int:
+        """Delete ``start <= column < stop`` and COPY the files in, in one transaction."""
+        check_range(table, schema, column, start, stop)
+        create = create_table_sql(table, schema, "postgres")
+        for url in parquet_urls:  # fail before the transaction on a missing or foreign file
+            check_file_schema(url, parquet_schema(lake, url), schema, "postgres")
+        target, col = qualified(table), quote_ident(column)
+        with self._lock:
+            try:
+                self._ensure_schema(split_table(table)[0])
+                with self._connection.transaction(), self._conn.cursor() as cur:
+                    # one civiclake writer per table at a time, across processes
+                    cur.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"civiclake:{table}"]
+                    )
+                    # naive bounds and CSV timestamp text (see _csv_ready) are UTC
+                    cur.execute("SET LOCAL TIME ZONE 'UTC'")
+                    self._ensure_table(cur, table, create, column)
+                    self._check_columns(cur, table, schema)
+                    cur.execute(
+                        f"DELETE FROM {target} WHERE {col} >= %s AND {col} < %s", [start, stop]
+                    )
+                    return sum(self._copy(cur, target, lake, url) for url in parquet_urls)
+            except psycopg.Error as exc:
+                raise CivicLakeError(
+                    f"loading {table} into PostgreSQL failed: {_server_reason(exc)}"
+                ) from exc
+            except (OSError, pa.ArrowException) as exc:
+                raise CivicLakeError(f"loading {table} into PostgreSQL failed: {exc}") from exc
+
+    def _ensure_schema(self, namespace: str) -> None:
+        """Create the schema, if missing, in its own transaction, before the load's.
+
+        Inside the load it would need a lock per schema (two loads creating it at once: one
+        fails), serialising every table of the schema. An empty schema left by a failed load
+        is harmless. Checked first: IF NOT EXISTS still needs the CREATE privilege.
+        """
+        conn = self._connection
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [namespace]).fetchone():
+            return
+        with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(namespace)}")
+
+    def _ensure_table(self, cur: psycopg.Cursor[Any], table: str, create: str, column: str) -> None:
+        """Create the table and its index if missing (under the table's advisory lock)."""
+        cur.execute("SELECT to_regclass(%s)", [qualified(table)])
+        row = cur.fetchone()
+        if row is None or row[0] is None:
+            cur.execute(create)
+            # BRIN: tiny, nearly free to maintain, turns the range DELETE into a range scan
+            cur.execute(f"CREATE INDEX ON {qualified(table)} USING brin ({quote_ident(column)})")
+
+    def _check_columns(self, cur: psycopg.Cursor[Any], table: str, schema: pa.Schema) -> None:
+        """An existing table made from an older schema: say so instead of a COPY error."""
+        missing = sorted(set(schema.names) - set(_column_types(cur, table)))
+        if missing:
+            raise CivicLakeError(
+                f"table {table} in PostgreSQL lacks columns {missing}: "
+                "migrate or drop it, then reload"
+            )
+
+    def _copy(self, cur: psycopg.Cursor[Any], target: str, lake: Lake, url: str) -> int:
+        """Stream one Parquet file through COPY, one record batch at a time, by column name."""
+        with lake.open(url) as handle:
+            parquet = pq.ParquetFile(handle)
+            columns = ", ".join(quote_ident(n) for n in parquet.schema_arrow.names)
+            statement = f"COPY {target} ({columns}) FROM STDIN (FORMAT {self.copy_format})"
+            encode = _ENCODERS[self.copy_format]
+            with (
+                cur.copy(statement) as copy,
+                _Prefetch(encode(parquet, self.batch_rows)) as chunks,
+            ):
+                for chunk in chunks:
+                    copy.write(chunk)
+        return max(cur.rowcount, 0)
+
+    def column_types(self, table: str) -> dict[str, str]:
+        with self._lock, self._connection.cursor() as cur:
+            return _column_types(cur, table)
+
+    def count(self, table: str, where: str | None = None) -> int:
+        query = f"SELECT count(*) FROM {qualified(table)}" + (f" WHERE {where}" if where else "")
+        with self._lock, self._connection.cursor() as cur:
+            try:
+                cur.execute(query)
+            except psycopg.Error as exc:
+                raise CivicLakeError(
+                    f"cannot count {table} in PostgreSQL: {_server_reason(exc)}"
+                ) from exc
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _Prefetch:
+    """Encode the next chunks in a thread while the current one is sent.
+
+    Arrow, NumPy and the socket release the GIL, so encoding overlaps the server's work. The
+    queue is short (bounded memory); leaving the block stops the thread, whatever happened.
+    """
+
+    def __init__(self, chunks: Iterator[Chunk], depth: int = 2) -> None:
+        self._chunks = chunks
+        self._queue: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="civiclake-copy", daemon=True)
+
+    def _produce(self) -> None:
+        try:
+            for chunk in self._chunks:
+                if not self._put((True, chunk)):
+                    return
+            self._put((False, None))
+        except BaseException as exc:
+            self._put((False, exc))
+
+    def _put(self, item: tuple[bool, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[Chunk]:
+        while True:
+            more, item = self._queue.get()
+            if more:
+                yield item
+            elif item is None:
+                return
+            else:
+                raise item
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# PostgreSQL's binary COPY: signature, flags, header extension; each tuple is an int16 field
+# count then, per field, an int32 byte length (-1: NULL) and the value in network byte order.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = b"\xff\xff"
+_NULL_FIELD = pa.scalar(b"\xff\xff\xff\xff", pa.binary())
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, PostgreSQL's epoch, in Unix microseconds
+_PG_EPOCH_DAYS = 10_957
+_BIG_ENDIAN: dict[pa.DataType, str] = {
+    pa.int8(): ">i2",  # SMALLINT is two bytes
+    pa.int16(): ">i2",
+    pa.int32(): ">i4",
+    pa.int64(): ">i8",
+    pa.float64(): ">f8",
+}
+_VECTOR_NUMERIC_MAX_PRECISION = 16  # unscaled value * 10**3 still fits in uint64
+
+
+def _binary_chunks(parquet: pq.ParquetFile, batch_rows: int) -> Iterator[Chunk]:
+    yield _COPY_HEADER
+    for batch in parquet.iter_batches(batch_size=batch_rows):
+        if batch.num_rows:
+            yield _binary_tuples(batch)
+    yield _COPY_TRAILER
+
+
+def _binary_tuples(batch: pa.RecordBatch) -> memoryview:
+    """One batch as binary COPY tuples: every field encoded column-wise, then joined per row."""
+    n = batch.num_rows
+    count = _fixed_width(np.full((n, 1), batch.num_columns, ">i2"))
+    fields = [_binary_field(column) for column in batch.columns]
+    rows = pc.binary_join_element_wise(count, *fields, b"")
+    offsets = np.frombuffer(rows.buffers()[1], np.int32, n + 1, rows.offset * 4)
+    return memoryview(rows.buffers()[2])[offsets[0] : offsets[-1]]
+
+
+def _binary_field(array: pa.Array) -> pa.Array:
+    """Each value as ``int32 length + bytes`` (binary), NULL as length -1."""
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        array, kind = array.dictionary_decode(), kind.value_type
+    valid = array.is_valid() if array.null_count else None
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        data = array.cast(pa.binary()).fill_null(b"")
+        lengths = pc.binary_length(data).to_numpy().astype(">i4").reshape(-1, 1)
+        field = pc.binary_join_element_wise(_fixed_width(lengths), data, b"")
+    elif pa.types.is_decimal(kind):
+        return _numeric_field(array, valid)
+    else:
+        field = _fixed_width(_with_length(_fixed_values(array)))
+    return field if valid is None else pc.if_else(valid, field, _NULL_FIELD)
+
+
+def _fixed_values(array: pa.Array) -> np.ndarray:
+    """The values (NULLs as 0) as big-endian NumPy numbers, in PostgreSQL's representation."""
+    kind = array.type
+    if pa.types.is_boolean(kind):
+        return array.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8)
+    if pa.types.is_timestamp(kind):
+        micros = array.cast(pa.int64()).fill_null(0).to_numpy()
+        return (micros - _PG_EPOCH_US).astype(">i8")
+    if pa.types.is_date32(kind):
+        days = array.cast(pa.int32()).fill_null(0).to_numpy()
+        return (days - _PG_EPOCH_DAYS).astype(">i4")
+    if kind in _BIG_ENDIAN:
+        return array.fill_null(0).to_numpy().astype(_BIG_ENDIAN[kind])
+    raise CivicLakeError(f"no binary COPY encoding for Arrow type {kind}")
+
+
+def _with_length(values: np.ndarray) -> np.ndarray:
+    """Rows of ``int32 length + value bytes`` for one fixed-width value per row."""
+    n, width = len(values), values.dtype.itemsize
+    block = np.empty((n, 4 + width), np.uint8)
+    block[:, :4] = np.array([width], ">i4").view(np.uint8)
+    block[:, 4:] = values.view(np.uint8).reshape(n, width)
+    return block
+
+
+def _fixed_width(rows: np.ndarray) -> pa.Array:
+    """A 2-D array (one row of bytes per value) as an Arrow binary array, without copying twice."""
+    block = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), -1)
+    width = block.shape[1]
+    fixed = pa.Array.from_buffers(pa.binary(width), len(block), [None, pa.py_buffer(block)])
+    return fixed.cast(pa.binary())
+
+
+def _numeric_field(array: pa.Array, valid: pa.Array | None) -> pa.Array:
+    """NUMERIC's binary form: ndigits, weight, sign, dscale, then base-10000 digits.
+
+    Vectorised when the unscaled value fits in an int64 with room to align the scale on a
+    base-10000 digit; wider decimals go through psycopg's own encoder, value by value.
+    """
+    kind = array.type
+    precision, scale = kind.precision, kind.scale
+    if precision > _VECTOR_NUMERIC_MAX_PRECISION:
+        return _numeric_field_slow(array)
+    n = len(array)
+    filled = array.fill_null(pa.scalar(Decimal(0), kind))
+    # decimal128: 16-byte little-endian two's complement; the low word holds these values
+    words = np.frombuffer(filled.buffers()[1], "<i8")
+    unscaled = words[2 * filled.offset : 2 * (filled.offset + n) : 2]
+    pad = -scale % 4  # fractional digits added so the point falls between base-10000 digits
+    magnitude = np.abs(unscaled).astype(np.uint64) * np.uint64(10**pad)
+    if n and int(magnitude.max()) >= 10 ** (precision + pad):
+        raise CivicLakeError(f"a value of a {kind} column has more than {precision} digits")
+    ndigits = -(-(precision + pad) // 4)
+    out = np.empty((n, 6 + ndigits), ">u2")
+    out[:, 0] = 0  # the int32 field length, as two uint16 words
+    out[:, 1] = 8 + 2 * ndigits
+    out[:, 2] = ndigits
+    out[:, 3] = (ndigits - 1 - (scale + pad) // 4) & 0xFFFF  # weight, int16
+    out[:, 4] = np.where(unscaled < 0, 0x4000, 0)  # sign
+    out[:, 5] = scale  # dscale
+    for i in range(ndigits):
+        out[:, 6 + i] = (magnitude // np.uint64(10_000 ** (ndigits - 1 - i))) % np.uint64(10_000)
+    field = _fixed_width(out)
+    return field if valid is None else pc.if_else(valid, field, _NULL_FIELD)
+
+
+def _numeric_field_slow(array: pa.Array) -> pa.Array:
+    dumper = DecimalBinaryDumper(Decimal)
+    values = []
+    for value in array.to_pylist():
+        if value is None:
+            values.append(_NULL_FIELD.as_py())
+        else:
+            data = bytes(dumper.dump(value) or b"")
+            values.append(struct.pack("!i", len(data)) + data)
+    return pa.array(values, pa.binary())
+
+
+def _csv_chunks(parquet: pq.ParquetFile, batch_rows: int) -> Iterator[Chunk]:
+    for batch in parquet.iter_batches(batch_size=batch_rows):
+        out = io.BytesIO()
+        pa_csv.write_csv(_csv_ready(batch), out, _CSV_OPTIONS)
+        yield out.getbuffer()
+
+
+def _csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Zoned timestamps as naive UTC wall time, dictionaries decoded.
+
+    Arrow formats zoned timestamps through the time zone database, ~15x slower than naive
+    ones (3.9 s vs 0.25 s per million values here); the values are UTC instants, and the COPY
+    runs with the session in UTC, so the naive text is read back as the same instant.
+    """
+    columns, changed = [], False
+    for array in batch.columns:
+        kind = array.type
+        if pa.types.is_dictionary(kind):
+            array, kind, changed = array.dictionary_decode(), kind.value_type, True
+        if pa.types.is_timestamp(kind) and kind.tz is not None:
+            array, changed = array.cast(pa.timestamp(kind.unit)), True
+        columns.append(array)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names) if changed else batch
+
+
+_ENCODERS: dict[str, Callable[[pq.ParquetFile, int], Iterator[Chunk]]] = {
+    "binary": _binary_chunks,
+    "csv": _csv_chunks,
+}
+
+
+def _column_types(cur: psycopg.Cursor[Any], table: str) -> dict[str, str]:
+    cur.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY a.attnum",
+        [qualified(table)],
+    )
+    return {str(name): str(kind) for name, kind in cur.fetchall()}
+
+
+def _connect(url: SecretStr) -> psycopg.Connection[Any]:
+    raw = url.get_secret_value()
+    target, secrets = _describe(raw)
+    try:
+        conn = psycopg.connect(
+            raw, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="civiclake"
+        )
+    except psycopg.Error as exc:
+        reason = _mask(_CONNECT_PREFIX.sub("", _one_line(str(exc))), secrets)
+        reason = reason.replace("FATAL: ", "").replace("connection is bad: ", "").strip()
+        reason = reason or type(exc).__name__
+        raise CivicLakeError(f"cannot connect to PostgreSQL at {target}: {reason}") from None
+    try:
+        conn.execute("SET TIME ZONE 'UTC'")
+    except psycopg.Error as exc:
+        conn.close()
+        raise CivicLakeError(f"PostgreSQL at {target}: {_server_reason(exc)}") from None
+    return conn
+
+
+def _describe(raw: str) -> tuple[str, list[str]]:
+    """``host:port/db`` of a URL or conninfo string, and the secrets to mask in messages."""
+    params: dict[str, Any] = {}
+    with contextlib.suppress(psycopg.Error):
+        params = psycopg.conninfo.conninfo_to_dict(raw)
+    if not params and "://" in raw:  # libpq could not parse it: take what a URL parser can
+        with contextlib.suppress(ValueError):
+            parts = urlsplit(raw)
+            params = {"host": parts.hostname, "dbname": parts.path.lstrip("/")}
+            params["password"] = unquote(parts.password or "")
+            params["port"] = parts.port
+    secrets = [str(params.get("password") or "")]
+    for pattern in (r"://[^:/@]*:([^@]*)@", r"password\s*=?\s*'?([^'\s]+)"):
+        for found in re.finditer(pattern, raw):
+            secrets += [found.group(1), unquote(found.group(1))]
+    secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = params.get("port") or os.environ.get("PGPORT") or 5432
+    database = params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user") or "?"
+    return _mask(f"{host}:{port}/{database}", secrets), secrets
+
+
+def _mask(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _server_reason(exc: psycopg.Error) -> str:
+    """The server's primary message (no DETAIL/CONTEXT lines): one line for the CLI."""
+    primary = exc.diag.message_primary if exc.diag else None
+    return _one_line(primary or str(exc)) or type(exc).__name__

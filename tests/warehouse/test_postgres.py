@@ -1,0 +1,373 @@
+"""PostgreSQL warehouse against a real server: COPY round trips, month replaces, rollback,
+and a password that never shows up in an error."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pyarrow as pa
+import pytest
+
+from civiclake.config import get_settings
+from civiclake.errors import CivicLakeError, ParameterError
+from civiclake.lake import Lake
+from civiclake.testing import postgres as testing_postgres
+from civiclake.testing.postgres import PostgresServer
+from civiclake.warehouse import Warehouse, open_warehouse
+from civiclake.warehouse.postgres import PostgresWarehouse, postgres_url
+
+JAN, FEB, MAR = date(2024, 1, 1), date(2024, 2, 1), date(2024, 3, 1)
+EXPECTED_TYPES = {
+    "VendorID": "smallint",
+    "RatecodeID": "smallint",
+    "PULocationID": "integer",
+    "trip_id": "bigint",
+    "trip_distance": "double precision",
+    "fare_amount": "numeric(10,2)",
+    "big_amount": "numeric(38,9)",
+    "store_and_fwd_flag": "text",
+    "Note": "text",
+    "is_shared": "boolean",
+    "pickup_date": "date",
+    "tpep_pickup_datetime": "timestamp without time zone",
+    "loaded_at": "timestamp with time zone",
+}
+
+
+@pytest.fixture
+def pg_env(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """CIVICLAKE_POSTGRES_URL for this test (the autouse home fixture cleared CIVICLAKE_*)."""
+    monkeypatch.setenv("CIVICLAKE_POSTGRES_URL", postgres_server.url)
+    return postgres_server.url
+
+
+@pytest.fixture(params=["binary", "csv"])
+def warehouse(request: pytest.FixtureRequest, pg_env: str) -> Iterator[PostgresWarehouse]:
+    with PostgresWarehouse(postgres_url(get_settings()), copy_format=request.param) as opened:
+        yield opened
+
+
+@pytest.fixture
+def table(namespace: str) -> str:
+    return f"{namespace}.yellow_trips"
+
+
+def read_rows(server: PostgresServer, data: Any, table: str, where: str = "true") -> list[Any]:
+    """Everything in the table, read by a second connection (what a reader sees)."""
+    schema, name = table.split(".")
+    with psycopg.connect(server.url) as reader:
+        return reader.execute(
+            f'SELECT {data.columns_sql} FROM "{schema}"."{name}" WHERE {where} ORDER BY trip_id'
+        ).fetchall()
+
+
+def shown(exc: BaseException | None) -> str:
+    """Every message a traceback would print for ``exc`` (its cause or context chain too)."""
+    messages = []
+    while exc is not None:
+        messages += traceback.format_exception_only(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return "".join(messages)
+
+
+def test_open_warehouse_reads_the_url_from_the_environment(pg_env: str, table: str) -> None:
+    with open_warehouse("postgres", get_settings()) as warehouse:
+        assert isinstance(warehouse, Warehouse)
+        assert warehouse.name == "postgres"
+        assert warehouse.column_types(table) == {}
+
+
+def test_no_url_configured_is_a_parameter_error() -> None:
+    with pytest.raises(ParameterError, match="CIVICLAKE_POSTGRES_URL"):
+        open_warehouse("postgres", get_settings())
+
+
+def test_round_trip_every_type(
+    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
+) -> None:
+    january = data.make(JAN, 3000)
+    urls = [data.write(january.slice(0, 1800), "a.parquet"), data.write(january.slice(1800), "b")]
+
+    loaded = warehouse.replace_range(table, data.schema, urls, data.lake, **data.month(JAN))
+
+    assert loaded == 3000
+    assert warehouse.count(table) == 3000
+    assert warehouse.column_types(table) == EXPECTED_TYPES
+    assert read_rows(postgres_server, data, table) == data.rows(january)
+    flags = [row["store_and_fwd_flag"] for row in january.to_pylist()]
+    assert warehouse.count(table, "store_and_fwd_flag = ''") == flags.count("") > 0
+    assert warehouse.count(table, "store_and_fwd_flag IS NULL") == flags.count(None) > 0
+    look_like_null = flags.count("NULL") + flags.count("\\N")
+    assert warehouse.count(table, "store_and_fwd_flag IN ('NULL', '\\N')") == look_like_null > 0
+
+
+def test_timestamps_mean_utc_whatever_the_reader_time_zone(
+    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
+) -> None:
+    url = data.write(data.make(JAN, 3), "jan.parquet")
+    warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN))
+
+    with psycopg.connect(postgres_server.url) as reader:
+        reader.execute("SET TIME ZONE 'America/New_York'")
+        naive, zoned = reader.execute(
+            f"SELECT tpep_pickup_datetime::text, loaded_at AT TIME ZONE 'UTC' FROM {table} "
+            "ORDER BY trip_id LIMIT 1"
+        ).fetchone()
+    assert naive == "2024-01-01 00:00:00"  # TIMESTAMP: the wall time, untouched
+    assert zoned == datetime(1999, 12, 31, 23, 59, 59, 999_999)  # TIMESTAMPTZ: the instant
+
+
+def test_columns_load_by_name_in_any_order(
+    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
+) -> None:
+    january = data.make(JAN, 500)
+    url = data.write(january.select(list(reversed(january.column_names))), "reversed.parquet")
+
+    warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN))
+
+    assert list(warehouse.column_types(table)) == data.schema.names
+    assert read_rows(postgres_server, data, table) == data.rows(january)
+
+
+def test_a_remote_lake_streams_through_fsspec(
+    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
+) -> None:
+    remote = Lake("memory://civiclake-pg-test-lake")
+    january = data.make(JAN, 1200)
+    url = data.write(january, "jan.parquet", remote)
+    warehouse.batch_rows = 250  # several COPY chunks per file
+
+    assert warehouse.replace_range(table, data.schema, [url], remote, **data.month(JAN)) == 1200
+
+    assert read_rows(postgres_server, data, table) == data.rows(january)
+    remote.fs.rm("/civiclake-pg-test-lake", recursive=True)
+
+
+def test_replace_twice_gives_the_same_contents(
+    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
+) -> None:
+    url = data.write(data.make(JAN, 2000), "jan.parquet")
+    warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN))
+    first = read_rows(postgres_server, data, table)
+
+    assert warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN)) == 2000
+
+    assert read_rows(postgres_server, data, table) == first
+    assert warehouse.count(table) == 2000
+
+
+def test_replacing_a_month_leaves_other_months_alone(
+    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
+) -> None:
+    months = {m: data.make(m, 800, first_id=i * 10_000) for i, m in enumerate((JAN, FEB, MAR))}
+    for month, rows in months.items():
+        url = data.write(rows, f"{month}.parquet")
+        warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(month))
+    new_feb = data.make(FEB, 300, first_id=50_000, tag="v2 ")
+
+    url = data.write(new_feb, "feb-v2.parquet")
+    assert warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(FEB)) == 300
+
+    expected = data.rows(pa.concat_tables([months[JAN], new_feb, months[MAR]]))
+    assert read_rows(postgres_server, data, table) == expected
+
+
+def test_a_range_of_dates_or_zoned_datetimes(
+    warehouse: PostgresWarehouse, data: Any, table: str
+) -> None:
+    url = data.write(data.make(JAN, 100), "jan.parquet")
+    warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN))
+    by_date = {"column": "pickup_date", "start": date(2024, 1, 1), "stop": date(2024, 1, 2)}
+    on_first_day = warehouse.count(table, "pickup_date = '2024-01-01'")
+
+    assert warehouse.replace_range(table, data.schema, [], data.lake, **by_date) == 0
+    assert warehouse.count(table) == 100 - on_first_day
+
+    zoned = {
+        "column": "loaded_at",
+        "start": datetime(2000, 1, 1, tzinfo=UTC),
+        "stop": datetime(2100, 1, 1, tzinfo=UTC),
+    }
+    warehouse.replace_range(table, data.schema, [], data.lake, **zoned)
+    kept = warehouse.count(table, "loaded_at IS NULL OR loaded_at < '2000-01-01Z'")
+    assert warehouse.count(table) == kept > 0  # NULLs are in no range: they stay
+
+
+def test_concurrent_loads_from_threads_all_land(pg_env: str, data: Any, namespace: str) -> None:
+    """Connections of their own creating one schema at once; one table loaded twice at once."""
+    url = data.write(data.make(JAN, 2000), "jan.parquet")
+
+    def load(table: str) -> int:
+        with PostgresWarehouse(pg_env) as warehouse:
+            return warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN))
+
+    tables = [f"{namespace}.{name}" for name in ("a", "b", "c", "a")]
+    with ThreadPoolExecutor(len(tables)) as pool:
+        assert list(pool.map(load, tables)) == [2000] * len(tables)
+    with PostgresWarehouse(pg_env) as warehouse:
+        assert [warehouse.count(t) for t in tables] == [2000] * len(tables)
+
+
+NUMERIC_TYPES = [(1, 0), (4, 4), (5, 1), (9, 3), (16, 0), (16, 8), (16, 16), (17, 5), (38, 0)]
+
+
+def test_numeric_and_float_edge_values(
+    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, namespace: str
+) -> None:
+    """Every decimal shape the binary encoder aligns differently, exactly; NaN and infinities."""
+    columns: dict[str, pa.Array] = {"day": pa.array([date(2024, 1, 1)] * 7, pa.date32())}
+    for precision, scale in NUMERIC_TYPES:
+        nines = (9,) * precision  # built from digit tuples: exact, whatever the context
+        values = [Decimal((sign, digits, -scale)) for sign in (0, 1) for digits in (nines, (1,))]
+        values += [Decimal(0), None, Decimal((0, (7,), -scale))]
+        columns[f"d{precision}_{scale}"] = pa.array(values, pa.decimal128(precision, scale))
+    nan, inf = float("nan"), float("inf")
+    columns["f"] = pa.array([nan, inf, -inf, 5e-324, 1.7976931348623157e308, None, -0.0])
+    edge = pa.table(columns)
+    url = data.write(edge, "edge.parquet")
+    table = f"{namespace}.edge"
+    days = {"column": "day", "start": date(2024, 1, 1), "stop": date(2024, 1, 2)}
+
+    assert warehouse.replace_range(table, edge.schema, [url], data.lake, **days) == 7
+
+    names = ", ".join(f'"{name}"' for name in edge.column_names)
+    with psycopg.connect(postgres_server.url) as reader:
+        got = reader.execute(f"SELECT {names} FROM {table}").fetchall()
+    expected = [tuple(row.values()) for row in edge.to_pylist()]
+    assert [row[:-1] for row in got] == [row[:-1] for row in expected]
+    assert repr([row[-1] for row in got]) == repr([row[-1] for row in expected])
+    types = warehouse.column_types(table)
+    assert [types[f"d{p}_{s}"] for p, s in NUMERIC_TYPES] == [
+        f"numeric({p},{s})" for p, s in NUMERIC_TYPES
+    ]
+
+
+@pytest.mark.parametrize("failure", ["missing file", "foreign schema", "corrupt data"])
+def test_a_failed_load_changes_nothing(
+    warehouse: PostgresWarehouse,
+    postgres_server: PostgresServer,
+    data: Any,
+    table: str,
+    failure: str,
+) -> None:
+    good = data.write(data.make(JAN, 1500), "good.parquet")
+    warehouse.replace_range(table, data.schema, [good], data.lake, **data.month(JAN))
+    before = read_rows(postgres_server, data, table)
+    replacement = data.write(data.make(JAN, 700, first_id=90_000), "new.parquet")
+    if failure == "missing file":
+        bad = data.lake.join("stage", "nowhere.parquet")
+    elif failure == "foreign schema":
+        bad = data.write(data.make(JAN, 10).drop_columns(["Note"]), "foreign.parquet")
+    else:  # the footer reads fine; a data page fails after the first file was copied
+        bad = data.write(data.make(JAN, 3000, first_id=70_000), "corrupt.parquet")
+        raw = bytearray(data.lake.read_bytes(bad))
+        raw[len(raw) // 2 : len(raw) // 2 + 4096] = b"\xa5" * 4096
+        data.lake.write_bytes(bad, bytes(raw))
+
+    with pytest.raises(CivicLakeError) as caught:
+        warehouse.replace_range(
+            table, data.schema, [replacement, bad], data.lake, **data.month(JAN)
+        )
+
+    assert "\n" not in str(caught.value)
+    assert read_rows(postgres_server, data, table) == before
+    assert warehouse.replace_range(table, data.schema, [replacement], data.lake, **data.month(JAN))
+
+
+def test_a_value_the_server_rejects_rolls_back(
+    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
+) -> None:
+    """A failure inside COPY, after the DELETE ran: the whole transaction goes."""
+    good = data.write(data.make(JAN, 600), "good.parquet")
+    warehouse.replace_range(table, data.schema, [good], data.lake, **data.month(JAN))
+    before = read_rows(postgres_server, data, table)
+    poisoned = data.make(JAN, 600).to_pylist()
+    poisoned[-1]["Note"] = "a NUL byte \x00 is not valid in PostgreSQL text"
+    bad = data.write(pa.Table.from_pylist(poisoned, schema=data.schema), "nul.parquet")
+
+    with pytest.raises(CivicLakeError, match=r"into PostgreSQL failed: .*0x00"):
+        warehouse.replace_range(table, data.schema, [good, bad], data.lake, **data.month(JAN))
+
+    assert read_rows(postgres_server, data, table) == before
+
+
+def test_count_of_a_missing_table_is_a_civiclake_error(warehouse: PostgresWarehouse) -> None:
+    with pytest.raises(CivicLakeError, match=r'relation "tlc\.nothing" does not exist'):
+        warehouse.count("tlc.nothing")
+    assert warehouse.count("pg_catalog.pg_class") > 0  # the connection is still usable
+
+
+def test_a_wrong_password_never_shows_the_password(postgres_server: PostgresServer) -> None:
+    parts = urlsplit(postgres_server.url)
+    wrong = "Wr0ng-S3cret-Pa55"
+    url = postgres_server.url.replace(f":{postgres_server.password}@", f":{wrong}@")
+
+    with pytest.raises(CivicLakeError) as caught:
+        PostgresWarehouse(url)
+
+    message = str(caught.value)
+    assert message.startswith(
+        f"cannot connect to PostgreSQL at 127.0.0.1:{parts.port}/{postgres_server.database}: "
+    )
+    assert "password authentication failed" in message
+    for secret in (wrong, postgres_server.password):
+        assert secret not in shown(caught.value)
+
+
+def test_an_unreachable_server_is_one_line_without_the_password() -> None:
+    with pytest.raises(CivicLakeError) as caught:
+        PostgresWarehouse("postgresql://someone:TopS3cret@127.0.0.1:9/nodb")
+
+    message = str(caught.value)
+    assert message.startswith("cannot connect to PostgreSQL at 127.0.0.1:9/nodb: ")
+    assert "TopS3cret" not in shown(caught.value)
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://someone:TopS3cret@127.0.0.1:notaport/db",
+        "postgresql://someone:TopS3cret@[::1/db",
+        "host=127.0.0.1 password=TopS3cret bogus",
+    ],
+)
+def test_a_malformed_url_does_not_echo_the_password(url: str) -> None:
+    with pytest.raises(CivicLakeError) as caught:
+        PostgresWarehouse(url)
+
+    assert str(caught.value).startswith("cannot connect to PostgreSQL at ")
+    assert "TopS3cret" not in shown(caught.value)
+
+
+def test_bad_copy_format_is_a_parameter_error(pg_env: str) -> None:
+    with pytest.raises(ParameterError, match="copy_format"):
+        PostgresWarehouse(pg_env, copy_format="parquet")  # type: ignore[arg-type]
+
+
+def test_missing_server_binaries_say_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(testing_postgres, "SEARCH_ROOT", tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    with pytest.raises(RuntimeError, match="apt-get install -y postgresql"):
+        PostgresServer().start()
+
+
+def test_the_newest_installed_version_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for version in ("9.6", "15", "16"):
+        for name in ("initdb", "pg_ctl", "postgres", "psql"):
+            (tmp_path / version / "bin").mkdir(parents=True, exist_ok=True)
+            (tmp_path / version / "bin" / name).touch()
+    monkeypatch.setattr(testing_postgres, "SEARCH_ROOT", tmp_path)
+
+    assert testing_postgres.find_binaries().initdb == tmp_path / "16" / "bin" / "initdb"
