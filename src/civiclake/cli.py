@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from datetime import date
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import typer
@@ -87,6 +88,12 @@ def bnt_run(
     page_size: int | None = typer.Option(
         None, "--page-size", min=1, help="Rows per API page ($limit) [default: 50000]."
     ),
+    lake_block: str | None = typer.Option(
+        None, "--lake-block", help="A civiclake-lake Prefect block instead of CIVICLAKE_LAKE_URL."
+    ),
+    socrata_token_block: str | None = typer.Option(
+        None, "--socrata-token-block", help="A Prefect Secret block holding the app token."
+    ),
 ) -> None:
     """Load MTA B&T hourly traffic into mta.bnt_traffic_hourly (replaces the date range)."""
     start = parse_date("--start-date", start_date)
@@ -97,7 +104,7 @@ def bnt_run(
         raise ParameterError(
             f"--stop-date {stop} must be after --start-date {start} (the range is [start, stop))"
         )
-    if not from_file and start is None:
+    if not from_file and start is None and not lake_block:
         _check_incremental_possible(lookback_days)
 
     from civiclake.flows.bnt import bnt_hourly_traffic
@@ -108,6 +115,8 @@ def bnt_run(
         from_file=from_file,
         lookback_days=lookback_days,
         page_size=page_size,
+        lake_block=lake_block,
+        socrata_token_block=socrata_token_block,
     )
     _print_summary(summary)
 
@@ -159,6 +168,12 @@ def taxi_run(
     from_file: str | None = typer.Option(
         None, "--from-file", help="A month's file already on disk (CSV, CSV.gz or Parquet)."
     ),
+    lake_block: str | None = typer.Option(
+        None, "--lake-block", help="A civiclake-lake Prefect block instead of CIVICLAKE_LAKE_URL."
+    ),
+    warehouse_block: str | None = typer.Option(
+        None, "--warehouse-block", help="A civiclake-postgres Prefect block (with --to postgres)."
+    ),
 ) -> None:
     """Load TLC months: web -> lake (Parquet) -> Iceberg tlc.{color}_trips -> warehouse."""
     import re
@@ -179,7 +194,7 @@ def taxi_run(
     wanted = tlc.parse_months(months, year)
     if to not in ("duckdb", "postgres"):
         raise ParameterError(f"--to: unknown warehouse {to!r} (duckdb or postgres)")
-    if to == "postgres" and get_settings().postgres_url is None:
+    if to == "postgres" and get_settings().postgres_url is None and not warehouse_block:
         raise ParameterError(
             "--to postgres needs CIVICLAKE_POSTGRES_URL (postgresql://user:password@host:port/db)"
         )
@@ -195,6 +210,8 @@ def taxi_run(
             months=[m.month for m in wanted],
             to=to,
             from_file=from_file,
+            lake_block=lake_block,
+            warehouse_block=warehouse_block,
         )
     except MonthsFailed as exc:
         if exc.summary:
@@ -229,6 +246,65 @@ def _print_taxi_summary(summary: dict[str, Any]) -> None:
             str(r["duration_s"]),
         )
     out.print(table)
+
+
+@app.command("deploy")
+@user_errors
+def deploy(
+    project_dir: str | None = typer.Option(
+        None, "--project-dir", help="Folder holding prefect.yaml [default: this checkout]."
+    ),
+    pool: str = typer.Option("civiclake", "--pool", help="Process work pool to create if missing."),
+) -> None:
+    """Register prefect.yaml's deployments and civiclake's block types on a Prefect server."""
+    import os
+    import subprocess
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ParameterError(
+            "civiclake deploy needs a running Prefect server: start one with `prefect server "
+            "start --host 127.0.0.1` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    folder = Path(project_dir) if project_dir else _project_dir()
+    if not (folder / "prefect.yaml").is_file():
+        raise ParameterError(f"no prefect.yaml in {folder}")
+
+    import civiclake.flows  # noqa: F401  (Prefect's offline defaults)
+    from civiclake._private.deploy import ensure_process_pool, register_block_types
+
+    created = ensure_process_pool(pool)
+    err.print(f"work pool {pool!r} {'created' if created else 'exists'}")
+    for slug in register_block_types():
+        err.print(f"block type {slug} registered")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "--no-prompt",
+            "deploy",
+            "--all",
+            "--prefect-file",
+            str(folder / "prefect.yaml"),
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        raise CivicLakeError("prefect deploy failed: " + (lines[-1] if lines else "no output"))
+    out.print(done.stdout.strip())
+
+
+def _project_dir() -> Path:
+    """The checkout this civiclake runs from, or the current folder."""
+    here = Path.cwd()
+    for folder in (here, *here.parents, Path(__file__).resolve().parents[2]):
+        if (folder / "prefect.yaml").is_file() and (folder / "src" / "civiclake").is_dir():
+            return folder
+    return here
 
 
 class OutputFormat(StrEnum):

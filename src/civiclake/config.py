@@ -10,14 +10,18 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, Secret, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+if TYPE_CHECKING:
+    from civiclake.lake import Lake
 
 DEFAULT_HOME = Path("~/.civiclake")
 DEFAULT_SOCRATA_URL = "https://data.ny.gov"
@@ -40,6 +44,10 @@ class Settings(BaseSettings):
     home: Path = Field(DEFAULT_HOME, description="Root of every embedded default.")
     lake_url: str | None = Field(
         None, description="fsspec URL of the lake; default file://$CIVICLAKE_HOME/lake."
+    )
+    lake_options: Secret[dict[str, Any]] = Field(
+        default_factory=lambda: Secret[dict[str, Any]]({}),
+        description="fsspec storage options for the lake (JSON in CIVICLAKE_LAKE_OPTIONS); secret.",
     )
     catalog_uri: str | None = Field(
         None, description="Iceberg SQL catalog URI; default sqlite:///$CIVICLAKE_HOME/catalog.db."
@@ -98,6 +106,12 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_catalog_uri(self) -> str:
         return self.catalog_uri or f"sqlite:///{self.home_dir / 'catalog.db'}"
+
+    def lake(self) -> Lake:
+        """The configured lake (URL plus storage options)."""
+        from civiclake.lake import Lake
+
+        return Lake(self.resolved_lake_url, **self.lake_options.get_secret_value())
 
     @property
     def warehouse_url(self) -> str:

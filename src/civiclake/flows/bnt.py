@@ -9,17 +9,21 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from pydantic import Field
 
 from civiclake import tables
-from civiclake.config import Settings, get_settings
+from civiclake.blocks import Blocks, settings_for
+from civiclake.config import Settings
 from civiclake.errors import ParameterError
-from civiclake.lake import Lake, iter_table_chunks
+from civiclake.flows._locks import table_lock
+from civiclake.flows._params import DateParam
+from civiclake.lake import iter_table_chunks
 from civiclake.sources import bnt
 from civiclake.sources.socrata import SocrataClient
 
@@ -74,9 +78,11 @@ def _run_id() -> str:
 
 
 @task(name="fetch", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def fetch(start: date, stop: date, run_id: str, page_size: int) -> dict[str, Any]:
+def fetch(
+    start: date, stop: date, run_id: str, page_size: int, blocks: Blocks = None
+) -> dict[str, Any]:
     """Page the API into the raw zone; returns lake URLs and counts."""
-    settings = get_settings()
+    settings = settings_for(blocks)
     log = get_run_logger()
     with SocrataClient(
         settings.socrata_url,
@@ -88,7 +94,7 @@ def fetch(start: date, stop: date, run_id: str, page_size: int) -> dict[str, Any
     ) as client:
         result = bnt.fetch_range(
             client,
-            Lake(settings.resolved_lake_url),
+            settings.lake(),
             bnt.LoadRange(start, stop),
             run_id=run_id,
             dataset_id=settings.bnt_dataset_id,
@@ -102,10 +108,10 @@ def fetch(start: date, stop: date, run_id: str, page_size: int) -> dict[str, Any
 
 
 @task(name="stage-file", cache_policy=NO_CACHE)
-def stage_file(path: str, run_id: str) -> list[str]:
+def stage_file(path: str, run_id: str, blocks: Blocks = None) -> list[str]:
     """Copy a bulk export into the raw zone."""
-    settings = get_settings()
-    return bnt.stage_file(Lake(settings.resolved_lake_url), path, run_id=run_id)
+    settings = settings_for(blocks)
+    return bnt.stage_file(settings.lake(), path, run_id=run_id)
 
 
 @task(name="stage", cache_policy=NO_CACHE)
@@ -116,12 +122,13 @@ def stage(
     start: date | None,
     stop: date | None,
     expected_rows: int | None = None,
+    blocks: Blocks = None,
 ) -> dict[str, Any]:
     """Raw files -> typed, validated Parquet (and rejects) in the stage zone."""
-    settings = get_settings()
+    settings = settings_for(blocks)
     load_range = bnt.LoadRange(start, stop) if start and stop else None
     ctx = bnt.LoadContext(run_id, source, datetime.now(UTC), load_range)
-    lake = Lake(settings.resolved_lake_url)
+    lake = settings.lake()
     result = bnt.stage(lake, raw_urls, ctx, log=get_run_logger(), expected_rows=expected_rows)
     return asdict(result)
 
@@ -135,10 +142,11 @@ def load(
     stop: date,
     rows_fetched: int,
     load_key: str,
+    blocks: Blocks = None,
 ) -> dict[str, Any]:
     """Replace the range in the table and its rejects table, each in one Iceberg commit."""
-    settings = get_settings()
-    lake = Lake(settings.resolved_lake_url)
+    settings = settings_for(blocks)
+    lake = settings.lake()
     catalog = tables.load_catalog(settings)
     load_range = bnt.LoadRange(start, stop)
     props = {
@@ -149,20 +157,21 @@ def load(
         "rows-loaded": str(staged["rows_valid"]),
         "rows-rejected": str(staged["rows_rejected"]),
     }
-    table = tables.ensure_table(catalog, bnt.TABLE, bnt.SCHEMA, bnt.PARTITION_SPEC)
-    main = tables.replace_range(
-        table,
-        load_range.table_filter(),
-        lambda: iter_table_chunks(lake, staged["valid_url"]),
-        props,
-    )
-    rejects_table = tables.ensure_table(catalog, bnt.REJECTS_TABLE, bnt.REJECTS_SCHEMA)
-    rejects = tables.replace_range(
-        rejects_table,
-        load_range.rejects_filter(load_key),
-        lambda: iter_table_chunks(lake, staged["rejects_url"]),
-        props,
-    )
+    with table_lock(bnt.TABLE):
+        table = tables.ensure_table(catalog, bnt.TABLE, bnt.SCHEMA, bnt.PARTITION_SPEC)
+        main = tables.replace_range(
+            table,
+            load_range.table_filter(),
+            lambda: iter_table_chunks(lake, staged["valid_url"]),
+            props,
+        )
+        rejects_table = tables.ensure_table(catalog, bnt.REJECTS_TABLE, bnt.REJECTS_SCHEMA)
+        rejects = tables.replace_range(
+            rejects_table,
+            load_range.rejects_filter(load_key),
+            lambda: iter_table_chunks(lake, staged["rejects_url"]),
+            props,
+        )
     get_run_logger().info(
         "committed snapshot %s to %s (%s rows now)",
         main.snapshot_id,
@@ -204,11 +213,23 @@ def _fmt(value: Any) -> str:
 
 @flow(name=FLOW_NAME, validate_parameters=True)
 def bnt_hourly_traffic(
-    start_date: date | None = None,
-    stop_date: date | None = None,
-    from_file: str | None = None,
-    lookback_days: int | None = None,
-    page_size: int | None = None,
+    start_date: Annotated[
+        DateParam | None, Field(description="First date (YYYY-MM-DD); empty: incremental")
+    ] = None,
+    stop_date: Annotated[
+        DateParam | None, Field(description="Date after the last one; empty: through today")
+    ] = None,
+    from_file: Annotated[str | None, Field(description="Load a bulk export instead")] = None,
+    lookback_days: Annotated[
+        int | None, Field(ge=0, description="Incremental re-fetch window, days")
+    ] = None,
+    page_size: Annotated[
+        int | None, Field(ge=1, le=1_000_000, description="Rows per API page")
+    ] = None,
+    lake_block: Annotated[str | None, Field(description="civiclake-lake block name")] = None,
+    socrata_token_block: Annotated[
+        str | None, Field(description="Secret block with the Socrata app token")
+    ] = None,
 ) -> dict[str, Any]:
     """MTA Bridges & Tunnels hourly traffic into ``mta.bnt_traffic_hourly``.
 
@@ -216,7 +237,8 @@ def bnt_hourly_traffic(
     mark minus ``lookback_days``); ``from_file`` loads a bulk export (CSV or JSON) instead.
     """
     began = time.monotonic()
-    settings = get_settings()
+    blocks = {"lake_block": lake_block, "socrata_token_block": socrata_token_block}
+    settings = settings_for(blocks)
     log = get_run_logger()
     run_id = _run_id()
     page_size = page_size or settings.page_size
@@ -227,8 +249,8 @@ def bnt_hourly_traffic(
         if start_date or stop_date:
             raise ParameterError("--from-file takes its dates from the file: drop the date options")
         source = f"file:{from_file.rsplit('/', 1)[-1]}"
-        raw_urls = stage_file(from_file, run_id)
-        staged = stage(raw_urls, run_id, source, None, None)
+        raw_urls = stage_file(from_file, run_id, blocks=blocks)
+        staged = stage(raw_urls, run_id, source, None, None, blocks=blocks)
         if staged["rows_valid"] == 0:
             raise ParameterError(
                 f"{from_file}: no valid row to load ({staged['rows_rejected']} rejected)"
@@ -254,12 +276,12 @@ def bnt_hourly_traffic(
         fetch_with_retries = fetch.with_options(
             retries=settings.fetch_retries, retry_delay_seconds=settings.fetch_retry_delay
         )
-        fetched_info = fetch_with_retries(start, stop, run_id, page_size)
+        fetched_info = fetch_with_retries(start, stop, run_id, page_size, blocks=blocks)
         staged = stage(fetched_info["raw_urls"], run_id, source, start, stop, fetched_info["rows"])
         fetched = fetched_info["rows"]
 
     load_key = source if from_file else str(bnt.LoadRange(start, stop))
-    loaded = load(staged, run_id, source, start, stop, fetched, load_key)
+    loaded = load(staged, run_id, source, start, stop, fetched, load_key, blocks=blocks)
     summary = {
         "table": bnt.TABLE,
         "range": f"[{start}, {stop})",

@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from datetime import timedelta
+from datetime import date, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -21,12 +21,15 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 
 from civiclake import tables
-from civiclake.config import get_settings
+from civiclake.blocks import Blocks, settings_for
 from civiclake.errors import CivicLakeError, ParameterError
-from civiclake.lake import Lake, iter_table_chunks
+from civiclake.flows._locks import table_lock
+from civiclake.flows._params import MonthNumber
+from civiclake.lake import iter_table_chunks
 from civiclake.sources import tlc
 
 FLOW_NAME = "tlc-taxi-trips"
@@ -77,32 +80,30 @@ def _download_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     cache_expiration=DOWNLOAD_CACHE_EXPIRATION,
     persist_result=True,
 )
-def download(url: str, raw_url: str) -> str:
+def download(url: str, raw_url: str, blocks: Blocks = None) -> str:
     """Download a month into the raw zone (cached by URL for a day); returns its lake URL."""
-    settings = get_settings()
+    settings = settings_for(blocks)
     log = get_run_logger()
     log.info("downloading %s", url)
-    result = tlc.download(
-        url, Lake(settings.resolved_lake_url), raw_url, timeout=settings.download_timeout
-    )
+    result = tlc.download(url, settings.lake(), raw_url, timeout=settings.download_timeout)
     log.info("downloaded %s bytes into %s", f"{result.bytes:,}", raw_url)
     return result.raw_url
 
 
 @task(name="stage-file", cache_policy=NO_CACHE)
-def stage_file(path: str, color: str, year: int, month: int) -> str:
-    settings = get_settings()
-    return tlc.stage_local_file(
-        Lake(settings.resolved_lake_url), path, color, tlc.Month(year, month)
-    )
+def stage_file(path: str, color: str, year: int, month: int, blocks: Blocks = None) -> str:
+    settings = settings_for(blocks)
+    return tlc.stage_local_file(settings.lake(), path, color, tlc.Month(year, month))
 
 
 @task(name="convert", cache_policy=NO_CACHE)
-def convert(raw_url: str, color: str, year: int, month: int, run_id: str) -> dict[str, Any]:
+def convert(
+    raw_url: str, color: str, year: int, month: int, run_id: str, blocks: Blocks = None
+) -> dict[str, Any]:
     """Raw file -> typed Parquet (zstd) and rejects in the lake's stage zone."""
-    settings = get_settings()
+    settings = settings_for(blocks)
     result = tlc.convert(
-        Lake(settings.resolved_lake_url),
+        settings.lake(),
         raw_url,
         tlc.spec_for(color),
         tlc.Month(year, month),
@@ -121,11 +122,16 @@ def convert(raw_url: str, color: str, year: int, month: int, run_id: str) -> dic
 
 @task(name="load-iceberg", cache_policy=NO_CACHE)
 def load_iceberg(
-    converted: dict[str, Any], color: str, year: int, month: int, run_id: str
+    converted: dict[str, Any],
+    color: str,
+    year: int,
+    month: int,
+    run_id: str,
+    blocks: Blocks = None,
 ) -> dict[str, Any]:
     """Replace the month in ``tlc.{color}_trips`` (and its rejects), one commit each."""
-    settings = get_settings()
-    lake = Lake(settings.resolved_lake_url)
+    settings = settings_for(blocks)
+    lake = settings.lake()
     spec = tlc.spec_for(color)
     the_month = tlc.Month(year, month)
     catalog = tables.load_catalog(settings)
@@ -136,7 +142,7 @@ def load_iceberg(
         "rows-loaded": str(converted["rows_valid"]),
         "rows-rejected": str(converted["rows_rejected"]),
     }
-    with _TABLE_LOCKS[spec.table]:
+    with _TABLE_LOCKS[spec.table], table_lock(spec.table):
         table = tables.ensure_table_for(
             catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
         )
@@ -161,16 +167,25 @@ def load_iceberg(
 
 @task(name="load-warehouse", cache_policy=NO_CACHE)
 def load_warehouse(
-    converted: dict[str, Any], color: str, year: int, month: int, to: str
+    converted: dict[str, Any],
+    color: str,
+    year: int,
+    month: int,
+    to: str,
+    blocks: Blocks = None,
 ) -> dict[str, Any]:
     """Replace the month in the warehouse: delete + bulk load in one transaction."""
     from civiclake.warehouse import open_warehouse
 
-    settings = get_settings()
-    lake = Lake(settings.resolved_lake_url)
+    settings = settings_for(blocks)
+    lake = settings.lake()
     spec = tlc.spec_for(color)
     the_month = tlc.Month(year, month)
-    with _TABLE_LOCKS[f"{to}:{spec.table}"], open_warehouse(to, settings) as warehouse:
+    with (
+        _TABLE_LOCKS[f"{to}:{spec.table}"],
+        table_lock(f"{to}:{spec.table}"),
+        open_warehouse(to, settings) as warehouse,
+    ):
         rows = warehouse.replace_range(
             spec.table,
             tlc.table_schema(spec),
@@ -199,15 +214,18 @@ def tlc_month(
     month: int,
     to: WarehouseKind = WarehouseKind.duckdb,
     from_file: str | None = None,
+    lake_block: str | None = None,
+    warehouse_block: str | None = None,
 ) -> dict[str, Any]:
     """One month: download (or stage a local file), convert, load Iceberg, load the warehouse."""
     began = time.monotonic()
-    settings = get_settings()
+    blocks = {"lake_block": lake_block, "warehouse_block": warehouse_block}
+    settings = settings_for(blocks)
     the_month = tlc.Month(year, month)
     run_id = str(flow_run.id or "local")
-    lake = Lake(settings.resolved_lake_url)
+    lake = settings.lake()
     if from_file:
-        raw_url = stage_file(from_file, color.value, year, month)
+        raw_url = stage_file(from_file, color.value, year, month, blocks=blocks)
     else:
         url = tlc.source_url(settings.tlc_url, color.value, the_month)
         raw_target = tlc.raw_url_for(lake, color.value, the_month, url)
@@ -218,12 +236,12 @@ def tlc_month(
                 for i in range(max(1, settings.download_retries))
             ],
         )
-        raw_url = fetch(url, raw_target)
+        raw_url = fetch(url, raw_target, blocks=blocks)
         if not lake.exists(raw_url):  # cached, but someone cleaned the raw zone since
-            raw_url = fetch.with_options(refresh_cache=True)(url, raw_target)
-    converted = convert(raw_url, color.value, year, month, run_id)
-    iceberg = load_iceberg(converted, color.value, year, month, run_id)
-    warehouse = load_warehouse(converted, color.value, year, month, to.value)
+            raw_url = fetch.with_options(refresh_cache=True)(url, raw_target, blocks=blocks)
+    converted = convert(raw_url, color.value, year, month, run_id, blocks=blocks)
+    iceberg = load_iceberg(converted, color.value, year, month, run_id, blocks=blocks)
+    warehouse = load_warehouse(converted, color.value, year, month, to.value, blocks=blocks)
     return {
         "month": str(the_month),
         "status": "loaded",
@@ -240,10 +258,22 @@ def tlc_month(
 
 @task(name="month", cache_policy=NO_CACHE)
 def run_month(
-    color: Color, year: int, month: int, to: WarehouseKind, from_file: str | None
+    color: Color,
+    year: int,
+    month: int,
+    to: WarehouseKind,
+    from_file: str | None,
+    blocks: Blocks = None,
 ) -> dict[str, Any]:
     """Runs a month's subflow, so months share the parent's bounded task runner."""
-    return tlc_month(color=color, year=year, month=month, to=to, from_file=from_file)
+    return tlc_month(
+        color=color,
+        year=year,
+        month=month,
+        to=to,
+        from_file=from_file,
+        **{k: v for k, v in (blocks or {}).items() if v},
+    )
 
 
 def _error_line(state: State[Any]) -> str:
@@ -259,23 +289,38 @@ def _error_line(state: State[Any]) -> str:
 
 @flow(name=FLOW_NAME, validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
 def tlc_taxi_trips(
-    color: Color = Color.green,
-    year: int = 2020,
-    months: list[int] | None = None,
-    to: WarehouseKind = WarehouseKind.duckdb,
-    from_file: str | None = None,
+    color: Annotated[Color, Field(description="Trip records to load")] = Color.green,
+    year: Annotated[
+        int | None, Field(ge=2009, le=2100, description="Empty: the previous month's")
+    ] = None,
+    months: Annotated[
+        list[MonthNumber] | None, Field(description="Months 1-12; empty: the previous month")
+    ] = None,
+    to: Annotated[WarehouseKind, Field(description="Warehouse")] = WarehouseKind.duckdb,
+    from_file: Annotated[str | None, Field(description="A month's file on disk")] = None,
+    lake_block: Annotated[str | None, Field(description="civiclake-lake block name")] = None,
+    warehouse_block: Annotated[
+        str | None, Field(description="civiclake-postgres block name")
+    ] = None,
 ) -> dict[str, Any]:
-    """TLC trips of ``color`` for ``months`` of ``year`` into ``tlc.{color}_trips``."""
+    """TLC trips of ``color`` for ``months`` of ``year`` into ``tlc.{color}_trips``.
+
+    Without ``year`` and ``months``: the previous calendar month (what a monthly schedule wants).
+    """
     began = time.monotonic()
     log = get_run_logger()
-    settings = get_settings()
-    if not months:
-        raise ParameterError("give at least one month")
+    blocks = {"lake_block": lake_block, "warehouse_block": warehouse_block}
+    settings = settings_for(blocks)
+    if year is None and not months:
+        last = date.today().replace(day=1) - timedelta(days=1)
+        year, months = last.year, [last.month]
+    if year is None or not months:
+        raise ParameterError("give both year and months, or neither (the previous month)")
     wanted = tlc.parse_months(",".join(map(str, months)), year)
     if from_file and len(wanted) != 1:
         raise ParameterError("--from-file loads one month: give exactly one month")
     if to is WarehouseKind.postgres and settings.postgres_url is None:
-        raise ParameterError("--to postgres needs CIVICLAKE_POSTGRES_URL")
+        raise ParameterError("--to postgres needs CIVICLAKE_POSTGRES_URL or a warehouse block")
     limit = min(settings.tlc_concurrency, len(wanted))
     log.info(
         "%s %s: %s months, %d at a time, into %s", color.value, year, len(wanted), limit, to.value
@@ -284,7 +329,10 @@ def tlc_taxi_trips(
     pending = list(wanted)
     while pending:  # bounded: at most `limit` months in flight
         batch, pending = pending[:limit], pending[limit:]
-        futures = [(m, run_month.submit(color, m.year, m.month, to, from_file)) for m in batch]
+        futures = [
+            (m, run_month.submit(color, m.year, m.month, to, from_file, blocks=blocks))
+            for m in batch
+        ]
         for the_month, future in futures:
             future.wait()
             state = future.state

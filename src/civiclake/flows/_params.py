@@ -1,0 +1,19 @@
+"""Parameter types whose JSON schema lets the Prefect server reject bad values before a run
+starts (the UI's Custom run form shows the same constraints)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from pydantic import Field, WithJsonSchema
+
+DateParam = Annotated[
+    date,
+    WithJsonSchema(
+        {"type": "string", "format": "date", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
+    ),
+]
+"""A date, YYYY-MM-DD: Prefect's server checks the pattern (it does not check ``format``)."""
+
+MonthNumber = Annotated[int, Field(ge=1, le=12)]
