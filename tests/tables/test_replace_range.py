@@ -114,3 +114,40 @@ def test_summarize_lists_tables(table) -> None:
     assert summary.identifier == bnt.TABLE
     assert summary.rows == 48 and summary.last_run_id == "z"
     assert summary.snapshots >= 1
+
+
+def test_concurrent_writers_lose_no_rows(table) -> None:
+    """Two loads of different ranges committing at the same time: a commit conflict is
+    retried against the refreshed table, so both ranges end up loaded."""
+    import threading
+
+    catalog_tables = [tables.load_catalog(get_settings()).load_table(bnt.TABLE) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def load(index: int) -> None:
+        start = date(2024, 6, 1) + timedelta(days=10 * index)
+        data = rows_for(start, 3, run=f"w{index}")
+
+        def chunks() -> Iterator[pa.Table]:
+            barrier.wait(timeout=30)  # both transactions are open before either commits
+            yield data
+
+        try:
+            tables.replace_range(
+                catalog_tables[index],
+                bnt.LoadRange(start, start + timedelta(days=3)).table_filter(),
+                chunks,
+                {"run-id": f"w{index}"},
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    table.refresh()
+    assert table.scan().to_arrow().num_rows == 2 * 3 * 48

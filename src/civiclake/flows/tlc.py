@@ -240,8 +240,12 @@ def tlc_month(
         if not lake.exists(raw_url):  # cached, but someone cleaned the raw zone since
             raw_url = fetch.with_options(refresh_cache=True)(url, raw_target, blocks=blocks)
     converted = convert(raw_url, color.value, year, month, run_id, blocks=blocks)
-    iceberg = load_iceberg(converted, color.value, year, month, run_id, blocks=blocks)
-    warehouse = load_warehouse(converted, color.value, year, month, to.value, blocks=blocks)
+    # Iceberg and the warehouse load the same Parquet independently: run them side by side
+    iceberg_future = load_iceberg.submit(converted, color.value, year, month, run_id, blocks=blocks)
+    warehouse_future = load_warehouse.submit(
+        converted, color.value, year, month, to.value, blocks=blocks
+    )
+    iceberg, warehouse = iceberg_future.result(), warehouse_future.result()
     return {
         "month": str(the_month),
         "status": "loaded",
