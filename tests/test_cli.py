@@ -154,3 +154,11 @@ def test_sql_and_tables_do_not_import_prefect(civiclake_home: Path) -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_deploy_needs_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    result = cli("deploy")
+    assert result.exit_code == 2
+    assert "needs a running Prefect server" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -277,7 +277,15 @@ def bnt_hourly_traffic(
             retries=settings.fetch_retries, retry_delay_seconds=settings.fetch_retry_delay
         )
         fetched_info = fetch_with_retries(start, stop, run_id, page_size, blocks=blocks)
-        staged = stage(fetched_info["raw_urls"], run_id, source, start, stop, fetched_info["rows"])
+        staged = stage(
+            fetched_info["raw_urls"],
+            run_id,
+            source,
+            start,
+            stop,
+            fetched_info["rows"],
+            blocks=blocks,
+        )
         fetched = fetched_info["rows"]
 
     load_key = source if from_file else str(bnt.LoadRange(start, stop))
