@@ -11,12 +11,13 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import fsspec
-import pyarrow as pa
-import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 RAW_ZONE = "raw"
 STAGE_ZONE = "stage"
@@ -103,6 +104,9 @@ def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
 def iter_table_chunks(lake: Lake, url: str, *, chunk_rows: int = 250_000) -> Iterator[pa.Table]:
     """Read a Parquet (``.parquet``) or Arrow IPC (``.arrow``) file of the lake back in chunks
     of about ``chunk_rows`` rows, so a load's memory is bounded by the chunk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     with lake.open(url) as handle:
         if url.endswith(".arrow"):
             reader = pa.ipc.open_file(handle)

@@ -36,11 +36,11 @@ class Progress:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
+                Progress as RichProgress,
                 TextColumn,
                 TimeElapsedColumn,
                 TransferSpeedColumn,
             )
-            from rich.progress import Progress as RichProgress
 
             columns = [
                 TextColumn("{task.description}"),

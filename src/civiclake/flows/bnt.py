@@ -17,14 +17,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from civiclake import tables
 from civiclake.blocks import Blocks, settings_for
 from civiclake.config import Settings
 from civiclake.errors import ParameterError
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import DateParam
 from civiclake.lake import iter_table_chunks
-from civiclake.sources import bnt
+from civiclake.sources import bnt_fetch
 from civiclake.sources.socrata import SocrataClient
 
 FLOW_NAME = "bnt-hourly-traffic"
@@ -32,10 +31,12 @@ FLOW_NAME = "bnt-hourly-traffic"
 
 def high_water_mark(settings: Settings) -> date | None:
     """Latest ``date`` in the table, from file statistics (no data file read)."""
+    from civiclake import tables
+
     catalog = tables.load_catalog(settings)
-    if not catalog.table_exists(bnt.TABLE):
+    if not catalog.table_exists(bnt_fetch.TABLE):
         return None
-    table = catalog.load_table(bnt.TABLE)
+    table = catalog.load_table(bnt_fetch.TABLE)
     if table.current_snapshot() is None:
         return None
     files = table.inspect.files()
@@ -56,13 +57,13 @@ def plan_range(
     lookback_days: int,
     today: date,
     hwm: date | None,
-) -> bnt.LoadRange:
+) -> bnt_fetch.LoadRange:
     """The ``[start, stop)`` a run replaces; stop defaults to the end of today."""
     stop = stop or today + timedelta(days=1)
     if start is None:
         if hwm is None:
             raise ParameterError(
-                f"{bnt.TABLE} is empty: give --start-date for the first load (or --from-file)"
+                f"{bnt_fetch.TABLE} is empty: give --start-date for the first load (or --from-file)"
             )
         start = hwm - timedelta(days=lookback_days)
     if stop <= start:
@@ -70,7 +71,7 @@ def plan_range(
             f"stop date {stop.isoformat()} must be after start date {start.isoformat()} "
             "(the range is [start, stop))"
         )
-    return bnt.LoadRange(start, stop)
+    return bnt_fetch.LoadRange(start, stop)
 
 
 def _run_id() -> str:
@@ -92,10 +93,10 @@ def fetch(
         backoff_initial=settings.http_backoff_initial,
         backoff_max=settings.http_backoff_max,
     ) as client:
-        result = bnt.fetch_range(
+        result = bnt_fetch.fetch_range(
             client,
             settings.lake(),
-            bnt.LoadRange(start, stop),
+            bnt_fetch.LoadRange(start, stop),
             run_id=run_id,
             dataset_id=settings.bnt_dataset_id,
             page_size=page_size,
@@ -110,6 +111,8 @@ def fetch(
 @task(name="stage-file", cache_policy=NO_CACHE)
 def stage_file(path: str, run_id: str, blocks: Blocks = None) -> list[str]:
     """Copy a bulk export into the raw zone."""
+    from civiclake.sources import bnt
+
     settings = settings_for(blocks)
     return bnt.stage_file(settings.lake(), path, run_id=run_id)
 
@@ -125,9 +128,11 @@ def stage(
     blocks: Blocks = None,
 ) -> dict[str, Any]:
     """Raw files -> typed, validated Parquet (and rejects) in the stage zone."""
+    from civiclake.sources import bnt
+
     settings = settings_for(blocks)
-    load_range = bnt.LoadRange(start, stop) if start and stop else None
-    ctx = bnt.LoadContext(run_id, source, datetime.now(UTC), load_range)
+    load_range = bnt_fetch.LoadRange(start, stop) if start and stop else None
+    ctx = bnt_fetch.LoadContext(run_id, source, datetime.now(UTC), load_range)
     lake = settings.lake()
     result = bnt.stage(lake, raw_urls, ctx, log=get_run_logger(), expected_rows=expected_rows)
     return asdict(result)
@@ -145,10 +150,13 @@ def load(
     blocks: Blocks = None,
 ) -> dict[str, Any]:
     """Replace the range in the table and its rejects table, each in one Iceberg commit."""
+    from civiclake import tables
+    from civiclake.sources import bnt
+
     settings = settings_for(blocks)
     lake = settings.lake()
     catalog = tables.load_catalog(settings)
-    load_range = bnt.LoadRange(start, stop)
+    load_range = bnt_fetch.LoadRange(start, stop)
     props = {
         "run-id": run_id,
         "source": source,
@@ -157,15 +165,15 @@ def load(
         "rows-loaded": str(staged["rows_valid"]),
         "rows-rejected": str(staged["rows_rejected"]),
     }
-    with table_lock(bnt.TABLE):
-        table = tables.ensure_table(catalog, bnt.TABLE, bnt.SCHEMA, bnt.PARTITION_SPEC)
+    with table_lock(bnt_fetch.TABLE):
+        table = tables.ensure_table(catalog, bnt_fetch.TABLE, bnt.SCHEMA, bnt.PARTITION_SPEC)
         main = tables.replace_range(
             table,
             load_range.table_filter(),
             lambda: iter_table_chunks(lake, staged["valid_url"]),
             props,
         )
-        rejects_table = tables.ensure_table(catalog, bnt.REJECTS_TABLE, bnt.REJECTS_SCHEMA)
+        rejects_table = tables.ensure_table(catalog, bnt_fetch.REJECTS_TABLE, bnt.REJECTS_SCHEMA)
         rejects = tables.replace_range(
             rejects_table,
             load_range.rejects_filter(load_key),
@@ -175,7 +183,7 @@ def load(
     get_run_logger().info(
         "committed snapshot %s to %s (%s rows now)",
         main.snapshot_id,
-        bnt.TABLE,
+        bnt_fetch.TABLE,
         f"{main.total_rows:,}",
     )
     return {
@@ -193,8 +201,8 @@ def report(summary: dict[str, Any]) -> dict[str, Any]:
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in summary.items())
     create_markdown_artifact(
         key="bnt-load-summary",
-        markdown=f"## {FLOW_NAME}: {bnt.TABLE}\n\n| metric | value |\n|---|---|\n{rows}\n",
-        description=f"{bnt.TABLE} load {summary['range']}",
+        markdown=f"## {FLOW_NAME}: {bnt_fetch.TABLE}\n\n| metric | value |\n|---|---|\n{rows}\n",
+        description=f"{bnt_fetch.TABLE} load {summary['range']}",
     )
     return summary
 
@@ -268,7 +276,7 @@ def bnt_hourly_traffic(
         source = f"socrata:{settings.socrata_url.split('://', 1)[-1]}/{settings.bnt_dataset_id}"
         log.info(
             "loading %s for [%s, %s)%s",
-            bnt.TABLE,
+            bnt_fetch.TABLE,
             start,
             stop,
             "" if start_date else f" (incremental from high-water mark {hwm})",
@@ -288,10 +296,10 @@ def bnt_hourly_traffic(
         )
         fetched = fetched_info["rows"]
 
-    load_key = source if from_file else str(bnt.LoadRange(start, stop))
+    load_key = source if from_file else str(bnt_fetch.LoadRange(start, stop))
     loaded = load(staged, run_id, source, start, stop, fetched, load_key, blocks=blocks)
     summary = {
-        "table": bnt.TABLE,
+        "table": bnt_fetch.TABLE,
         "range": f"[{start}, {stop})",
         "rows_fetched": fetched,
         "rows_loaded": loaded["rows_loaded"],
