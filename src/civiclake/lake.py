@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
@@ -115,13 +115,21 @@ def iter_table_chunks(lake: Lake, url: str, *, chunk_rows: int = 250_000) -> Ite
             )
         else:
             batches = pq.ParquetFile(handle).iter_batches(batch_size=65_536)
-        pending: list[pa.RecordBatch] = []
-        size = 0
-        for record_batch in batches:
-            pending.append(record_batch)
-            size += record_batch.num_rows
-            if size >= chunk_rows:
-                yield pa.Table.from_batches(pending)
-                pending, size = [], 0
-        if pending:
+        yield from rebatch(batches, chunk_rows)
+
+
+def rebatch(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Gather small record batches into tables of at least ``rows`` rows (the last may be
+    smaller): readers stream in small pieces for bounded memory, writers want big ones."""
+    import pyarrow as pa
+
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        pending.append(batch)
+        size += batch.num_rows
+        if size >= rows:
             yield pa.Table.from_batches(pending)
+            pending, size = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)

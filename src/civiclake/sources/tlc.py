@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from civiclake._private.progress import Progress
 from civiclake.errors import ParameterError, SourceError
-from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake
+from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake, rebatch
 
 logger = logging.getLogger(__name__)
 
@@ -380,16 +380,8 @@ def _iter_csv(lake: Lake, url: str, spec: TripSchema) -> Any:
                 strings_can_be_null=True,
             ),
         )
-        pending: list[pa.RecordBatch] = []
-        size = 0
-        for batch in reader:
-            pending.append(batch)
-            size += batch.num_rows
-            if size >= PARQUET_BATCH_ROWS:
-                yield _conform(pa.Table.from_batches(pending), spec)
-                pending, size = [], 0
-        if pending:
-            yield _conform(pa.Table.from_batches(pending), spec)
+        for table in rebatch(reader, PARQUET_BATCH_ROWS):
+            yield _conform(table, spec)
     finally:
         handle.close()
 
