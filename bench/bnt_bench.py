@@ -514,7 +514,7 @@ def report(
         fetch["import_rss_mb"],
     )
     table.add(
-        "ours  stage: raw -> Parquet (peak so far)",
+        "ours  stage: raw -> typed IPC (peak so far)",
         n,
         load["stage_seconds"],
         load["stage_peak_rss_mb"],
