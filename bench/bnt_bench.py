@@ -93,14 +93,7 @@ def phase_ours_fetch(rows: int, page_size: int) -> Result:
     lake = Lake(settings.resolved_lake_url)
     load_range = bnt.LoadRange(*date_range(rows))
     began = time.perf_counter()
-    with SocrataClient(
-        settings.socrata_url,
-        app_token=settings.socrata_app_token,
-        timeout=settings.http_timeout,
-        max_attempts=settings.http_max_attempts,
-        backoff_initial=settings.http_backoff_initial,
-        backoff_max=settings.http_backoff_max,
-    ) as client:
+    with SocrataClient.from_settings(settings) as client:
         result = bnt.fetch_range(
             client,
             lake,
@@ -130,7 +123,7 @@ def phase_ours_stage_load(rows: int, page_size: int) -> Result:
     """``stage`` then ``replace_range`` (table and rejects), as the ``stage``/``load`` tasks do."""
     from civiclake import tables
     from civiclake.config import get_settings
-    from civiclake.lake import Lake
+    from civiclake.lake import Lake, iter_table_chunks
     from civiclake.sources import bnt
 
     import_rss = peak_rss_mb()
@@ -160,14 +153,14 @@ def phase_ours_stage_load(rows: int, page_size: int) -> Result:
     main = tables.replace_range(
         table,
         load_range.table_filter(),
-        lambda: bnt.iter_staged(lake, staged.valid_url),
+        lambda: iter_table_chunks(lake, staged.valid_url),
         props,
     )
     rejects_table = tables.ensure_table(catalog, bnt.REJECTS_TABLE, bnt.REJECTS_SCHEMA)
     tables.replace_range(
         rejects_table,
         load_range.rejects_filter(ctx.load_key),
-        lambda: bnt.iter_staged(lake, staged.rejects_url),
+        lambda: iter_table_chunks(lake, staged.rejects_url),
         props,
     )
     commit_seconds = time.perf_counter() - began

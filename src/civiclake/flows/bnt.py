@@ -85,14 +85,7 @@ def fetch(
     """Page the API into the raw zone; returns lake URLs and counts."""
     settings = settings_for(blocks)
     log = get_run_logger()
-    with SocrataClient(
-        settings.socrata_url,
-        app_token=settings.socrata_app_token,
-        timeout=settings.http_timeout,
-        max_attempts=settings.http_max_attempts,
-        backoff_initial=settings.http_backoff_initial,
-        backoff_max=settings.http_backoff_max,
-    ) as client:
+    with SocrataClient.from_settings(settings) as client:
         result = bnt_fetch.fetch_range(
             client,
             settings.lake(),

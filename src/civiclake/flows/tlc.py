@@ -7,9 +7,7 @@ other months still complete; the parent then fails, naming the months. Tasks pas
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import defaultdict
 from datetime import date, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -54,11 +52,6 @@ class MonthsFailed(CivicLakeError):
     def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.summary = summary
-
-
-# One writer per table at a time inside a process: Iceberg would retry a commit conflict, but
-# an embedded DuckDB file and a clean per-month transaction are simpler serialized.
-_TABLE_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def _is_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
@@ -142,7 +135,7 @@ def load_iceberg(
         "rows-loaded": str(converted["rows_valid"]),
         "rows-rejected": str(converted["rows_rejected"]),
     }
-    with _TABLE_LOCKS[spec.table], table_lock(spec.table):
+    with table_lock(spec.table):
         table = tables.ensure_table_for(
             catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
         )
@@ -182,7 +175,6 @@ def load_warehouse(
     spec = tlc.spec_for(color)
     the_month = tlc.Month(year, month)
     with (
-        _TABLE_LOCKS[f"{to}:{spec.table}"],
         table_lock(f"{to}:{spec.table}"),
         open_warehouse(to, settings) as warehouse,
     ):

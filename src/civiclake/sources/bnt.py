@@ -41,7 +41,7 @@ from pyiceberg.types import (
 
 from civiclake._private.progress import Progress
 from civiclake.errors import SourceError
-from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake, iter_table_chunks
+from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake
 
 # the fetch side lives in bnt_fetch (light imports for a fast first request); re-exported
 from civiclake.sources.bnt_fetch import (
@@ -59,7 +59,6 @@ from civiclake.sources.bnt_fetch import (
 )
 
 logger = logging.getLogger(__name__)
-iter_staged = iter_table_chunks  # staged files are read back in bounded chunks
 
 NAME = "bnt"
 # The typed intermediate between raw pages and Iceberg is Arrow IPC with LZ4: measured on 1M
@@ -457,7 +456,7 @@ def normalize(batch: RawBatch, ctx: LoadContext) -> Normalized:
         plaza_ok, pc.fill_null(pc.and_(pc.greater(plaza, 0), pc.less(plaza, 2**31)), False)
     )
     in_range = (
-        pa.array([True] * n)
+        pa.repeat(pa.scalar(True), n)
         if ctx.range is None
         else pc.fill_null(
             pc.and_(

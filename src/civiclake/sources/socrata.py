@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 from pydantic import SecretStr
 
 from civiclake.errors import SourceError
+
+if TYPE_CHECKING:
+    from civiclake.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,19 @@ class SocrataClient:
         self._backoff_max = backoff_max
         self._sleep = sleep
         self.retries = 0  # retries made so far, for the run summary
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> SocrataClient:
+        """The client the settings describe (portal, token, timeout, retry policy)."""
+        return cls(
+            settings.socrata_url,
+            app_token=settings.socrata_app_token,
+            timeout=settings.http_timeout,
+            max_attempts=settings.http_max_attempts,
+            backoff_initial=settings.http_backoff_initial,
+            backoff_max=settings.http_backoff_max,
+            **kwargs,
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -450,7 +450,7 @@ def apply_rules(
     if spec.passenger_count:
         zero = pc.fill_null(pc.equal(table.column(spec.passenger_count), 0), False)
     else:
-        zero = pa.array([False] * table.num_rows)
+        zero = pa.repeat(pa.scalar(False), table.num_rows)
     masks = {
         RULE_PICKUP_OUTSIDE_MONTH: outside,
         RULE_DROPOFF_BEFORE_PICKUP: backwards,
