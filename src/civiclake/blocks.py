@@ -61,9 +61,13 @@ def settings_with_blocks(
     lake_block: str | None = None,
     warehouse_block: str | None = None,
     socrata_token_block: str | None = None,
+    lake: str | None = None,
 ) -> Settings:
-    """Settings where the named blocks replace the matching environment settings."""
+    """Settings where the named blocks (and an explicit lake URL) replace the matching
+    environment settings."""
     overrides: dict[str, Any] = {}
+    if lake:
+        overrides["lake_url"] = lake
     if lake_block:
         lake = LakeBlock.load(lake_block)
         overrides["lake_url"] = lake.url
@@ -78,7 +82,8 @@ def settings_with_blocks(
 
 
 Blocks = dict[str, str | None] | None
-"""Block names a flow passes to its tasks: ``lake_block``, ``warehouse_block``, ..."""
+"""What a flow passes its tasks instead of settings: block names (``lake_block``,
+``warehouse_block``, ...) and the ``lake`` URL; never a secret."""
 
 
 def settings_for(blocks: Blocks) -> Settings:

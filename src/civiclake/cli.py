@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from civiclake.config import get_settings
+from civiclake.config import Settings, get_settings
 from civiclake.errors import CivicLakeError, ParameterError
 
 app = typer.Typer(
@@ -58,6 +58,14 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+LAKE_HELP = "Lake URL (file://, abfs://, s3://, gs://) instead of CIVICLAKE_LAKE_URL."
+
+
+def _settings(lake: str | None = None) -> Settings:
+    """The environment's settings, with the lake given on the command line, if any."""
+    return get_settings(lake_url=lake) if lake else get_settings()
+
+
 def parse_date(option: str, value: str | None) -> date | None:
     if value is None:
         return None
@@ -88,6 +96,7 @@ def bnt_run(
     page_size: int | None = typer.Option(
         None, "--page-size", min=1, help="Rows per API page ($limit) [default: 50000]."
     ),
+    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
     lake_block: str | None = typer.Option(
         None, "--lake-block", help="A civiclake-lake Prefect block instead of CIVICLAKE_LAKE_URL."
     ),
@@ -104,8 +113,11 @@ def bnt_run(
         raise ParameterError(
             f"--stop-date {stop} must be after --start-date {start} (the range is [start, stop))"
         )
-    if not from_file and start is None and not lake_block:
-        _check_incremental_possible(lookback_days)
+    if not lake_block:  # fail before Prefect starts: wrong credentials, no container, ...
+        settings = _settings(lake)
+        settings.lake().check_writable()
+        if not from_file and start is None:
+            _check_incremental_possible(settings)
 
     from civiclake.flows.bnt import bnt_hourly_traffic
 
@@ -115,18 +127,19 @@ def bnt_run(
         from_file=from_file,
         lookback_days=lookback_days,
         page_size=page_size,
+        lake=lake,
         lake_block=lake_block,
         socrata_token_block=socrata_token_block,
     )
     _print_summary(summary)
 
 
-def _check_incremental_possible(lookback_days: int | None) -> None:
+def _check_incremental_possible(settings: Settings) -> None:
     """Fail fast (before Prefect starts) when an incremental run has no high-water mark."""
     from civiclake import tables
     from civiclake.sources import bnt
 
-    catalog = tables.load_catalog(get_settings())
+    catalog = tables.load_catalog(settings)
     if (
         not catalog.table_exists(bnt.TABLE)
         or catalog.load_table(bnt.TABLE).current_snapshot() is None
@@ -164,10 +177,13 @@ def taxi_run(
     color: str | None = typer.Option(None, "--color", help="yellow, green or fhv."),
     year: int | None = typer.Option(None, "--year", help="Year of the months."),
     months: str | None = typer.Option(None, "--months", help="10, or a list like 1-3,10."),
-    to: str = typer.Option("duckdb", "--to", help="Warehouse: duckdb (embedded) or postgres."),
+    to: str = typer.Option(
+        "duckdb", "--to", help="Warehouse: duckdb (embedded), postgres or bigquery."
+    ),
     from_file: str | None = typer.Option(
         None, "--from-file", help="A month's file already on disk (CSV, CSV.gz or Parquet)."
     ),
+    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
     lake_block: str | None = typer.Option(
         None, "--lake-block", help="A civiclake-lake Prefect block instead of CIVICLAKE_LAKE_URL."
     ),
@@ -192,14 +208,21 @@ def taxi_run(
         )
     spec = tlc.spec_for(color)
     wanted = tlc.parse_months(months, year)
-    if to not in ("duckdb", "postgres"):
-        raise ParameterError(f"--to: unknown warehouse {to!r} (duckdb or postgres)")
-    if to == "postgres" and get_settings().postgres_url is None and not warehouse_block:
+    from civiclake.warehouse import WAREHOUSE_KINDS
+
+    settings = _settings(lake)
+    if to not in WAREHOUSE_KINDS:
+        raise ParameterError(f"--to: unknown warehouse {to!r} ({' or '.join(WAREHOUSE_KINDS)})")
+    if to == "bigquery" and not settings.bigquery_project:
+        raise ParameterError("--to bigquery needs CIVICLAKE_BIGQUERY_PROJECT")
+    if to == "postgres" and settings.postgres_url is None and not warehouse_block:
         raise ParameterError(
             "--to postgres needs CIVICLAKE_POSTGRES_URL (postgresql://user:password@host:port/db)"
         )
     if from_file and len(wanted) != 1:
         raise ParameterError("--from-file loads one month: give exactly one month")
+    if not lake_block:  # fail before Prefect starts: wrong credentials, no container, ...
+        settings.lake().check_writable()
 
     from civiclake.flows.tlc import MonthsFailed, tlc_taxi_trips
 
@@ -210,6 +233,7 @@ def taxi_run(
             months=[m.month for m in wanted],
             to=to,
             from_file=from_file,
+            lake=lake,
             lake_block=lake_block,
             warehouse_block=warehouse_block,
         )
@@ -307,6 +331,31 @@ def _project_dir() -> Path:
     return here
 
 
+@app.command("doctor")
+@user_errors
+def doctor(
+    to: list[str] = typer.Option(
+        [], "--to", help="Warehouse(s) to check [default: duckdb and every one configured]."
+    ),
+    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
+) -> None:
+    """Check that the lake, the Iceberg catalog and the warehouses are reachable and writable."""
+    from civiclake.doctor import run_checks
+    from civiclake.warehouse import WAREHOUSE_KINDS
+
+    unknown = [kind for kind in to if kind not in WAREHOUSE_KINDS]
+    if unknown:
+        choices = ", ".join(WAREHOUSE_KINDS)
+        raise ParameterError(f"--to: unknown warehouse {unknown[0]!r} ({choices})")
+    failed = 0
+    for check in run_checks(_settings(lake), list(to) or None):
+        mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
+        out.print(f"{mark} {check.name}: {check.detail}", highlight=False, soft_wrap=True)
+        failed += not check.ok
+    if failed:
+        raise CivicLakeError(f"{failed} check{'s' if failed > 1 else ''} failed")
+
+
 class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"
@@ -320,11 +369,12 @@ def sql(
     output: OutputFormat = typer.Option(
         OutputFormat.table, "--format", "-f", help="table for people; csv or json for scripts."
     ),
+    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
 ) -> None:
     """Run SQL (DuckDB) over the catalog's Iceberg tables."""
     from civiclake.query import run_sql, to_python
 
-    result = run_sql(query, get_settings())
+    result = run_sql(query, _settings(lake))
     names = result.column_names
     rows = result.to_pylist()
     if output is OutputFormat.csv:
@@ -349,11 +399,12 @@ def list_tables(
     output: OutputFormat = typer.Option(
         OutputFormat.table, "--format", "-f", help="table for people; csv or json for scripts."
     ),
+    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
 ) -> None:
     """List tables with row counts, snapshot counts and their last load."""
     from civiclake import tables
 
-    summaries = tables.summarize(tables.load_catalog(get_settings()))
+    summaries = tables.summarize(tables.load_catalog(_settings(lake)))
     records = [
         {
             "table": s.identifier,

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 DEFAULT_HOME = Path("~/.civiclake")
 DEFAULT_SOCRATA_URL = "https://data.ny.gov"
 CONFIG_FILE_NAME = "civiclake.toml"
+DEFAULT_CATALOG_NAME = "civiclake"
 
 
 def _config_file() -> Path:
@@ -50,9 +51,19 @@ class Settings(BaseSettings):
         description="fsspec storage options for the lake (JSON in CIVICLAKE_LAKE_OPTIONS); secret.",
     )
     catalog_uri: str | None = Field(
-        None, description="Iceberg SQL catalog URI; default sqlite:///$CIVICLAKE_HOME/catalog.db."
+        None,
+        description=(
+            "Iceberg catalog: a SQLAlchemy URI (default sqlite:///$CIVICLAKE_HOME/catalog.db) "
+            "or the http(s) URL of a REST catalog."
+        ),
     )
-    catalog_name: str = "civiclake"
+    catalog_name: str | None = Field(
+        None,
+        description=(
+            "Catalog name; default 'civiclake' for the default lake, 'civiclake@<lake URL>' "
+            "for any other, so each lake has its own tables in the embedded catalog."
+        ),
+    )
     socrata_url: str = DEFAULT_SOCRATA_URL
     socrata_app_token: SecretStr | None = Field(
         None,
@@ -76,6 +87,16 @@ class Settings(BaseSettings):
     download_retry_delay: float = Field(2.0, ge=0, description="First retry delay; doubles.")
     postgres_url: SecretStr | None = Field(
         None, description="postgresql://user:password@host:port/db for --to postgres."
+    )
+    bigquery_project: str | None = Field(
+        None, description="Google Cloud project of the BigQuery warehouse (--to bigquery)."
+    )
+    bigquery_dataset: str | None = Field(
+        None, description="BigQuery dataset for every table; default the table's namespace (tlc)."
+    )
+    bigquery_location: str = Field("US", description="Location of datasets civiclake creates.")
+    bigquery_endpoint: str | None = Field(
+        None, description="BigQuery API endpoint override (an emulator); default Google's."
     )
     bnt_dataset_id: str = "qzve-kjga"
     bnt_lookback_days: int = Field(
@@ -102,6 +123,15 @@ class Settings(BaseSettings):
     def resolved_lake_url(self) -> str:
         url = self.lake_url or (self.home_dir / "lake").as_uri()
         return url.rstrip("/")
+
+    @cached_property
+    def resolved_catalog_name(self) -> str:
+        if self.catalog_name:
+            return self.catalog_name
+        default_lake = (self.home_dir / "lake").as_uri()
+        if self.resolved_lake_url == default_lake:
+            return DEFAULT_CATALOG_NAME
+        return f"{DEFAULT_CATALOG_NAME}@{self.resolved_lake_url}"
 
     @cached_property
     def resolved_catalog_uri(self) -> str:

@@ -227,6 +227,9 @@ def bnt_hourly_traffic(
     page_size: Annotated[
         int | None, Field(ge=1, le=1_000_000, description="Rows per API page")
     ] = None,
+    lake: Annotated[
+        str | None, Field(description="Lake URL (abfs://, s3://, gs://, file://); empty: settings")
+    ] = None,
     lake_block: Annotated[str | None, Field(description="civiclake-lake block name")] = None,
     socrata_token_block: Annotated[
         str | None, Field(description="Secret block with the Socrata app token")
@@ -238,13 +241,15 @@ def bnt_hourly_traffic(
     mark minus ``lookback_days``); ``from_file`` loads a bulk export (CSV or JSON) instead.
     """
     began = time.monotonic()
-    blocks = {"lake_block": lake_block, "socrata_token_block": socrata_token_block}
+    blocks = {"lake": lake, "lake_block": lake_block, "socrata_token_block": socrata_token_block}
     settings = settings_for(blocks)
     log = get_run_logger()
     run_id = _run_id()
     page_size = page_size or settings.page_size
     if page_size < 1:
         raise ParameterError("page size must be at least 1")
+    # Wrong credentials, a missing container or a dead endpoint fail here, before any write.
+    settings.lake().check_writable()
 
     if from_file:
         if start_date or stop_date:

@@ -44,6 +44,7 @@ class Color(StrEnum):
 class WarehouseKind(StrEnum):
     duckdb = "duckdb"
     postgres = "postgres"
+    bigquery = "bigquery"
 
 
 class MonthsFailed(CivicLakeError):
@@ -206,12 +207,13 @@ def tlc_month(
     month: int,
     to: WarehouseKind = WarehouseKind.duckdb,
     from_file: str | None = None,
+    lake: str | None = None,
     lake_block: str | None = None,
     warehouse_block: str | None = None,
 ) -> dict[str, Any]:
     """One month: download (or stage a local file), convert, load Iceberg, load the warehouse."""
     began = time.monotonic()
-    blocks = {"lake_block": lake_block, "warehouse_block": warehouse_block}
+    blocks = {"lake": lake, "lake_block": lake_block, "warehouse_block": warehouse_block}
     settings = settings_for(blocks)
     the_month = tlc.Month(year, month)
     run_id = str(flow_run.id or "local")
@@ -294,6 +296,9 @@ def tlc_taxi_trips(
     ] = None,
     to: Annotated[WarehouseKind, Field(description="Warehouse")] = WarehouseKind.duckdb,
     from_file: Annotated[str | None, Field(description="A month's file on disk")] = None,
+    lake: Annotated[
+        str | None, Field(description="Lake URL (abfs://, s3://, gs://, file://); empty: settings")
+    ] = None,
     lake_block: Annotated[str | None, Field(description="civiclake-lake block name")] = None,
     warehouse_block: Annotated[
         str | None, Field(description="civiclake-postgres block name")
@@ -305,7 +310,7 @@ def tlc_taxi_trips(
     """
     began = time.monotonic()
     log = get_run_logger()
-    blocks = {"lake_block": lake_block, "warehouse_block": warehouse_block}
+    blocks = {"lake": lake, "lake_block": lake_block, "warehouse_block": warehouse_block}
     settings = settings_for(blocks)
     if year is None and not months:
         last = date.today().replace(day=1) - timedelta(days=1)
@@ -317,6 +322,10 @@ def tlc_taxi_trips(
         raise ParameterError("--from-file loads one month: give exactly one month")
     if to is WarehouseKind.postgres and settings.postgres_url is None:
         raise ParameterError("--to postgres needs CIVICLAKE_POSTGRES_URL or a warehouse block")
+    if to is WarehouseKind.bigquery and not settings.bigquery_project:
+        raise ParameterError("--to bigquery needs CIVICLAKE_BIGQUERY_PROJECT")
+    # Wrong credentials, a missing container or a dead endpoint fail here, before any write.
+    settings.lake().check_writable()
     limit = min(settings.tlc_concurrency, len(wanted))
     log.info(
         "%s %s: %s months, %d at a time, into %s", color.value, year, len(wanted), limit, to.value

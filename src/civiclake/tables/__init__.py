@@ -30,13 +30,33 @@ SNAPSHOT_PROPERTY_PREFIX = "civiclake."
 
 
 def load_catalog(settings: Settings) -> Catalog:
-    """The configured Iceberg SQL catalog (by default a SQLite file under CIVICLAKE_HOME)."""
+    """The configured Iceberg catalog: the embedded SQL one (a SQLite file under
+    CIVICLAKE_HOME by default) or a REST catalog, with FileIO properties that reach the lake
+    with the lake's own credentials (see ``civiclake.lake``)."""
+    uri = settings.resolved_catalog_uri
+    io_properties = settings.lake().iceberg_properties()
+    if uri.startswith(("http://", "https://")):
+        # PyIceberg merges its own configuration (.pyiceberg.yaml, PYICEBERG_CATALOG__*) for
+        # this name: tokens and credentials for the REST catalog belong there.
+        from pyiceberg.catalog import load_catalog as pyiceberg_load_catalog
+
+        return pyiceberg_load_catalog(
+            settings.resolved_catalog_name,
+            type="rest",
+            uri=uri,
+            warehouse=settings.warehouse_url,
+            **io_properties,
+        )
     from pyiceberg.catalog.sql import SqlCatalog
 
-    uri = settings.resolved_catalog_uri
     if uri.startswith("sqlite:///"):
         settings.home_dir.mkdir(parents=True, exist_ok=True)
-    return SqlCatalog(settings.catalog_name, uri=uri, warehouse=settings.warehouse_url)
+    return SqlCatalog(
+        settings.resolved_catalog_name,
+        uri=uri,
+        warehouse=settings.warehouse_url,
+        **io_properties,
+    )
 
 
 def ensure_table(

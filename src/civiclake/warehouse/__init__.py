@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["WAREHOUSE_KINDS", "Warehouse", "open_warehouse"]
 
-WAREHOUSE_KINDS = ("duckdb", "postgres")
+WAREHOUSE_KINDS = ("duckdb", "postgres", "bigquery")
 
 
 @runtime_checkable
@@ -44,6 +44,11 @@ class Warehouse(Protocol):
     ) -> int:
         """In one transaction: create the table if missing, delete ``start <= column < stop``,
         load every row of ``parquet_urls``; return the rows loaded. On error nothing changes."""
+        ...
+
+    def check(self) -> str:
+        """Prove the warehouse is reachable and writable without changing it; return one line
+        saying what was verified, or raise ``CivicLakeError`` saying what is missing."""
         ...
 
     def column_types(self, table: str) -> dict[str, str]:
@@ -76,4 +81,8 @@ def open_warehouse(kind: str, settings: Settings) -> Warehouse:
         from civiclake.warehouse.postgres import PostgresWarehouse
 
         return PostgresWarehouse.from_settings(settings)
+    if kind == "bigquery":
+        from civiclake.warehouse.bigquery import BigQueryWarehouse
+
+        return BigQueryWarehouse.from_settings(settings)
     raise ParameterError(f"unknown warehouse {kind!r}; choose one of {', '.join(WAREHOUSE_KINDS)}")

@@ -153,6 +153,21 @@ class DuckDBWarehouse:
                 f"table {table} in DuckDB lacks columns {missing}: migrate or drop it, then reload"
             )
 
+    def check(self) -> str:
+        """Prove the file takes writes (a table created in a transaction rolled back)."""
+        with self._lock:
+            try:
+                self._con.execute("BEGIN TRANSACTION")
+                self._con.execute("CREATE TABLE __civiclake_probe (x INTEGER)")
+            except duckdb.Error as exc:
+                raise CivicLakeError(
+                    f"the DuckDB warehouse {self.path} is not writable: {_reason(exc)}"
+                ) from None
+            finally:
+                with contextlib.suppress(duckdb.Error):
+                    self._con.execute("ROLLBACK")
+        return f"DuckDB {self.path}: writable"
+
     def column_types(self, table: str) -> dict[str, str]:
         with self._lock:
             return self._column_types(table)

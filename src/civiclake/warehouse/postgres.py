@@ -59,6 +59,7 @@ Chunk = bytes | memoryview
 ENV_VAR = "CIVICLAKE_POSTGRES_URL"
 DEFAULT_BATCH_ROWS = 64 * 1024
 CONNECT_TIMEOUT_S = 10
+PROBE_SCHEMA = "civiclake_doctor_probe"
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, batch_size=DEFAULT_BATCH_ROWS)
 _CONNECT_PREFIX = re.compile(
     r"connection (?:failed: )?(?:to server at |to server on )?[^:]*failed:\s*"
@@ -194,6 +195,19 @@ class PostgresWarehouse:
                 for chunk in chunks:
                     copy.write(chunk)
         return max(cur.rowcount, 0)
+
+    def check(self) -> str:
+        """Prove this login may create schemas and tables (in a transaction rolled back)."""
+        with self._lock, self._connection.transaction(force_rollback=True):
+            try:
+                self._connection.execute(f"CREATE SCHEMA IF NOT EXISTS {PROBE_SCHEMA}")
+                self._connection.execute(f"CREATE TABLE {PROBE_SCHEMA}.probe (x int)")
+            except psycopg.Error as exc:
+                raise CivicLakeError(
+                    f"PostgreSQL at {self.target} is reachable but not writable: "
+                    f"{_server_reason(exc)}"
+                ) from None
+        return f"PostgreSQL {self.target}: connected, may create schemas and tables"
 
     def column_types(self, table: str) -> dict[str, str]:
         with self._lock, self._connection.cursor() as cur:
