@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+# before anything imports gcsfs: sets GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false (see the module)
+from civiclake.testing.objectstores import ObjectStore, azurite, gcs_emulator, moto_s3
+
 if TYPE_CHECKING:
     from civiclake.testing.postgres import PostgresServer
 
@@ -60,3 +63,35 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def postgres_url(postgres_server: PostgresServer) -> str:
     return postgres_server.url
+
+
+# Object-store emulators (Azurite, moto, gcp-storage-emulator): each started once per session.
+@pytest.fixture(scope="session")
+def azure_store() -> Iterator[ObjectStore]:
+    with azurite() as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def s3_store() -> Iterator[ObjectStore]:
+    with moto_s3() as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def gcs_store() -> Iterator[ObjectStore]:
+    import gcsfs
+
+    if gcsfs.GCSFileSystem is not gcsfs.core.GCSFileSystem:
+        pytest.fail(
+            "gcsfs was imported before GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false was set: "
+            "its experimental filesystem takes 60+ s per call"
+        )
+    with gcs_emulator() as store:
+        yield store
+
+
+@pytest.fixture(params=["azure", "s3", "gcs"])
+def store(request: pytest.FixtureRequest) -> ObjectStore:
+    """Each object store in turn (a test using it runs once per kind)."""
+    return request.getfixturevalue(f"{request.param}_store")
