@@ -2,7 +2,8 @@
 
 DuckDB cannot download its Iceberg extension offline, so PyIceberg plans the scan (current
 snapshot, live data files) and DuckDB reads those Parquet files directly: projection and
-filter pushdown, parallel, and nothing materialized in Python. Tables with merge-on-read delete
+filter pushdown, parallel, and nothing materialized in Python; on an object store through the
+lake's own fsspec filesystem (same credentials). Tables with merge-on-read delete
 files (written by other engines) fall back to PyIceberg's own reader, which applies them.
 Only tables the query mentions are planned, so a query costs one table's metadata, not all.
 """
@@ -21,6 +22,7 @@ from pyiceberg.table import Table
 from civiclake import tables
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError
+from civiclake.lake import Lake, scheme_of
 
 
 def _quote(name: str) -> str:
@@ -32,23 +34,31 @@ def _mentions(sql: str, namespace: str, name: str) -> bool:
     return re.search(pattern, sql, flags=re.IGNORECASE) is not None
 
 
-def _register(con: duckdb.DuckDBPyConnection, table: Table, namespace: str, name: str) -> None:
+def _register(
+    con: duckdb.DuckDBPyConnection, table: Table, namespace: str, name: str, lake: Lake
+) -> None:
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(namespace)}")
     target = f"{_quote(namespace)}.{_quote(name)}"
     tasks = list(table.scan().plan_files()) if table.current_snapshot() else []
     if tasks and not any(t.delete_files for t in tasks):
-        fs = table.io
         paths = [t.file.file_path for t in tasks]
         if all(p.startswith("file://") or p.startswith("/") for p in paths):
-            local = [p.removeprefix("file://") for p in paths]
-            listing = ", ".join("'" + p.replace("'", "''") + "'" for p in local)
+            paths = [p.removeprefix("file://") for p in paths]
+        elif all(scheme_of(p) in lake.backend.schemes for p in paths):
+            # DuckDB reads the object store through the lake's own fsspec filesystem (same
+            # credentials); its httpfs extension cannot be downloaded offline anyway.
+            _register_filesystem(con, lake)
+        else:
+            paths = []
+        if paths:
+            listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
             columns = ", ".join(_quote(f.name) for f in table.schema().fields)
             con.execute(
                 f"CREATE VIEW {target} AS SELECT {columns} FROM "
                 f"read_parquet([{listing}], union_by_name=true)"
             )
             return
-        del fs  # remote lakes: fall through to PyIceberg's reader (fsspec-aware)
+    # merge-on-read deletes, or files outside the lake: PyIceberg's reader applies everything
     arrow = table.scan().to_arrow() if tasks else table.schema().as_arrow().empty_table()
     view = f"__iceberg_{namespace}_{name}"
     con.register(view, arrow)
@@ -60,13 +70,20 @@ def connect_for(
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB where every catalog table the SQL mentions is a view."""
     catalog = catalog or tables.load_catalog(settings)
+    lake = settings.lake()
     con = duckdb.connect()
     for namespace in catalog.list_namespaces():
         for ident in catalog.list_tables(namespace):
             ns, name = ".".join(ident[:-1]), ident[-1]
             if _mentions(sql, ns, name):
-                _register(con, catalog.load_table(ident), ns, name)
+                _register(con, catalog.load_table(ident), ns, name, lake)
     return con
+
+
+def _register_filesystem(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    protocols = lake.fs.protocol if isinstance(lake.fs.protocol, tuple) else (lake.fs.protocol,)
+    if not any(con.filesystem_is_registered(p) for p in protocols):
+        con.register_filesystem(lake.fs)
 
 
 def run_sql(sql: str, settings: Settings) -> pa.Table:

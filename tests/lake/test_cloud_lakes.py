@@ -147,3 +147,35 @@ def test_wrong_credentials_fail_in_one_line_and_write_nothing(
     use_env(monkeypatch, tmp_path, store.env)
     assert store.list_objects(prefix_of(lake)) == []
     assert json.loads(cli("tables", "--format", "json").stdout) == []
+
+
+@pytest.mark.parametrize("kind", ["s3", "azure"])
+def test_lake_block_carries_the_credentials(
+    kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No cloud variable in the environment: the civiclake-lake block holds URL + secrets."""
+    from civiclake.blocks import LakeBlock
+
+    store: ObjectStore = request.getfixturevalue(f"{kind}_store")
+    use_env(monkeypatch, tmp_path, {})  # nothing from the environment
+    if kind == "s3":
+        credentials = {
+            "key": store.env["AWS_ACCESS_KEY_ID"],
+            "secret": store.env["AWS_SECRET_ACCESS_KEY"],
+            "endpoint_url": store.env["AWS_ENDPOINT_URL"],
+            "client_kwargs": {"region_name": store.env["AWS_DEFAULT_REGION"]},
+        }
+    else:
+        credentials = {"connection_string": store.env["AZURE_STORAGE_CONNECTION_STRING"]}
+    url = store.lake_url(f"block-{uuid.uuid4().hex[:8]}")
+    name = f"{kind}-lake-{uuid.uuid4().hex[:6]}"
+    LakeBlock(url=url, credentials=credentials).save(name)
+
+    sample = Path(__file__).resolve().parents[2] / "examples" / "bnt_sample.csv"
+    result = cli("bnt", "run", "--from-file", str(sample), "--lake-block", name)
+    assert result.exit_code == 0, result.output
+    assert "6,720" in result.stdout  # the sample's valid rows
+    for secret in store.secrets():
+        assert secret not in result.output
+    keys = store.list_objects(prefix_of(url))
+    assert any("/warehouse/mta/bnt_traffic_hourly/data/" in f"/{k}" for k in keys)

@@ -52,6 +52,11 @@ class S3Backend(LakeBackend):
             # S3-compatible stores (MinIO, moto) serve path-style URLs; virtual hosts need DNS.
             config.setdefault("s3", {"addressing_style": "path"})
         merged["config_kwargs"] = config
+        client = dict(merged.get("client_kwargs") or {})
+        if not client.get("region_name") and region(options):
+            # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what the other SDKs read
+            client["region_name"] = region(options)
+            merged["client_kwargs"] = client
         return merged
 
     def iceberg_properties(self, options: Mapping[str, Any]) -> dict[str, str]:
