@@ -20,6 +20,7 @@ from prefect.types import SecretDict
 from pydantic import Field, SecretStr
 
 from civiclake.config import Settings, get_settings
+from civiclake.errors import ParameterError
 
 
 class LakeBlock(Block):
@@ -57,6 +58,59 @@ class PostgresWarehouseBlock(Block):
         return SecretStr(f"postgresql://{auth}@{self.host}:{self.port}/{self.database}")
 
 
+class BigQueryWarehouseBlock(Block):
+    """A BigQuery warehouse: project, dataset, and a service account key as a secret field."""
+
+    _block_type_name = "civiclake BigQuery"
+    _block_type_slug = "civiclake-bigquery"
+    _description = "A BigQuery warehouse for civiclake (`--to bigquery`)."
+
+    project: str = Field(..., description="Google Cloud project id.")
+    dataset: str | None = Field(None, description="Dataset for every table; empty: 'tlc'.")
+    location: str = Field("US", description="Location of datasets civiclake creates.")
+    service_account_info: SecretDict = Field(
+        default_factory=lambda: SecretDict({}),
+        description="A service account key (JSON); empty: application default credentials.",
+    )
+    endpoint: str | None = Field(None, description="API endpoint override (an emulator).")
+
+
+WAREHOUSE_BLOCKS: tuple[type[Block], ...] = (PostgresWarehouseBlock, BigQueryWarehouseBlock)
+
+
+def load_warehouse_block(name: str) -> Block:
+    """A warehouse block by name (``civiclake-bigquery/name`` also accepted), whatever its type."""
+    if "/" in name:
+        slug, _, name = name.partition("/")
+        kinds = [b for b in WAREHOUSE_BLOCKS if b.get_block_type_slug() == slug]
+        if not kinds:
+            raise ParameterError(f"--warehouse-block: {slug!r} is not a civiclake warehouse block")
+    else:
+        kinds = list(WAREHOUSE_BLOCKS)
+    for kind in kinds:
+        try:
+            return kind.load(name)
+        except ValueError:  # no document of that type and name
+            continue
+    slugs = " or ".join(b.get_block_type_slug() for b in kinds)
+    raise ParameterError(f"--warehouse-block: no {slugs} block named {name!r}")
+
+
+def _warehouse_overrides(block: Block) -> dict[str, Any]:
+    if isinstance(block, PostgresWarehouseBlock):
+        return {"postgres_url": block.url()}
+    if isinstance(block, BigQueryWarehouseBlock):
+        info = block.service_account_info.get_secret_value()
+        return {
+            "bigquery_project": block.project,
+            "bigquery_dataset": block.dataset,
+            "bigquery_location": block.location,
+            "bigquery_endpoint": block.endpoint,
+            "bigquery_credentials": info or None,
+        }
+    raise ParameterError(f"unsupported warehouse block {type(block).__name__}")
+
+
 def settings_with_blocks(
     lake_block: str | None = None,
     warehouse_block: str | None = None,
@@ -73,7 +127,7 @@ def settings_with_blocks(
         overrides["lake_url"] = lake.url
         overrides["lake_options"] = lake.credentials.get_secret_value()
     if warehouse_block:
-        overrides["postgres_url"] = PostgresWarehouseBlock.load(warehouse_block).url()
+        overrides.update(_warehouse_overrides(load_warehouse_block(warehouse_block)))
     if socrata_token_block:
         from prefect.blocks.system import Secret
 

@@ -188,7 +188,9 @@ def taxi_run(
         None, "--lake-block", help="A civiclake-lake Prefect block instead of CIVICLAKE_LAKE_URL."
     ),
     warehouse_block: str | None = typer.Option(
-        None, "--warehouse-block", help="A civiclake-postgres Prefect block (with --to postgres)."
+        None,
+        "--warehouse-block",
+        help="A civiclake-postgres or civiclake-bigquery Prefect block (with --to).",
     ),
 ) -> None:
     """Load TLC months: web -> lake (Parquet) -> Iceberg tlc.{color}_trips -> warehouse."""
@@ -213,7 +215,7 @@ def taxi_run(
     settings = _settings(lake)
     if to not in WAREHOUSE_KINDS:
         raise ParameterError(f"--to: unknown warehouse {to!r} ({' or '.join(WAREHOUSE_KINDS)})")
-    if to == "bigquery" and not settings.bigquery_project:
+    if to == "bigquery" and not settings.bigquery_project and not warehouse_block:
         raise ParameterError("--to bigquery needs CIVICLAKE_BIGQUERY_PROJECT")
     if to == "postgres" and settings.postgres_url is None and not warehouse_block:
         raise ParameterError(

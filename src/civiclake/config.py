@@ -95,6 +95,10 @@ class Settings(BaseSettings):
         None, description="BigQuery dataset for every table; default the table's namespace (tlc)."
     )
     bigquery_location: str = Field("US", description="Location of datasets civiclake creates.")
+    bigquery_credentials: Secret[dict[str, Any]] | None = Field(
+        None,
+        description="A service account key (JSON) for BigQuery; default Google's ADC. Secret.",
+    )
     bigquery_endpoint: str | None = Field(
         None, description="BigQuery API endpoint override (an emulator); default Google's."
     )

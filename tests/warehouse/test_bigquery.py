@@ -585,3 +585,41 @@ def test_taxi_run_into_bigquery(
         assert warehouse.count("tlc.green_trips") == green.month.rows_valid
         assert warehouse.count("tlc.green_trips_rejects") == green.month.rows_rejected
         assert warehouse.column_types("tlc.green_trips")["lpep_pickup_datetime"] == "DATETIME"
+
+
+@slow
+@pytest.mark.prefect
+@pytest.mark.usefixtures("prefect_server")
+def test_taxi_run_with_a_bigquery_block(
+    bq_emulator: BigQueryEmulator, no_adc: None, green: Green, namespace: str
+) -> None:
+    """Project, dataset and endpoint from a civiclake-bigquery block, none from the env."""
+    from civiclake.blocks import BigQueryWarehouseBlock, settings_with_blocks
+    from civiclake.cli import app
+
+    name = f"bq-{namespace.replace('_', '-')}"
+    BigQueryWarehouseBlock(
+        project=bq_emulator.project, dataset=namespace, endpoint=bq_emulator.endpoint
+    ).save(name)
+    args = ["taxi", "run", "--from-file", str(GREEN), "--to", "bigquery"]
+
+    result = CliRunner().invoke(app, [*args, "--warehouse-block", name])
+
+    assert result.exit_code == 0, result.output
+    settings = settings_with_blocks(warehouse_block=f"civiclake-bigquery/{name}")
+    assert settings.bigquery_dataset == namespace
+    with open_warehouse("bigquery", settings) as warehouse:
+        assert warehouse.count("tlc.green_trips") == green.month.rows_valid
+    missing = CliRunner().invoke(app, [*args, "--warehouse-block", "no-such-block"])
+    assert missing.exit_code == 2
+    assert "no civiclake-postgres or civiclake-bigquery block named 'no-such-block'" in (
+        missing.output
+    )
+
+
+def test_a_broken_service_account_key_is_one_clear_line(bq_env: None) -> None:
+    from pydantic import Secret
+
+    settings = get_settings(bigquery_credentials=Secret({"type": "service_account"}))
+    with pytest.raises(CivicLakeError, match="service account key is not a valid key file"):
+        BigQueryWarehouse.from_settings(settings)

@@ -20,10 +20,10 @@ def ensure_process_pool(name: str) -> bool:
 
 def register_block_types() -> list[str]:
     """civiclake's block types, registered so the UI can create documents of them."""
-    from civiclake.blocks import LakeBlock, PostgresWarehouseBlock
+    from civiclake.blocks import WAREHOUSE_BLOCKS, LakeBlock
 
     slugs = []
-    for block in (LakeBlock, PostgresWarehouseBlock):
+    for block in (LakeBlock, *WAREHOUSE_BLOCKS):
         block.register_type_and_schema()
         slugs.append(block.get_block_type_slug())
     return slugs

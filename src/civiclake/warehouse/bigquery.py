@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import google.auth
@@ -178,6 +178,19 @@ def resolve_credentials(endpoint: str | None) -> tuple[Credentials, str]:
     return credentials, _credential_source(credentials)
 
 
+def service_account_credentials(info: dict[str, Any]) -> Credentials:
+    """Credentials from a service account key (a block's secret field), checked locally."""
+    from google.oauth2 import service_account
+
+    try:
+        return service_account.Credentials.from_service_account_info(info, scopes=list(SCOPES))
+    except (ValueError, KeyError):
+        raise CivicLakeError(
+            "BigQuery: the service account key is not a valid key file (JSON with "
+            "client_email, private_key, token_uri)"
+        ) from None
+
+
 def _credential_source(credentials: Credentials) -> str:
     module = type(credentials).__module__
     if "service_account" in module:
@@ -244,11 +257,17 @@ class BigQueryWarehouse:
     def from_settings(cls, settings: Settings) -> BigQueryWarehouse:
         if not settings.bigquery_project:
             raise ParameterError(f"--to bigquery needs {PROJECT_VAR}")
+        credentials = None
+        if settings.bigquery_credentials is not None:
+            credentials = service_account_credentials(
+                settings.bigquery_credentials.get_secret_value()
+            )
         return cls(
             settings.bigquery_project,
             dataset=settings.bigquery_dataset or None,
             location=settings.bigquery_location,
             endpoint=settings.bigquery_endpoint or None,
+            credentials=credentials,
         )
 
     # -- names ------------------------------------------------------------------------------
