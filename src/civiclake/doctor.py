@@ -34,7 +34,7 @@ def _run(name: str, probe: Callable[[], str]) -> Check:
 def check_lake(settings: Settings) -> str:
     lake = settings.lake()
     lake.check_writable()
-    source = lake.backend.credential_source(lake._options)
+    source = lake.credential_source()
     return f"{lake.url}: writable (probe written, read, deleted); credentials: {source}"
 
 

@@ -396,7 +396,9 @@ def test_deployment_run_with_blocks_uses_the_lake_and_token(
 
     # the table is in the block's lake (<lake>/warehouse), and so is the raw zone
     monkeypatch.setenv("CIVICLAKE_HOME", str(worker.home))
-    table = tables.load_catalog(get_settings()).load_table(bnt.TABLE)
+    # each lake has its own tables in the embedded catalog: the default lake has none
+    assert not tables.load_catalog(get_settings()).table_exists(bnt.TABLE)
+    table = tables.load_catalog(get_settings(lake_url=blocks.lake_url)).load_table(bnt.TABLE)
     assert table.metadata_location.startswith(f"{blocks.lake_url}/warehouse/")
     rows = table.scan().to_arrow().to_pylist()
     assert len(rows) == 2 * ROWS_PER_DAY

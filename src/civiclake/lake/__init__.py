@@ -99,9 +99,13 @@ class Lake:
         """One line (no secrets) saying why an operation on this lake failed."""
         return f"lake {self.url}: {self.backend.explain(exc, self.url)}"
 
+    def credential_source(self) -> str | None:
+        """Where this lake's credentials come from (names, never values); None: none found."""
+        return self.backend.credential_source(self._options)
+
     def check_credentials(self) -> None:
         """Fail with what to set when the store's credential chain finds nothing."""
-        if not self.is_local and self.backend.credential_source(self._options) is None:
+        if not self.is_local and self.credential_source() is None:
             raise CivicLakeError(f"lake {self.url}: {self.backend.missing_credentials()}")
 
     def check_endpoint(self) -> None:
