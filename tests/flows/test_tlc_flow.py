@@ -3,12 +3,17 @@ with the real green October 2020 month and the real yellow sample."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import psycopg
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -18,6 +23,7 @@ from civiclake.config import get_settings
 from civiclake.sources import tlc
 from civiclake.testing.files import FileServer
 from civiclake.warehouse import open_warehouse
+from civiclake.warehouse.postgres import RangeLoad
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
 
@@ -197,3 +203,99 @@ def test_yellow_into_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch
     assert types["passenger_count"] == "integer"
     assert types["fare_amount"] == "double precision"
     assert types["store_and_fwd_flag"] == "text"
+
+
+def test_green_into_postgres_streams_and_a_failed_rerun_keeps_the_month(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """PostgreSQL is loaded while the file converts: the same rows and rejects as the file
+    path, and a re-run that fails half-way (rows already streamed) leaves the month as it was."""
+    monkeypatch.setenv("CIVICLAKE_POSTGRES_URL", postgres_url)
+    monkeypatch.setattr(tlc, "PARQUET_BATCH_ROWS", 20_000)  # several batches per month
+    writes: list[int] = []
+    write = RangeLoad.write
+
+    def counted(self: RangeLoad, batch: pa.Table) -> None:
+        writes.append(batch.num_rows)
+        write(self, batch)
+
+    monkeypatch.setattr(RangeLoad, "write", counted)
+    month = tlc.Month(2020, 10)
+    rows, by_rule = expected(GREEN, "lpep_pickup_datetime", "lpep_dropoff_datetime", month)
+    rejected = sum(by_rule.values())
+    run = ["taxi", "run", "--color", "green", "--year", "2020", "--months", "10"]
+
+    result = cli(*run, "--to", "postgres")
+    assert result.exit_code == 0, result.output
+    assert f"{rows:,}" in result.output and f"{rows - rejected:,}" in result.output
+    assert len(writes) >= 4 and sum(writes) == rows - rejected  # streamed, batch by batch
+    with open_warehouse("postgres", get_settings()) as warehouse:
+        assert warehouse.count("tlc.green_trips") == rows - rejected
+        assert warehouse.count("tlc.green_trips_rejects") == rejected
+        for rule, count in by_rule.items():
+            assert warehouse.count("tlc.green_trips_rejects", f"reject_reason = '{rule}'") == count
+        frame = pd.read_csv(GREEN, low_memory=False)
+        assert warehouse.count("tlc.green_trips", "passenger_count IS NULL") == int(
+            frame["passenger_count"].isna().sum()
+        )
+    good_run = _run_ids()
+    assert len(good_run) == 1
+    assert iceberg_count("tlc.green_trips") == rows - rejected
+    assert iceberg_count("tlc.green_trips_rejects") == rejected
+
+    # 1. a re-run (the cached download) where the rule code raises on the third batch
+    apply_rules, calls = tlc.apply_rules, []
+
+    def failing_rules(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("rule code broke")
+        return apply_rules(*args, **kwargs)
+
+    monkeypatch.setattr(tlc, "apply_rules", failing_rules)
+    writes.clear()
+    result = cli(*run, "--to", "postgres")
+    assert result.exit_code == 1
+    assert "green 2020-10: rule code broke" in result.output
+    assert len(writes) == 2
+    _assert_month_kept(rows - rejected, rejected, good_run)
+    monkeypatch.setattr(tlc, "apply_rules", apply_rules)
+
+    # 2. a re-run from a file that is damaged near its end: batches were already COPYed
+    lines = gzip.decompress(GREEN.read_bytes())
+    damaged = tmp_path / "green_tripdata_2020-10.csv.gz"
+    damaged.write_bytes(gzip.compress(lines + lines.split(b"\n", 1)[1] * 5)[:-100_000])
+    writes.clear()
+    result = cli("taxi", "run", "--from-file", str(damaged), "--to", "postgres")
+    assert result.exit_code == 1
+    assert "green 2020-10: cannot read green_tripdata_2020-10.csv.gz" in result.output
+    assert writes
+    _assert_month_kept(rows - rejected, rejected, good_run)
+
+    # 3. a good re-run replaces the month: the same contents, from the new run
+    result = cli("taxi", "run", "--from-file", str(GREEN), "--to", "postgres")
+    assert result.exit_code == 0, result.output
+    with open_warehouse("postgres", get_settings()) as warehouse:
+        assert warehouse.count("tlc.green_trips") == rows - rejected
+        assert warehouse.count("tlc.green_trips_rejects") == rejected
+    new_run = _run_ids()
+    assert len(new_run) == 1 and new_run != good_run
+    assert iceberg_count("tlc.green_trips") == rows - rejected
+
+
+def _run_ids() -> set[str]:
+    """The load_run_id values in PostgreSQL's green trips and rejects (which run loaded them)."""
+    ids: set[str] = set()
+    with psycopg.connect(os.environ["CIVICLAKE_POSTGRES_URL"]) as conn:
+        for table in ("tlc.green_trips", "tlc.green_trips_rejects"):
+            ids |= {r[0] for r in conn.execute(f"SELECT DISTINCT load_run_id FROM {table}")}
+    return ids
+
+
+def _assert_month_kept(valid: int, rejected: int, run_ids: set[str]) -> None:
+    with open_warehouse("postgres", get_settings()) as warehouse:
+        assert warehouse.count("tlc.green_trips") == valid
+        assert warehouse.count("tlc.green_trips_rejects") == rejected
+    assert _run_ids() == run_ids
+    assert iceberg_count("tlc.green_trips") == valid
+    assert iceberg_count("tlc.green_trips_rejects") == rejected

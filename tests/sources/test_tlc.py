@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from collections.abc import Iterator
 from datetime import datetime
@@ -168,3 +169,69 @@ def test_wrong_color_and_corrupt_files(tmp_path: Path) -> None:
     corrupt.write_bytes(GREEN.read_bytes()[:200_000])
     with pytest.raises(SourceError, match="green 2020-10: cannot read"):
         _convert(tmp_path, corrupt, "green", tlc.Month(2020, 10))
+
+
+def test_the_sink_gets_every_valid_row_before_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tlc, "PARQUET_BATCH_ROWS", 20_000)
+    lake = Lake((tmp_path / "lake").as_uri())
+    month = tlc.Month(2020, 10)
+    raw = tlc.stage_local_file(lake, str(GREEN), "green", month)
+    valid_url, _ = tlc.stage_urls(lake, tlc.GREEN, month)
+    seen: list[pa.Table] = []
+
+    def sink(table: pa.Table) -> None:
+        assert not lake.exists(valid_url)  # streamed while converting: no file yet
+        seen.append(table)
+
+    result = tlc.convert(lake, raw, tlc.GREEN, month, run_id="run-1", sink=sink)
+
+    assert len(seen) >= 4 and all(t.num_rows for t in seen)
+    streamed = pa.concat_tables(seen)
+    assert streamed.schema == tlc.table_schema(tlc.GREEN)
+    assert streamed.num_rows == result.rows_valid
+    assert streamed.equals(pq.read_table(valid_url.removeprefix("file://")))
+
+
+@pytest.mark.parametrize("error", [RuntimeError("COPY failed"), OSError("connection reset")])
+def test_a_failing_sink_stops_the_conversion_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    monkeypatch.setattr(tlc, "PARQUET_BATCH_ROWS", 20_000)
+    lake = Lake((tmp_path / "lake").as_uri())
+    month = tlc.Month(2020, 10)
+    raw = tlc.stage_local_file(lake, str(GREEN), "green", month)
+    calls: list[int] = []
+
+    def sink(table: pa.Table) -> None:
+        calls.append(table.num_rows)
+        if len(calls) == 2:
+            raise error
+
+    with pytest.raises(type(error)) as caught:  # the sink's own error, not a SourceError
+        tlc.convert(lake, raw, tlc.GREEN, month, run_id="run-1", sink=sink)
+
+    assert caught.value is error and len(calls) == 2
+    assert not any(lake.exists(url) for url in tlc.stage_urls(lake, tlc.GREEN, month))
+
+
+def test_a_truncated_file_fails_after_streaming_some_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Corruption found late in the file: the sink has had batches, the error still ends the
+    convert. (Arrow reads ahead: the damage must lie well past the first batches.)"""
+    monkeypatch.setattr(tlc, "PARQUET_BATCH_ROWS", 20_000)
+    text = gzip.decompress(GREEN.read_bytes())
+    big = tmp_path / "green_tripdata_2020-10.csv.gz"
+    big.write_bytes(gzip.compress(text + text.split(b"\n", 1)[1] * 5)[:-100_000])
+    lake = Lake((tmp_path / "lake").as_uri())
+    month = tlc.Month(2020, 10)
+    raw = tlc.stage_local_file(lake, str(big), "green", month)
+    calls: list[int] = []
+
+    with pytest.raises(SourceError, match="green 2020-10: cannot read"):
+        tlc.convert(lake, raw, tlc.GREEN, month, run_id="run-1", sink=lambda t: calls.append(1))
+
+    assert calls  # some batches reached the sink before the damage
+    assert not any(lake.exists(url) for url in tlc.stage_urls(lake, tlc.GREEN, month))

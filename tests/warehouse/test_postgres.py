@@ -3,7 +3,9 @@ and a password that never shows up in an error."""
 
 from __future__ import annotations
 
+import time
 import traceback
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
@@ -14,6 +16,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from civiclake.config import get_settings
@@ -21,10 +24,17 @@ from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
 from civiclake.testing import postgres as testing_postgres
 from civiclake.testing.postgres import PostgresServer
-from civiclake.warehouse import Warehouse, open_warehouse
+from civiclake.warehouse import Warehouse, open_warehouse, postgres
 from civiclake.warehouse.postgres import PostgresWarehouse, postgres_url
 
 JAN, FEB, MAR = date(2024, 1, 1), date(2024, 2, 1), date(2024, 3, 1)
+TLC_GREEN = (
+    Path(__file__).resolve().parents[3]
+    / "shared"
+    / "data"
+    / "tlc"
+    / "green_tripdata_2020-10.csv.gz"
+)
 EXPECTED_TYPES = {
     "VendorID": "smallint",
     "RatecodeID": "smallint",
@@ -371,3 +381,233 @@ def test_the_newest_installed_version_wins(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(testing_postgres, "SEARCH_ROOT", tmp_path)
 
     assert testing_postgres.find_binaries().initdb == tmp_path / "16" / "bin" / "initdb"
+
+
+# ---------------------------------------------------------------- range_load: streamed batches
+
+
+def test_shaped_encoding_is_byte_identical_to_the_general_one(data: Any) -> None:
+    """The fast, shape-by-shape binary encoder writes exactly the general encoder's bytes."""
+    trips = data.make(JAN, 700).drop_columns(["fare_amount", "big_amount"])  # no decimals
+    flags = pa.array([None if i % 5 == 0 else ["Y", "N", ""][i % 3] for i in range(700)])
+    shaped = trips.set_column(
+        trips.schema.get_field_index("Note"), "Note", flags.cast("large_string")
+    )
+    cases = {
+        "several shapes, kept in row order": shaped,
+        "strings of three lengths": trips,
+        "one shape": shaped.filter(
+            pc.and_(
+                pc.is_valid(shaped.column("VendorID")),
+                pc.equal(shaped.column("store_and_fwd_flag"), "Y"),
+            )
+        ),
+        "dictionary strings": shaped.set_column(
+            shaped.schema.get_field_index("store_and_fwd_flag"),
+            "store_and_fwd_flag",
+            shaped.column("store_and_fwd_flag").dictionary_encode(),
+        ),
+    }
+    for name, table in cases.items():
+        batch = table.combine_chunks().to_batches()[0]
+        got = postgres._shaped_tuples(batch)
+        assert got is not None, name
+        assert bytes(got) == bytes(postgres._joined_tuples(batch)), name
+    notes = pa.array(["x" * (i % 50) for i in range(700)], pa.large_string())
+    many_lengths = trips.set_column(trips.schema.get_field_index("Note"), "Note", notes)
+    assert postgres._shaped_tuples(many_lengths.to_batches()[0]) is None  # 50 lengths: joined
+    assert postgres._shaped_tuples(data.make(JAN, 10).to_batches()[0]) is None  # decimals
+
+
+def _stream(
+    warehouse: PostgresWarehouse, data: Any, table: str, batches: list[pa.Table], month: date
+) -> int:
+    with warehouse.range_load(table, data.schema, **data.month(month)) as load:
+        for batch in batches:
+            load.write(batch)
+    return load.rows
+
+
+def test_range_load_streams_batches_and_replaces_the_range(
+    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
+) -> None:
+    first = data.make(JAN, 900)
+    warehouse.replace_range(
+        table,
+        data.schema,
+        [data.write(data.make(FEB, 300, first_id=50_000), "feb")],
+        data.lake,
+        **data.month(FEB),
+    )
+    warehouse.batch_rows = 250  # several COPY batches per written table
+
+    assert _stream(warehouse, data, table, [first.slice(0, 400), first.slice(400)], JAN) == 900
+    assert read_rows(postgres_server, data, table, "trip_id < 50000") == data.rows(first)
+
+    again = data.make(JAN, 500, first_id=20_000, tag="v2 ")
+    reordered = again.select(list(reversed(again.column_names)))  # columns load by name
+    assert _stream(warehouse, data, table, [reordered.to_batches()[0], reordered.slice(0, 0)], JAN)
+
+    assert read_rows(postgres_server, data, table, "trip_id < 50000") == data.rows(again)
+    assert warehouse.count(table, "trip_id >= 50000") == 300  # February untouched
+
+
+def test_range_load_commits_only_at_the_end_with_a_second_table(
+    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
+) -> None:
+    old = data.make(JAN, 600)
+    warehouse.replace_range(
+        table, data.schema, [data.write(old, "old")], data.lake, **data.month(JAN)
+    )
+    rejects = data.write(data.make(JAN, 40, first_id=80_000), "rejects")
+    new = data.make(JAN, 800, first_id=10_000)
+
+    with warehouse.range_load(table, data.schema, **data.month(JAN)) as load:
+        load.write(new)
+        assert load.finish() == 800
+        extra = load.replace_range(
+            f"{table}_rejects", data.schema, [rejects], data.lake, **data.month(JAN)
+        )
+        assert extra == 40
+        # a reader still sees the old month: nothing is committed yet
+        assert read_rows(postgres_server, data, table) == data.rows(old)
+        with psycopg.connect(postgres_server.url) as reader:
+            assert reader.execute(f"SELECT to_regclass('{table}_rejects')").fetchone() == (None,)
+
+    assert read_rows(postgres_server, data, table) == data.rows(new)
+    assert warehouse.count(f"{table}_rejects") == 40
+
+
+@pytest.mark.parametrize("when", ["before any batch", "after some batches", "after finish"])
+def test_a_failing_producer_rolls_the_range_load_back(
+    warehouse: PostgresWarehouse,
+    postgres_server: PostgresServer,
+    data: Any,
+    table: str,
+    when: str,
+) -> None:
+    old = data.make(JAN, 1000)
+    warehouse.replace_range(
+        table, data.schema, [data.write(old, "old")], data.lake, **data.month(JAN)
+    )
+    warehouse.batch_rows = 100
+    new = data.make(JAN, 3000, first_id=10_000)
+
+    with (
+        pytest.raises(ValueError, match="corrupt input"),
+        warehouse.range_load(table, data.schema, **data.month(JAN)) as load,
+    ):
+        if when != "before any batch":
+            for batch in new.to_batches(max_chunksize=500):
+                load.write(batch)
+        if when == "after finish":
+            load.finish()
+            load.replace_range(
+                f"{table}_rejects",
+                data.schema,
+                [data.write(new, "r")],
+                data.lake,
+                **data.month(JAN),
+            )
+        raise ValueError("corrupt input")
+
+    assert read_rows(postgres_server, data, table) == data.rows(old)
+    assert warehouse.column_types(f"{table}_rejects") == {}
+    assert warehouse.replace_range(table, data.schema, [], data.lake, **data.month(FEB)) == 0
+
+
+def test_a_value_the_server_rejects_rolls_the_range_load_back(
+    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
+) -> None:
+    old = data.make(JAN, 300)
+    warehouse.replace_range(
+        table, data.schema, [data.write(old, "old")], data.lake, **data.month(JAN)
+    )
+    poisoned = data.make(JAN, 300, first_id=5_000).to_pylist()
+    poisoned[-1]["Note"] = "a NUL byte \x00 is not valid in PostgreSQL text"
+
+    with pytest.raises(CivicLakeError, match=r"into PostgreSQL failed: .*0x00") as caught:
+        _stream(
+            warehouse, data, table, [old, pa.Table.from_pylist(poisoned, schema=data.schema)], JAN
+        )
+
+    assert "\n" not in str(caught.value)
+    assert read_rows(postgres_server, data, table) == data.rows(old)
+
+
+def test_a_batch_of_the_wrong_shape_is_refused(
+    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
+) -> None:
+    old = data.make(JAN, 200)
+    warehouse.replace_range(
+        table, data.schema, [data.write(old, "old")], data.lake, **data.month(JAN)
+    )
+    wrong = data.make(JAN, 10).drop_columns(["Note"])
+
+    with pytest.raises(CivicLakeError, match=r"missing \['Note'\]"):
+        _stream(warehouse, data, table, [data.make(JAN, 10), wrong], JAN)
+
+    assert read_rows(postgres_server, data, table) == data.rows(old)
+
+
+def test_a_range_load_waiting_for_the_table_lock_is_abandoned_at_once(
+    pg_env: str, postgres_server: PostgresServer, data: Any, table: str
+) -> None:
+    """Another writer holds the table: a producer failure does not wait for it to finish."""
+    with PostgresWarehouse(pg_env) as warehouse:
+        warehouse.replace_range(
+            table,
+            data.schema,
+            [data.write(data.make(JAN, 50), "old")],
+            data.lake,
+            **data.month(JAN),
+        )
+        with psycopg.connect(postgres_server.url, autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(hashtext(%s))", [f"civiclake:{table}"])
+            began = time.monotonic()
+            with (
+                pytest.raises(ValueError, match="gave up"),
+                warehouse.range_load(table, data.schema, **data.month(JAN)),
+            ):
+                time.sleep(0.3)  # the COPY thread is now waiting for the lock
+                raise ValueError("gave up")
+            assert time.monotonic() - began < 5
+        assert warehouse.count(table) == 50
+        assert warehouse.replace_range(table, data.schema, [], data.lake, **data.month(JAN)) == 0
+
+
+def test_tlc_month_streamed_while_converting_equals_the_file_load(
+    pg_env: str, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The real green month: streamed batch by batch during ``convert`` or loaded from its
+    Parquet afterwards, PostgreSQL ends up with exactly the same rows."""
+    from civiclake.sources import tlc
+
+    monkeypatch.setattr(tlc, "PARQUET_BATCH_ROWS", 20_000)  # several sink calls
+    lake = Lake((tmp_path / "lake").as_uri())
+    month = tlc.Month(2020, 10)
+    raw = tlc.stage_local_file(lake, str(TLC_GREEN), "green", month)
+    schema = tlc.table_schema(tlc.GREEN)
+    bounds = {"column": tlc.GREEN.pickup, "start": month.start, "stop": month.stop}
+    namespace = f"tlc_{uuid.uuid4().hex[:10]}"
+    streamed, from_file = f"{namespace}.streamed", f"{namespace}.from_file"
+    calls: list[int] = []
+
+    with PostgresWarehouse(pg_env) as warehouse:
+        with warehouse.range_load(streamed, schema, **bounds) as load:
+
+            def sink(table: pa.Table) -> None:
+                calls.append(table.num_rows)
+                load.write(table)
+
+            conversion = tlc.convert(lake, raw, tlc.GREEN, month, run_id="run-1", sink=sink)
+        loaded = warehouse.replace_range(from_file, schema, [conversion.valid_url], lake, **bounds)
+
+        assert len(calls) >= 4 and sum(calls) == conversion.rows_valid == load.rows == loaded
+        assert warehouse.count(streamed) == warehouse.count(from_file) == conversion.rows_valid
+    with psycopg.connect(postgres_server.url) as reader:
+        for one, other in ((streamed, from_file), (from_file, streamed)):
+            difference = reader.execute(
+                f"SELECT count(*) FROM (SELECT * FROM {one} EXCEPT ALL SELECT * FROM {other}) d"
+            ).fetchone()
+            assert difference == (0,)

@@ -3,6 +3,10 @@
 The parent flow runs one ``tlc-taxi-month`` subflow per month, a bounded number at a time
 (``CIVICLAKE_TLC_CONCURRENCY``). A month that fails (a 404, a corrupt file) loads nothing and the
 other months still complete; the parent then fails, naming the months. Tasks pass lake URLs.
+
+Into PostgreSQL, a month's conversion and its warehouse load overlap (``convert-load-postgres``):
+the valid rows stream into the COPY of an open transaction while the file is converted, and the
+commit waits for the whole file and its Parquet. Other warehouses load the Parquet afterwards.
 """
 
 from __future__ import annotations
@@ -104,6 +108,10 @@ def convert(
         run_id=run_id,
         log=get_run_logger(),
     )
+    return _converted(result)
+
+
+def _converted(result: tlc.Conversion) -> dict[str, Any]:
     return {
         "valid_url": result.valid_url,
         "rejects_url": result.rejects_url,
@@ -112,6 +120,52 @@ def convert(
         "rows_rejected": result.rows_rejected,
         "rejected_by_rule": result.rejected_by_rule,
     }
+
+
+@task(name="convert-load-postgres", cache_policy=NO_CACHE)
+def convert_load_postgres(
+    raw_url: str, color: str, year: int, month: int, run_id: str, blocks: Blocks = None
+) -> dict[str, Any]:
+    """``convert`` and ``load_warehouse`` overlapped, for PostgreSQL.
+
+    One transaction: the month is deleted, then the valid rows are COPYed while the file is
+    still being converted (each batch as it is made), then the rejects file is loaded; the
+    commit comes only once the whole file converted and both Parquet files are written. A
+    corrupt or truncated file, a failing rule or a COPY error rolls it all back: the month's
+    previous rows stay, as with ``load_warehouse``. Returns ``convert``'s summary plus the
+    rows loaded.
+    """
+    from civiclake.warehouse.postgres import PostgresWarehouse
+
+    settings = settings_for(blocks)
+    lake = settings.lake()
+    spec = tlc.spec_for(color)
+    the_month = tlc.Month(year, month)
+    with (
+        table_lock(f"{WarehouseKind.postgres.value}:{spec.table}"),
+        PostgresWarehouse.from_settings(settings) as warehouse,
+        warehouse.range_load(
+            spec.table,
+            tlc.table_schema(spec),
+            column=spec.pickup,
+            start=the_month.start,
+            stop=the_month.stop,
+        ) as load,
+    ):
+        result = tlc.convert(
+            lake, raw_url, spec, the_month, run_id=run_id, log=get_run_logger(), sink=load.write
+        )
+        rows = load.finish()
+        load.replace_range(
+            spec.rejects_table,
+            tlc.rejects_schema(spec),
+            [result.rejects_url],
+            lake,
+            column="source_month",
+            start=the_month.first_day,
+            stop=the_month.first_day + timedelta(days=1),
+        )
+    return {**_converted(result), "warehouse": WarehouseKind.postgres.value, "warehouse_rows": rows}
 
 
 @task(name="load-iceberg", cache_policy=NO_CACHE)
@@ -211,7 +265,11 @@ def tlc_month(
     lake_block: str | None = None,
     warehouse_block: str | None = None,
 ) -> dict[str, Any]:
-    """One month: download (or stage a local file), convert, load Iceberg, load the warehouse."""
+    """One month: download (or stage a local file), convert, load Iceberg, load the warehouse.
+
+    PostgreSQL: convert and load it at once, then load Iceberg from the same Parquet. If Iceberg
+    then fails, PostgreSQL keeps the month, as when the two loads ran side by side.
+    """
     began = time.monotonic()
     blocks = {"lake": lake, "lake_block": lake_block, "warehouse_block": warehouse_block}
     settings = settings_for(blocks)
@@ -233,13 +291,22 @@ def tlc_month(
         raw_url = fetch(url, raw_target, blocks=blocks)
         if not lake.exists(raw_url):  # cached, but someone cleaned the raw zone since
             raw_url = fetch.with_options(refresh_cache=True)(url, raw_target, blocks=blocks)
-    converted = convert(raw_url, color.value, year, month, run_id, blocks=blocks)
-    # Iceberg and the warehouse load the same Parquet independently: run them side by side
-    iceberg_future = load_iceberg.submit(converted, color.value, year, month, run_id, blocks=blocks)
-    warehouse_future = load_warehouse.submit(
-        converted, color.value, year, month, to.value, blocks=blocks
-    )
-    iceberg, warehouse = iceberg_future.result(), warehouse_future.result()
+    if to is WarehouseKind.postgres:
+        # PostgreSQL loads while the file converts (committed once it all converted); Iceberg
+        # then commits the same Parquet
+        converted = convert_load_postgres(raw_url, color.value, year, month, run_id, blocks=blocks)
+        iceberg = load_iceberg(converted, color.value, year, month, run_id, blocks=blocks)
+        warehouse = {"warehouse": converted["warehouse"], "rows": converted["warehouse_rows"]}
+    else:
+        converted = convert(raw_url, color.value, year, month, run_id, blocks=blocks)
+        # Iceberg and the warehouse load the same Parquet independently: side by side
+        iceberg_future = load_iceberg.submit(
+            converted, color.value, year, month, run_id, blocks=blocks
+        )
+        warehouse_future = load_warehouse.submit(
+            converted, color.value, year, month, to.value, blocks=blocks
+        )
+        iceberg, warehouse = iceberg_future.result(), warehouse_future.result()
     return {
         "month": str(the_month),
         "status": "loaded",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -470,13 +471,21 @@ def convert(
     *,
     run_id: str,
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+    sink: Callable[[pa.Table], None] | None = None,
 ) -> Conversion:
-    """Raw month -> ``trips.parquet`` + ``rejects.parquet`` (zstd) in the stage zone."""
+    """Raw month -> ``trips.parquet`` + ``rejects.parquet`` (zstd) in the stage zone.
+
+    ``sink``, when given, gets each table of valid rows (``table_schema(spec)``) as soon as it
+    is made, before it is written: a warehouse can load the month while it is converted
+    (``PostgresWarehouse.range_load``). The files are complete once this returns; it raises,
+    leaving no file, if the input is unreadable or the sink raises (its error, unchanged).
+    """
     _check_columns(lake, raw_url, spec)
     valid_url, rejects_url = stage_urls(lake, spec, month)
     result = Conversion(valid_url, rejects_url)
     loaded_at = datetime.now(UTC)
     batches = (_iter_parquet if raw_url.endswith(".parquet") else _iter_csv)(lake, raw_url, spec)
+    sink_error: BaseException | None = None
     try:
         with (
             lake.open_atomic(valid_url) as valid_out,
@@ -495,6 +504,12 @@ def convert(
                 ]
                 full = pa.Table.from_arrays([*table.columns, *meta], schema=table_schema(spec))
                 good = full.filter(pc.invert(bad))
+                if sink is not None and good.num_rows:
+                    try:
+                        sink(good)
+                    except BaseException as exc:
+                        sink_error = exc
+                        raise
                 valid_writer.write_table(good)
                 if pc.any(bad).as_py():
                     rejected = table.filter(bad)
@@ -519,6 +534,8 @@ def convert(
                 result.rows_valid += good.num_rows
                 progress.advance(n)
     except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
+        if exc is sink_error:  # the consumer's failure, not the file's
+            raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SourceError(
             f"{spec.color} {month}: cannot read {raw_url.rsplit('/', 1)[-1]}: {first}"
