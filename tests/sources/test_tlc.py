@@ -235,3 +235,16 @@ def test_a_truncated_file_fails_after_streaming_some_rows(
 
     assert calls  # some batches reached the sink before the damage
     assert not any(lake.exists(url) for url in tlc.stage_urls(lake, tlc.GREEN, month))
+
+
+def test_a_local_file_never_overwrites_the_cached_download(tmp_path: Path) -> None:
+    """--from-file and a download of the same month keep separate raw copies: the download
+    task's one-day cache must keep pointing at what was downloaded."""
+    lake = Lake((tmp_path / "lake").as_uri())
+    month = tlc.Month(2020, 10)
+    downloaded = tlc.raw_url_for(lake, "green", month, f"https://mirror/green/{GREEN.name}")
+    lake.write_bytes(downloaded, b"the downloaded bytes")
+    staged = tlc.stage_local_file(lake, str(GREEN), "green", month)
+    assert staged != downloaded
+    assert lake.read_bytes(downloaded) == b"the downloaded bytes"
+    assert lake.read_bytes(staged) == GREEN.read_bytes()

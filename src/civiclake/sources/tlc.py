@@ -244,6 +244,9 @@ class Download:
     bytes: int
 
 
+FROM_FILE_DIR = "from-file"
+
+
 def raw_url_for(lake: Lake, color: str, month: Month, url: str) -> str:
     name = url.rsplit("/", 1)[-1].split("?", 1)[0]
     return lake.join(RAW_ZONE, NAMESPACE, color, str(month), name)
@@ -333,7 +336,8 @@ def stage_local_file(lake: Lake, path: str, color: str, month: Month) -> str:
     name = path.rstrip("/").rsplit("/", 1)[-1]
     if not name.endswith((".csv", ".csv.gz", ".parquet")):
         raise SourceError(f"{path}: unsupported file type (expected .csv, .csv.gz, .parquet)")
-    url = lake.join(RAW_ZONE, NAMESPACE, color, str(month), name)
+    # its own folder: a download of the same month keeps its cached copy (same file name)
+    url = lake.join(RAW_ZONE, NAMESPACE, color, str(month), FROM_FILE_DIR, name)
     try:
         lake.copy_from(path, url)
     except FileNotFoundError:
