@@ -368,7 +368,7 @@ def tlc_taxi_trips(
     ] = None,
     lake_block: Annotated[str | None, Field(description="civiclake-lake block name")] = None,
     warehouse_block: Annotated[
-        str | None, Field(description="civiclake-postgres block name")
+        str | None, Field(description="civiclake-postgres or civiclake-bigquery block name")
     ] = None,
 ) -> dict[str, Any]:
     """TLC trips of ``color`` for ``months`` of ``year`` into ``tlc.{color}_trips``.
