@@ -11,10 +11,7 @@ fixture gives every test its own): the worker's flow runs write there, and tests
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,6 +31,7 @@ from deploy_support import (
 )
 
 import civiclake.flows  # noqa: F401  (Prefect's offline defaults, before Prefect is imported)
+from civiclake.testing._process import stop_process_group
 from civiclake.testing.files import FileServer
 from civiclake.testing.prefect_server import PrefectServer
 from civiclake.testing.socrata import SocrataServer, bnt_rows
@@ -136,17 +134,8 @@ def worker(
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate, wait, kill: the worker and any flow run it still has running."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+    """The worker and any flow run it still has running."""
+    stop_process_group(process, grace=20)
 
 
 @pytest.hookimpl(hookwrapper=True)

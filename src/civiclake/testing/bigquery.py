@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +30,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from civiclake.testing._process import free_port, log_tail, stop_process_group
 
 __all__ = ["ENV_VAR", "INSTALL_HINT", "BigQueryEmulator", "find_executable", "main"]
 
@@ -79,12 +78,6 @@ def bundled_spatial_extension(executable: Path) -> tuple[str, Path] | None:
         if extension.is_file():
             return version_dir.name, extension
     return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class BigQueryEmulator:
@@ -218,18 +211,9 @@ class BigQueryEmulator:
         raise RuntimeError(f"bqemulator not ready after {self.timeout:.0f} s:\n{self._log_tail()}")
 
     def _terminate(self) -> None:
-        """SIGTERM to the emulator's process group, SIGKILL if it lingers."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        if process is not None:
+            stop_process_group(process)
 
     def stop(self) -> None:
         """Stop the emulator and delete its directory. Safe to call twice."""
@@ -240,14 +224,7 @@ class BigQueryEmulator:
             shutil.rmtree(directory, ignore_errors=True)
 
     def _log_tail(self, lines: int = 20) -> str:
-        path = self.log_path
-        if path is None:
-            return ""
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -35,8 +35,6 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +46,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from civiclake.testing._process import free_port, log_tail, stop_process_group
 
 if TYPE_CHECKING:
     from pytest import MonkeyPatch
@@ -322,7 +322,7 @@ def gcs_emulator(bucket: str = DEFAULT_BUCKET, *, timeout: float = 60.0) -> Iter
 
         # nothing listens on a port just released by the OS: "wrong endpoint"
         yield ObjectStore(
-            "gcs", bucket, endpoint, env(endpoint), env(f"http://{HOST}:{_free_port()}")
+            "gcs", bucket, endpoint, env(endpoint), env(f"http://{HOST}:{free_port()}")
         )
 
 
@@ -351,12 +351,6 @@ def _http_json(method: str, url: str, body: object | None = None) -> dict[str, A
 # -- process lifecycle ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _serve(
     name: str,
@@ -375,7 +369,7 @@ def _serve(
     stop: Callable[[], None] | None = None
     try:
         for attempt in range(1, START_ATTEMPTS + 1):
-            port = _free_port()
+            port = free_port()
             with log_path.open("ab") as log:  # the child keeps its own copy of the fd
                 process = subprocess.Popen(
                     argv(port, directory),
@@ -386,14 +380,14 @@ def _serve(
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            stop = functools.partial(_terminate, process)
+            stop = functools.partial(stop_process_group, process)
             atexit.register(stop)  # an aborted run leaves no emulator behind
             if _wait_http(process, f"http://{HOST}:{port}{probe_path}", timeout):
                 break
             stop()
             atexit.unregister(stop)
             stop = None
-            tail = _tail(log_path)
+            tail = log_tail(log_path, 30)
             taken = any(marker in tail.lower() for marker in _PORT_TAKEN)
             if attempt == START_ATTEMPTS or not taken:
                 raise RuntimeError(
@@ -423,28 +417,6 @@ def _wait_http(process: subprocess.Popen[bytes], url: str, timeout: float) -> bo
         except (urllib.error.URLError, OSError):
             time.sleep(0.1)
     return False
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, SIGKILL after a grace period, then any stragglers."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def use_env(monkeypatch: MonkeyPatch, tmp_path: Path, env: dict[str, str]) -> None:

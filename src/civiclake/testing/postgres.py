@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 from urllib.parse import quote
+
+from civiclake.testing._process import free_port, log_tail
 
 __all__ = ["INSTALL_HINT", "PostgresBinaries", "PostgresServer", "find_binaries", "main"]
 
@@ -62,12 +63,6 @@ def find_binaries() -> PostgresBinaries:
         return PostgresBinaries(*(Path(p).resolve() for p in found if p))
     missing = [name for name, path in zip(names, found, strict=True) if not path]
     raise RuntimeError(f"PostgreSQL binaries not found ({', '.join(missing)}); {INSTALL_HINT}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresServer:
@@ -252,13 +247,7 @@ class PostgresServer:
         return [runuser, "-u", SYSTEM_USER, "--", *command]
 
     def _log_tail(self, lines: int = 20) -> str:
-        if self.dir is None:
-            return ""
-        try:
-            text = (self.dir / "postgres.log").read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.dir / "postgres.log" if self.dir is not None else None, lines)
 
     def __enter__(self) -> Self:
         return self.start()

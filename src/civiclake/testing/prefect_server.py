@@ -17,7 +17,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,17 +28,13 @@ from typing import IO, Self
 
 import httpx
 
+from civiclake.testing._process import free_port, log_tail, stop_process_group
+
 __all__ = ["PrefectServer", "main"]
 
 HOST = "127.0.0.1"
 SERVER_COMMAND = (sys.executable, "-m", "prefect", "server", "start")
 START_ATTEMPTS = 3  # a free port can be taken between choosing it and binding it
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class PrefectServer:
@@ -121,7 +116,7 @@ class PrefectServer:
         try:
             fixed_port = self.port
             for attempt in range(1, START_ATTEMPTS + 1):
-                self.port = fixed_port or _free_port()
+                self.port = fixed_port or free_port()
                 self._spawn()
                 if self._wait_healthy():
                     return self
@@ -183,31 +178,13 @@ class PrefectServer:
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's output."""
-        if self.dir is None:
-            return ""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path if self.dir is not None else None, lines)
 
     def _terminate(self) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left after a grace period."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        # children that outlived the leader still hold the group id
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        if process is not None:
+            stop_process_group(process, grace=15)
 
     def stop(self) -> None:
         """Stop the server and delete its home. Safe to call twice."""
