@@ -12,17 +12,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import fsspec
 from fsspec import AbstractFileSystem
 
+from civiclake._private.net import unreachable
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake._backend import LakeBackend
 from civiclake.lake.azure import AzureBackend
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 RAW_ZONE = "raw"
 STAGE_ZONE = "stage"
 PROBE_DIR = "_civiclake"
-ENDPOINT_TIMEOUT_S = 5.0
 COPY_CHUNK_BYTES = 8 * 1024 * 1024
 
 BACKENDS: tuple[LakeBackend, ...] = (
@@ -112,17 +110,12 @@ class Lake:
         """Fail in seconds when nothing listens at the endpoint: the SDKs retry a refused
         connection with backoff for half a minute or more before giving up."""
         endpoint = self.backend.endpoint(self._options)
-        if not endpoint:
-            return
-        parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            socket.create_connection((parts.hostname or "", port), ENDPOINT_TIMEOUT_S).close()
-        except OSError:
+        dead = unreachable(endpoint) if endpoint else None
+        if dead:
             raise CivicLakeError(
                 f"lake {self.url}: cannot connect to the {self.backend.name} endpoint "
-                f"{parts.scheme}://{parts.hostname}:{port} ({self.backend.endpoint_hint()})"
-            ) from None
+                f"{dead} ({self.backend.endpoint_hint()})"
+            )
 
     def check_writable(self) -> None:
         """Write, read back and delete a small object, so a run fails before writing anything

@@ -30,7 +30,6 @@ import concurrent.futures
 import contextlib
 import os
 import re
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -38,7 +37,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import google.auth
 import google.auth.exceptions
@@ -51,6 +49,7 @@ from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import bigquery
 
+from civiclake._private.net import unreachable
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake, scheme_of
@@ -70,7 +69,6 @@ CHECK_NAMESPACE = "tlc"  # the dataset the doctor probes when none is configured
 API_RETRY_S = 60.0  # the client's default is 600 s of retries: a CLI should fail sooner
 JOB_TIMEOUT_S = 3600.0
 STAGING_TTL = timedelta(days=1)
-ENDPOINT_TIMEOUT_S = 5.0
 _DATASET_RE = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 _PROJECT_RE = re.compile(r"^[a-z0-9.:-]{1,128}$")
 _BAD_NAME_CHARS = re.compile(r"[`\\\n\r]")
@@ -516,15 +514,12 @@ class BigQueryWarehouse:
         of after a minute of retried connection errors."""
         if self._endpoint_checked or not self.endpoint:
             return
-        parts = urlsplit(self.endpoint if "://" in self.endpoint else f"http://{self.endpoint}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            socket.create_connection((parts.hostname or "", port), ENDPOINT_TIMEOUT_S).close()
-        except OSError:
+        dead = unreachable(self.endpoint)
+        if dead:
             raise CivicLakeError(
-                f"cannot connect to the BigQuery endpoint {parts.scheme}://{parts.hostname}:"
-                f"{port} (CIVICLAKE_BIGQUERY_ENDPOINT; is the emulator running?)"
-            ) from None
+                f"cannot connect to the BigQuery endpoint {dead} "
+                "(CIVICLAKE_BIGQUERY_ENDPOINT; is the emulator running?)"
+            )
         self._endpoint_checked = True
 
     @contextlib.contextmanager
