@@ -131,18 +131,20 @@ class PostgresWarehouse:
         stop: datetime | date,
     ) -> int:
         """Delete ``start <= column < stop`` and COPY the files in, in one transaction."""
-        check_range(table, schema, column, start, stop)
-        create = create_table_sql(table, schema, "postgres")
-        for url in parquet_urls:  # fail before the transaction on a missing or foreign file
-            check_file_schema(url, parquet_schema(lake, url), schema, "postgres")
+        create = _checked_create_sql(table, schema, parquet_urls, lake, column, start, stop)
         with self._lock:
             try:
                 self._ensure_schema(split_table(table)[0])
                 with self._connection.transaction(), self._conn.cursor() as cur:
                     self._begin_replace(cur, table, schema, create, column, start, stop)
-                    return sum(self._copy(cur, qualified(table), lake, url) for url in parquet_urls)
+                    return self._copy_files(cur, table, parquet_urls, lake)
             except (psycopg.Error, OSError, pa.ArrowException) as exc:
                 raise _load_error(table, exc) from exc
+
+    def _copy_files(
+        self, cur: psycopg.Cursor[Any], table: str, parquet_urls: list[str], lake: Lake
+    ) -> int:
+        return sum(self._copy(cur, qualified(table), lake, url) for url in parquet_urls)
 
     def range_load(
         self,
@@ -391,18 +393,15 @@ class RangeLoad:
         stop: datetime | date,
     ) -> int:
         """``PostgresWarehouse.replace_range`` inside this transaction, after the stream."""
-        check_range(table, schema, column, start, stop)
-        create = create_table_sql(table, schema, "postgres")
-        for url in parquet_urls:
-            check_file_schema(url, parquet_schema(lake, url), schema, "postgres")
+        create = _checked_create_sql(table, schema, parquet_urls, lake, column, start, stop)
         self.finish()
         assert self._conn is not None
-        warehouse, target = self._warehouse, qualified(table)
+        warehouse = self._warehouse
         try:
             warehouse._ensure_schema(split_table(table)[0])  # a savepoint of this transaction
             with self._conn.cursor() as cur:
                 warehouse._begin_replace(cur, table, schema, create, column, start, stop)
-                return sum(warehouse._copy(cur, target, lake, url) for url in parquet_urls)
+                return warehouse._copy_files(cur, table, parquet_urls, lake)
         except (psycopg.Error, OSError, pa.ArrowException) as exc:
             raise _load_error(table, exc) from exc
 
@@ -894,6 +893,23 @@ def _column_types(cur: psycopg.Cursor[Any], table: str) -> dict[str, str]:
         [qualified(table)],
     )
     return {str(name): str(kind) for name, kind in cur.fetchall()}
+
+
+def _checked_create_sql(
+    table: str,
+    schema: pa.Schema,
+    parquet_urls: list[str],
+    lake: Lake,
+    column: str,
+    start: datetime | date,
+    stop: datetime | date,
+) -> str:
+    """The table's CREATE statement, once the range and every file are checked: a missing or
+    foreign file fails before any transaction begins."""
+    check_range(table, schema, column, start, stop)
+    for url in parquet_urls:
+        check_file_schema(url, parquet_schema(lake, url), schema, "postgres")
+    return create_table_sql(table, schema, "postgres")
 
 
 def _connect(url: SecretStr) -> psycopg.Connection[Any]:
