@@ -117,14 +117,8 @@ def parquet_schema(lake: Lake, url: str) -> pa.Schema:
         raise CivicLakeError(f"cannot read the Parquet footer of {url}: {exc}") from exc
 
 
-def check_file_schema(
-    url: str, file_schema: pa.Schema, schema: pa.Schema, dialect: Dialect
-) -> None:
-    """A file loads into the table only if it has exactly its columns, each of the same SQL type.
-
-    Types are compared through the SQL mapping, so ``string`` vs ``large_string`` (what a
-    Parquet round trip may change) still match; order does not matter, rows load by name.
-    """
+def check_file_columns(url: str, file_schema: pa.Schema, schema: pa.Schema) -> None:
+    """The file has exactly the table's column names (in any order), each once."""
     file_names, names = set(file_schema.names), set(schema.names)
     if len(file_names) != len(file_schema.names):
         raise CivicLakeError(f"{url}: a column name appears twice in the file")
@@ -133,6 +127,17 @@ def check_file_schema(
         parts = [f"missing {missing}"] if missing else []
         parts += [f"unexpected {extra}"] if extra else []
         raise CivicLakeError(f"{url} does not match the table's columns: {', '.join(parts)}")
+
+
+def check_file_schema(
+    url: str, file_schema: pa.Schema, schema: pa.Schema, dialect: Dialect
+) -> None:
+    """A file loads into the table only if it has exactly its columns, each of the same SQL type.
+
+    Types are compared through the SQL mapping, so ``string`` vs ``large_string`` (what a
+    Parquet round trip may change) still match; order does not matter, rows load by name.
+    """
+    check_file_columns(url, file_schema, schema)
     for field in schema:
         found = file_schema.field(field.name).type
         if _generic_type(found) != _generic_type(field.type):

@@ -53,7 +53,12 @@ from civiclake._private.net import unreachable
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake, scheme_of
-from civiclake.warehouse._arrow_sql import check_range, parquet_schema, split_table
+from civiclake.warehouse._arrow_sql import (
+    check_file_columns,
+    check_range,
+    parquet_schema,
+    split_table,
+)
 
 __all__ = [
     "BigQueryWarehouse",
@@ -129,14 +134,7 @@ def bigquery_schema(table: str, schema: pa.Schema) -> list[bigquery.SchemaField]
 
 def _check_file_schema(url: str, file_schema: pa.Schema, schema: pa.Schema) -> None:
     """Exactly the table's columns, each mapping to the same BigQuery type (any order)."""
-    file_names, names = set(file_schema.names), set(schema.names)
-    if len(file_names) != len(file_schema.names):
-        raise CivicLakeError(f"{url}: a column name appears twice in the file")
-    missing, extra = sorted(names - file_names), sorted(file_names - names)
-    if missing or extra:
-        parts = [f"missing {missing}"] if missing else []
-        parts += [f"unexpected {extra}"] if extra else []
-        raise CivicLakeError(f"{url} does not match the table's columns: {', '.join(parts)}")
+    check_file_columns(url, file_schema, schema)
     for field in schema:
         found = file_schema.field(field.name).type
         want, got = bigquery_type(field.type), bigquery_type(found)
