@@ -78,16 +78,12 @@ class Lake:
                 self.url, **self.backend.storage_options(storage_options)
             )
         except Exception as exc:  # drivers check credentials when the filesystem is built
-            if not self.is_local and self.backend.credential_source(storage_options) is None:
+            if self.backend.credential_source(storage_options) is None:
                 raise CivicLakeError(
                     f"lake {self.url}: {self.backend.missing_credentials()}"
                 ) from None
             raise CivicLakeError(self.explain(exc)) from None
         self._local = "file" in _protocols(self.fs)
-
-    @property
-    def is_local(self) -> bool:
-        return scheme_of(self.url) in ("file", "local", "memory")
 
     def iceberg_properties(self) -> dict[str, str]:
         """PyIceberg FileIO properties reaching this lake with the same credentials."""
@@ -103,7 +99,7 @@ class Lake:
 
     def check_credentials(self) -> None:
         """Fail with what to set when the store's credential chain finds nothing."""
-        if not self.is_local and self.credential_source() is None:
+        if self.credential_source() is None:
             raise CivicLakeError(f"lake {self.url}: {self.backend.missing_credentials()}")
 
     def check_endpoint(self) -> None:
