@@ -143,6 +143,29 @@ def test_transient_errors_are_retried(mirror: FileServer) -> None:
     assert [r.status for r in mirror.requests] == [503, 503, 200]
 
 
+@pytest.mark.parametrize("concurrency", [4, 2])
+def test_months_in_flight_follow_the_concurrency_setting(
+    mirror: FileServer, monkeypatch: pytest.MonkeyPatch, concurrency: int
+) -> None:
+    """CIVICLAKE_TLC_CONCURRENCY is the one bound on months in flight (it was stuck at 2)."""
+    sample = YELLOW.read_text()
+    months = (1, 3, 5, 10)  # months of 31 days: the July sample's dates stay valid
+    for m in months:
+        shifted = sample.replace("2020-07-", f"2020-{m:02d}-")
+        target = mirror.root / "yellow" / f"yellow_tripdata_2020-{m:02d}.csv.gz"
+        target.write_bytes(gzip.compress(shifted.encode()))
+    monkeypatch.setenv("CIVICLAKE_TLC_CONCURRENCY", str(concurrency))
+    # answers wait until all four downloads are in flight (4 s at most): only a runner that
+    # admits four months at once gets there
+    mirror.gather(len(months), timeout=4 if concurrency < len(months) else 60)
+    result = cli("taxi", "run", "--color", "yellow", "--year", "2020", "--months", "1,3,5,10")
+    assert result.exit_code == 0, result.output
+    assert sorted(r.path for r in mirror.requests) == [
+        f"/yellow/yellow_tripdata_2020-{m:02d}.csv.gz" for m in months
+    ]
+    assert mirror.max_in_flight == concurrency
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

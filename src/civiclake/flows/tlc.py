@@ -330,7 +330,7 @@ def run_month(
     from_file: str | None,
     blocks: Blocks = None,
 ) -> dict[str, Any]:
-    """Runs a month's subflow, so months share the parent's bounded task runner."""
+    """Runs a month's subflow as a task, so months run on the parent's bounded thread pool."""
     return tlc_month(
         color=color,
         year=year,
@@ -352,7 +352,7 @@ def _error_line(state: State[Any]) -> str:
     return " ".join(text.split())
 
 
-@flow(name=FLOW_NAME, validate_parameters=True, task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
+@flow(name=FLOW_NAME, validate_parameters=True)
 def tlc_taxi_trips(
     color: Annotated[Color, Field(description="Trip records to load")] = Color.green,
     year: Annotated[
@@ -398,12 +398,25 @@ def tlc_taxi_trips(
         "%s %s: %s months, %d at a time, into %s", color.value, year, len(wanted), limit, to.value
     )
     results: list[dict[str, Any]] = []
-    pending = list(wanted)
-    while pending:  # bounded: at most `limit` months in flight
-        batch, pending = pending[:limit], pending[limit:]
+    # The setting is the one bound on months in flight: a thread pool of exactly that size
+    # runs the month tasks (the flow's own runner is fixed at import, before settings exist).
+    with ThreadPoolTaskRunner(max_workers=limit) as months_runner:
         futures = [
-            (m, run_month.submit(color, m.year, m.month, to, from_file, blocks=blocks))
-            for m in batch
+            (
+                m,
+                months_runner.submit(
+                    run_month,
+                    {
+                        "color": color,
+                        "year": m.year,
+                        "month": m.month,
+                        "to": to,
+                        "from_file": from_file,
+                        "blocks": blocks,
+                    },
+                ),
+            )
+            for m in wanted
         ]
         for the_month, future in futures:
             future.wait()

@@ -2,7 +2,8 @@
 
 Nothing here knows about local paths: every location is a URL and every write goes through
 fsspec, so switching the lake is a settings change. Writes are atomic: a file is never visible
-under its final name half-written (local: temp name + rename; object stores: one PUT).
+under its final name half-written (local: temp name + rename; object stores: the upload is
+completed only when the write succeeded, and abandoned otherwise).
 Each kind of storage has a backend module (``local``, ``azure``, ``s3``, ``gcs``) of the same
 shape: how its credentials are found and handed to fsspec and PyIceberg, and how its errors read.
 """
@@ -14,7 +15,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -160,10 +161,17 @@ class Lake:
     def open_atomic(self, url: str) -> Iterator[IO[bytes]]:
         """A binary writer whose content appears under ``url`` only if the block completes."""
         path = self._path(url)
-        if not self._local:
-            # An object store PUT is atomic: readers see the old object or the whole new one.
-            with self.fs.open(path, "wb") as out:
+        if not self.backend.renames_atomically:
+            # An object store shows an object only when its upload completes (one PUT, the
+            # multipart or resumable upload finished, the block list committed). fsspec's
+            # files complete the upload on close, even when the block raised: abandon it.
+            out = self.fs.open(path, "wb")
+            try:
                 yield out
+            except BaseException:
+                _abandon_upload(out)
+                raise
+            out.close()
             return
         parent = path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
@@ -198,6 +206,22 @@ class Lake:
 
     def remove(self, url: str) -> None:
         self.fs.rm(self._path(url))
+
+
+def _abandon_upload(out: IO[bytes]) -> None:
+    """Cancel an unfinished upload so nothing appears under its name: s3fs aborts the multipart
+    upload, gcsfs deletes the resumable session, adlfs never commits the staged blocks (Azure
+    drops uncommitted blocks by itself). Marked closed first, so neither ``close()`` nor the
+    garbage collector flushes the buffer as a complete object (reproduced on moto)."""
+    discard = getattr(out, "discard", None)
+    # A failed cancel must not hide the write's own error: the unfinished upload is invisible
+    # anyway, and the stores expire it (the GCS emulator answers 501 to the cancel).
+    with suppress(Exception):
+        if callable(discard):
+            discard()
+    out.closed = True  # type: ignore[misc]  # fsspec's buffered files: skip the final flush
+    with suppress(Exception):
+        out.close()  # releases the driver's client (adlfs); writes nothing once closed
 
 
 def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:

@@ -83,6 +83,9 @@ class LakeBackend:
     schemes: ClassVar[tuple[str, ...]]
     extra: ClassVar[str | None] = None  # pip extra that installs the fsspec driver
     driver: ClassVar[str | None] = None  # the driver's import name
+    # True: atomic writes go to a temp name, then rename (a disk); False: an object store,
+    # where an object appears only when its upload completes (see Lake.open_atomic)
+    renames_atomically: ClassVar[bool] = False
 
     def endpoint(self, options: Mapping[str, Any]) -> str | None:
         """The service URL requests go to, when known without asking the network."""

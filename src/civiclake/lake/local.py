@@ -11,6 +11,7 @@ from civiclake.lake._backend import LakeBackend
 class LocalBackend(LakeBackend):
     name = "local"
     schemes: ClassVar[tuple[str, ...]] = ("file", "local")
+    renames_atomically: ClassVar[bool] = True
 
     def explain(self, exc: BaseException, url: str) -> str:
         if isinstance(exc, PermissionError):
@@ -28,3 +29,5 @@ class MemoryBackend(LakeBackend):
 
     name = "memory"
     schemes: ClassVar[tuple[str, ...]] = ("memory",)
+    # fsspec's memory store shows a file as soon as it is opened: stage it under a temp name
+    renames_atomically: ClassVar[bool] = True

@@ -8,6 +8,7 @@ table or the new one, never a half-load; a crash before the commit leaves orphan
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -26,7 +27,11 @@ from civiclake._private.iceberg_write import append_chunks
 from civiclake.config import Settings
 
 COMMIT_ATTEMPTS = 3
+CATALOG_INIT_ATTEMPTS = 3
 SNAPSHOT_PROPERTY_PREFIX = "civiclake."
+# SqlCatalog creates its own tables when opened (check, then CREATE): months opening a fresh
+# catalog at once raced to "table iceberg_tables already exists" (seen with 4 months in flight).
+_CATALOG_INIT_LOCK = threading.Lock()
 
 
 def load_catalog(settings: Settings) -> Catalog:
@@ -48,15 +53,23 @@ def load_catalog(settings: Settings) -> Catalog:
             **io_properties,
         )
     from pyiceberg.catalog.sql import SqlCatalog
+    from sqlalchemy.exc import OperationalError
 
     if uri.startswith("sqlite:///"):
         settings.home_dir.mkdir(parents=True, exist_ok=True)
-    return SqlCatalog(
-        settings.resolved_catalog_name,
-        uri=uri,
-        warehouse=settings.warehouse_url,
-        **io_properties,
-    )
+    with _CATALOG_INIT_LOCK:  # threads of one process; another process is retried below
+        for attempt in range(1, CATALOG_INIT_ATTEMPTS + 1):
+            try:
+                return SqlCatalog(
+                    settings.resolved_catalog_name,
+                    uri=uri,
+                    warehouse=settings.warehouse_url,
+                    **io_properties,
+                )
+            except OperationalError as exc:
+                if "already exists" not in str(exc) or attempt == CATALOG_INIT_ATTEMPTS:
+                    raise
+    raise AssertionError("unreachable")
 
 
 def ensure_table(

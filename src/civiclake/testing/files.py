@@ -2,12 +2,16 @@
 
 ``FileServer(root)`` serves ``root/<path>`` on 127.0.0.1; ``fail_next(path, status)`` answers the
 next request for ``path`` with an error, ``truncate(path)`` serves it cut short with a matching
-Content-Length (a corrupt file, not a network error). Every request is recorded.
+Content-Length (a corrupt file, not a network error), ``gather(n, timeout)`` holds every answer
+back until ``n`` requests are in flight (or ``timeout`` passed), so the overlap of concurrent
+clients is measured without depending on their timing (``max_in_flight``). Every request is
+recorded.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,7 +31,11 @@ class FileServer:
         self.requests: list[Served] = []
         self._failures: dict[str, list[int]] = {}
         self._truncated: set[str] = set()
+        self._gather: tuple[int, float] | None = None
+        self._in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -45,17 +53,40 @@ class FileServer:
         with self._lock:
             self._truncated.add(path)
 
+    def gather(self, requests: int, timeout: float) -> None:
+        """Hold each answer until ``requests`` requests are in flight, at most ``timeout`` s."""
+        with self._lock:
+            self._gather = (requests, timeout)
+
     def clear(self) -> None:
         with self._lock:
             self._failures.clear()
             self._truncated.clear()
             self.requests.clear()
+            self._gather = None
+            self.max_in_flight = 0
 
     def gets(self, path: str) -> int:
         """How many requests for ``path`` were answered 200."""
         return sum(1 for r in self.requests if r.path == path and r.status == 200)
 
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._changed:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            self._changed.notify_all()
+            if self._gather is not None:
+                wanted, timeout = self._gather
+                deadline = time.monotonic() + timeout
+                while self._in_flight < wanted and time.monotonic() < deadline:
+                    self._changed.wait(deadline - time.monotonic())
+        try:
+            self._respond(handler)
+        finally:
+            with self._changed:
+                self._in_flight -= 1
+
+    def _respond(self, handler: BaseHTTPRequestHandler) -> None:
         path = handler.path.split("?", 1)[0]
         with self._lock:
             queued = self._failures.get(path)
