@@ -162,3 +162,134 @@ def test_deploy_needs_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 2
     assert "needs a running Prefect server" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# -- text is printed verbatim; ids are not quantities; missing extras name the pip command ---
+
+
+def test_values_with_brackets_and_colons_print_verbatim() -> None:
+    """Rich used to read ``[s3]`` as a style tag (``a[s3]b`` printed ``ab``) and ``:x:`` as
+    an emoji code: every cell of ``sql`` prints exactly what the query returned."""
+    query = "SELECT 'a[s3]b' AS y, '[bold]x[/bold]' AS markup, ':thumbs_up: [link=x]z[/link]' AS z"
+    result = cli("sql", query)
+    assert result.exit_code == 0, result.output
+    assert "a[s3]b" in result.stdout
+    assert "[bold]x[/bold]" in result.stdout
+    assert ":thumbs_up: [link=x]z[/link]" in result.stdout
+
+
+def test_tables_and_errors_print_bracketed_text_verbatim(monkeypatch: pytest.MonkeyPatch) -> None:
+    from civiclake.cli import out
+
+    monkeypatch.setattr(out, "_width", 200)  # one line per table row
+    _load_some_rows()
+    catalog = tables.load_catalog(get_settings())
+    table = catalog.load_table(bnt.TABLE)
+    tables.replace_range(
+        table,
+        bnt.LoadRange(date(2024, 3, 1), date(2024, 3, 2)).table_filter(),
+        lambda: [],
+        {"run-id": "[red]r2", "source": "file:bnt[2024].csv"},
+    )
+    listed = cli("tables")
+    assert "file:bnt[2024].csv" in listed.stdout and "[red]r2" in listed.stdout
+    failed = cli("sql", "SELECT * FROM mta.\"missing_[s3]\"")
+    assert failed.exit_code == 1
+    assert failed.output.startswith("error: ") and "missing_[s3]" in failed.output
+
+
+def _hide_modules(tmp_path: Path, *modules: str) -> dict[str, str]:
+    """An environment whose Python cannot import ``modules`` (as if never installed)."""
+    site = tmp_path / "hide-modules"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\n"
+        f"HIDDEN = {modules!r}\n"
+        "class _Hide:\n"
+        "    @staticmethod\n"
+        "    def find_spec(name, path=None, target=None):\n"
+        "        if any(name == m or name.startswith(m + '.') for m in HIDDEN):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
+    return {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "200"}
+
+
+def _civiclake(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "civiclake.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_lake_without_its_driver_names_the_extra(tmp_path: Path, civiclake_home: Path) -> None:
+    env = _hide_modules(tmp_path, "s3fs")
+    done = _civiclake(env, "doctor", "--lake", "s3://bucket/lake")
+    assert done.returncode == 1
+    assert "FAIL lake: the lake s3://bucket/lake needs s3fs: pip install 'civiclake[s3]'" in (
+        done.stdout
+    )
+    run = _civiclake(env, "bnt", "run", "--lake", "s3://bucket/lake", "--start-date", "2024-03-01")
+    assert run.returncode == 2
+    assert run.stderr.strip() == (
+        "error: the lake s3://bucket/lake needs s3fs: pip install 'civiclake[s3]'"
+    )
+
+
+def test_bigquery_without_its_client_names_the_extra(tmp_path: Path, civiclake_home: Path) -> None:
+    env = {
+        **_hide_modules(tmp_path, "google.cloud.bigquery"),
+        "CIVICLAKE_BIGQUERY_PROJECT": "my-project",
+    }
+    hint = "the bigquery warehouse needs google-cloud-bigquery: pip install 'civiclake[bigquery]'"
+    run = _civiclake(
+        env, "taxi", "run", "--color", "green", "--year", "2020", "--months", "10",
+        "--to", "bigquery",
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.strip() == f"error: {hint}"
+    assert not (civiclake_home / "lake").exists()  # failed before anything was written
+    doctor = _civiclake(env, "doctor", "--to", "bigquery")
+    assert doctor.returncode == 1
+    assert f"FAIL warehouse bigquery: {hint}" in doctor.stdout
+    assert "unexpected" not in doctor.stdout
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [
+        ("snapshot_id", 8465074429383510934, "8465074429383510934"),
+        ("rejects_snapshot_id", 1234567, "1234567"),
+        ("iceberg_snapshot_id", 98765, "98765"),
+        ("run_id", 12345, "12345"),
+        ("rows_loaded", 1234567, "1,234,567"),
+        ("table_rows", 0, "0"),
+        ("duration_s", 2.5, "2.5"),
+    ],
+)
+def test_ids_are_never_formatted_as_quantities(key: str, value: object, shown: str) -> None:
+    from civiclake._private.display import display_value
+
+    assert display_value(key, value) == shown
+
+
+def test_run_summary_prints_the_snapshot_id_as_is() -> None:
+    from civiclake.cli import _print_summary, out
+
+    summary = {
+        "table": "mta.bnt_traffic_hourly",
+        "range": "[2024-03-01, 2024-03-02)",
+        "rows_loaded": 1234567,
+        "snapshot_id": 8465074429383510934,
+        "rejects_snapshot_id": 7465074429383510934,
+    }
+    with out.capture() as captured:
+        _print_summary(summary)
+    text = captured.get()
+    assert "8465074429383510934" in text and "7465074429383510934" in text
+    assert "8,465" not in text and "7,465" not in text
+    assert "1,234,567" in text

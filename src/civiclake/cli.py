@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
+from civiclake._private.display import display_value, plain_console, styled
 from civiclake.config import Settings, get_settings
 from civiclake.errors import CivicLakeError, ParameterError
 
@@ -38,8 +39,9 @@ bnt_app = typer.Typer(
 )
 app.add_typer(bnt_app, name="bnt")
 
-out = Console()
-err = Console(stderr=True)
+# Markup off: messages and data print verbatim (``civiclake[s3]``, a value ``a[s3]b``).
+out = plain_console()
+err = plain_console(stderr=True)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -52,7 +54,7 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except CivicLakeError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(Text.assemble(styled("error:", "red"), f" {exc}"), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
@@ -162,9 +164,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
                 if len(value) <= 6
                 else f"{value[0]} .. {value[-1]} ({len(value)} months)"
             )
-        elif isinstance(value, int) and key != "snapshot_id":
-            value = f"{value:,}"
-        table.add_row(key.replace("_", " "), str(value))
+        table.add_row(key.replace("_", " "), display_value(key, value))
     out.print(table)
 
 
@@ -210,11 +210,12 @@ def taxi_run(
         )
     spec = tlc.spec_for(color)
     wanted = tlc.parse_months(months, year)
-    from civiclake.warehouse import WAREHOUSE_KINDS
+    from civiclake.warehouse import WAREHOUSE_KINDS, require_driver
 
     settings = _settings(lake)
     if to not in WAREHOUSE_KINDS:
         raise ParameterError(f"--to: unknown warehouse {to!r} ({' or '.join(WAREHOUSE_KINDS)})")
+    require_driver(to)  # a missing client library: the pip command, before Prefect starts
     if to == "bigquery" and not settings.bigquery_project and not warehouse_block:
         raise ParameterError("--to bigquery needs CIVICLAKE_BIGQUERY_PROJECT")
     if to == "postgres" and settings.postgres_url is None and not warehouse_block:
@@ -259,7 +260,7 @@ def _print_taxi_summary(summary: dict[str, Any]) -> None:
     )
     for r in summary["months"]:
         if r["status"] != "loaded":
-            table.add_row(r["month"], "[red]failed[/red]", "", "", "", "", "")
+            table.add_row(r["month"], styled("failed", "red"), "", "", "", "", "")
             continue
         rules = ", ".join(f"{k} {v:,}" for k, v in r["rejected_by_rule"].items() if v)
         table.add_row(
@@ -351,8 +352,8 @@ def doctor(
         raise ParameterError(f"--to: unknown warehouse {unknown[0]!r} ({choices})")
     failed = 0
     for check in run_checks(_settings(lake), list(to) or None):
-        mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
-        out.print(f"{mark} {check.name}: {check.detail}", highlight=False, soft_wrap=True)
+        mark = styled("ok  ", "green") if check.ok else styled("FAIL", "red")
+        out.print(Text.assemble(mark, f" {check.name}: {check.detail}"), soft_wrap=True)
         failed += not check.ok
     if failed:
         raise CivicLakeError(f"{failed} check{'s' if failed > 1 else ''} failed")

@@ -124,7 +124,11 @@ def test_range_run_loads_and_rerun_is_identical(civiclake_home: Path) -> None:
     assert props["civiclake.range"] == f"{day(0)}/{day(3)}"
     assert props["civiclake.rows-loaded"] == "1440" and props["civiclake.rows-rejected"] == "3"
 
-    assert "| rows_loaded | 1,440 |" in latest_summary_artifact()
+    artifact = latest_summary_artifact()
+    assert "| rows_loaded | 1,440 |" in artifact
+    # ids are copied into queries and tools: never with thousands separators
+    assert f"| snapshot_id | {table.current_snapshot().snapshot_id} |" in artifact
+    assert f"{table.current_snapshot().snapshot_id}" in first.output
 
     again = cli("bnt", "run", "--start-date", day(0), "--stop-date", day(3))
     assert again.exit_code == 0, again.output

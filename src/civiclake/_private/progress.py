@@ -43,7 +43,7 @@ class Progress:
             )
 
             columns = [
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", markup=False),  # file names verbatim
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn(self.unit),

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
 from civiclake.config import Settings
 from civiclake.errors import ParameterError
@@ -191,7 +192,7 @@ def load(
 @task(name="report", cache_policy=NO_CACHE)
 def report(summary: dict[str, Any]) -> dict[str, Any]:
     """Publish the run summary as a Prefect artifact (visible in the UI) and return it."""
-    rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in summary.items())
+    rows = "\n".join(f"| {k} | {_fmt(k, v)} |" for k, v in summary.items())
     create_markdown_artifact(
         key="bnt-load-summary",
         markdown=f"## {FLOW_NAME}: {bnt_fetch.TABLE}\n\n| metric | value |\n|---|---|\n{rows}\n",
@@ -200,16 +201,14 @@ def report(summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _fmt(value: Any) -> str:
+def _fmt(key: str, value: Any) -> str:
     if isinstance(value, list):
         return (
             ", ".join(map(str, value))
             if len(value) <= 12
             else (f"{value[0]} .. {value[-1]} ({len(value)})")
         )
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
+    return display_value(key, value)
 
 
 @flow(name=FLOW_NAME, validate_parameters=True)

@@ -33,6 +33,7 @@ from civiclake.flows._locks import table_lock
 from civiclake.flows._params import MonthNumber
 from civiclake.lake import iter_table_chunks
 from civiclake.sources import tlc
+from civiclake.warehouse import require_driver
 
 FLOW_NAME = "tlc-taxi-trips"
 MONTH_FLOW_NAME = "tlc-taxi-month"
@@ -391,6 +392,7 @@ def tlc_taxi_trips(
         raise ParameterError("--to postgres needs CIVICLAKE_POSTGRES_URL or a warehouse block")
     if to is WarehouseKind.bigquery and not settings.bigquery_project:
         raise ParameterError("--to bigquery needs CIVICLAKE_BIGQUERY_PROJECT")
+    require_driver(to.value)
     # Wrong credentials, a missing container or a dead endpoint fail here, before any write.
     settings.lake().check_writable()
     limit = min(settings.tlc_concurrency, len(wanted))

@@ -10,7 +10,6 @@ shape: how its credentials are found and handed to fsspec and PyIceberg, and how
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import uuid
@@ -22,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 import fsspec
 from fsspec import AbstractFileSystem
 
+from civiclake._private.extras import require
 from civiclake._private.net import unreachable
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake._backend import LakeBackend
@@ -57,9 +57,13 @@ def backend_for(url: str) -> LakeBackend:
     scheme = scheme_of(url)
     for backend in BACKENDS:
         if scheme in backend.schemes:
-            if backend.driver and importlib.util.find_spec(backend.driver) is None:
-                install = f"pip install 'civiclake[{backend.extra}]'"
-                raise ParameterError(f"the lake {url} needs {backend.driver}: {install}")
+            if backend.driver:
+                require(
+                    backend.driver,
+                    package=backend.driver,
+                    extra=backend.extra,
+                    needed_by=f"the lake {url}",
+                )
             return backend
     known = ", ".join(f"{b.schemes[0]}://" for b in BACKENDS)
     raise ParameterError(f"unsupported lake URL {url!r}: use one of {known}")

@@ -8,19 +8,28 @@ under CIVICLAKE_HOME); PostgreSQL is reached through ``CIVICLAKE_POSTGRES_URL``.
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from datetime import date, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 import pyarrow as pa
 
+from civiclake._private.extras import require
 from civiclake.errors import ParameterError
 
 if TYPE_CHECKING:
     from civiclake.config import Settings
     from civiclake.lake import Lake
 
-__all__ = ["WAREHOUSE_KINDS", "Warehouse", "open_warehouse"]
+__all__ = [
+    "WAREHOUSE_KINDS",
+    "WAREHOUSE_MODULES",
+    "Warehouse",
+    "open_warehouse",
+    "require_driver",
+]
 
 WAREHOUSE_KINDS = ("duckdb", "postgres", "bigquery")
 
@@ -71,18 +80,66 @@ class Warehouse(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class WarehouseModule:
+    """Where a warehouse lives and which optional driver it needs (imported only when used)."""
+
+    kind: str
+    module: str
+    class_name: str
+    driver: str | None = None  # import name of the client library
+    package: str | None = None  # its distribution name, for the pip hint
+    extra: str | None = None  # civiclake's extra that installs it
+
+    def require_driver(self) -> None:
+        """One line with the pip command when the client library is not installed."""
+        if self.driver:
+            require(
+                self.driver,
+                package=self.package or self.driver,
+                extra=self.extra,
+                needed_by=f"the {self.kind} warehouse",
+            )
+
+
+WAREHOUSE_MODULES: dict[str, WarehouseModule] = {
+    "duckdb": WarehouseModule("duckdb", "civiclake.warehouse.duckdb", "DuckDBWarehouse"),
+    "postgres": WarehouseModule(
+        "postgres",
+        "civiclake.warehouse.postgres",
+        "PostgresWarehouse",
+        driver="psycopg",
+        package="psycopg[binary]",
+    ),
+    "bigquery": WarehouseModule(
+        "bigquery",
+        "civiclake.warehouse.bigquery",
+        "BigQueryWarehouse",
+        driver="google.cloud.bigquery",
+        package="google-cloud-bigquery",
+        extra="bigquery",
+    ),
+}
+assert tuple(WAREHOUSE_MODULES) == WAREHOUSE_KINDS
+
+
+def warehouse_module(kind: str) -> WarehouseModule:
+    """The entry for ``kind``; a clear error for an unknown one."""
+    try:
+        return WAREHOUSE_MODULES[kind]
+    except KeyError:
+        choices = ", ".join(WAREHOUSE_KINDS)
+        raise ParameterError(f"unknown warehouse {kind!r}; choose one of {choices}") from None
+
+
+def require_driver(kind: str) -> None:
+    """Fail before any work when the warehouse ``kind``'s client library is missing."""
+    warehouse_module(kind).require_driver()
+
+
 def open_warehouse(kind: str, settings: Settings) -> Warehouse:
     """The warehouse named ``kind``; drivers are imported only for the kind asked for."""
-    if kind == "duckdb":
-        from civiclake.warehouse.duckdb import DuckDBWarehouse
-
-        return DuckDBWarehouse.from_settings(settings)
-    if kind == "postgres":
-        from civiclake.warehouse.postgres import PostgresWarehouse
-
-        return PostgresWarehouse.from_settings(settings)
-    if kind == "bigquery":
-        from civiclake.warehouse.bigquery import BigQueryWarehouse
-
-        return BigQueryWarehouse.from_settings(settings)
-    raise ParameterError(f"unknown warehouse {kind!r}; choose one of {', '.join(WAREHOUSE_KINDS)}")
+    entry = warehouse_module(kind)
+    entry.require_driver()
+    cls = getattr(importlib.import_module(entry.module), entry.class_name)
+    return cls.from_settings(settings)  # type: ignore[no-any-return]
