@@ -193,7 +193,7 @@ def test_tables_and_errors_print_bracketed_text_verbatim(monkeypatch: pytest.Mon
     )
     listed = cli("tables")
     assert "file:bnt[2024].csv" in listed.stdout and "[red]r2" in listed.stdout
-    failed = cli("sql", "SELECT * FROM mta.\"missing_[s3]\"")
+    failed = cli("sql", 'SELECT * FROM mta."missing_[s3]"')
     assert failed.exit_code == 1
     assert failed.output.startswith("error: ") and "missing_[s3]" in failed.output
 

@@ -38,6 +38,11 @@ bnt_app = typer.Typer(
     help="MTA Bridges & Tunnels hourly traffic (data.ny.gov qzve-kjga).", no_args_is_help=True
 )
 app.add_typer(bnt_app, name="bnt")
+socrata_app = typer.Typer(
+    help="Any dataset of any Socrata portal, typed from its metadata, kept up to date.",
+    no_args_is_help=True,
+)
+app.add_typer(socrata_app, name="socrata")
 
 # Markup off: messages and data print verbatim (``civiclake[s3]``, a value ``a[s3]b``).
 out = plain_console()
@@ -166,6 +171,118 @@ def _print_summary(summary: dict[str, Any]) -> None:
             )
         table.add_row(key.replace("_", " "), display_value(key, value))
     out.print(table)
+
+
+PORTAL_HELP = "Portal URL instead of CIVICLAKE_SOCRATA_URL (for a bare dataset id)."
+DATASET_HELP = "A 4x4 id (erm2-nwe9), a dataset URL of any portal, or a name from the config."
+
+
+@socrata_app.command("describe")
+@user_errors
+def socrata_describe(
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
+    portal: str | None = typer.Option(None, "--portal", help=PORTAL_HELP),
+    table: str | None = typer.Option(None, "--table", help="NS.NAME [default: socrata.<id>]."),
+    partition: str | None = typer.Option(
+        None, "--partition", help="month(COL), day(COL), year(COL) or none [default: none]."
+    ),
+) -> None:
+    """Name, rows and columns of a dataset: Socrata type -> the column type it becomes."""
+    from civiclake.sources.socrata_plan import describe
+
+    settings = _settings()
+    plan = describe(settings, dataset, portal=portal, table=table, partition=partition)
+    spec = plan.spec
+    out.print(f"{spec.name} ({spec.portal}/{spec.dataset_id})")
+    rows = f"{spec.row_count:,}" if spec.row_count is not None else "unknown"
+    out.print(f"rows: {rows}   table: {spec.table}   partition: {spec.partition}")
+    out.print(f"run would load: {plan.mode_text}")
+    columns = RichTable("column", "field", "Socrata type", "type")
+    for column in spec.columns:
+        columns.add_row(column.name, column.field, column.socrata_type, str(column.iceberg_type))
+        if column.has_coordinates:
+            for axis in ("longitude", "latitude"):
+                columns.add_row(f"{column.name}_{axis}", "", f"({axis})", "double")
+    out.print(columns)
+
+
+@socrata_app.command("run")
+@user_errors
+def socrata_run(
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
+    table: str | None = typer.Option(None, "--table", help="NS.NAME [default: socrata.<id>]."),
+    full: bool = typer.Option(
+        False, "--full", help="Fetch everything and replace the table (drops deleted rows)."
+    ),
+    partition: str | None = typer.Option(
+        None, "--partition", help="month(COL), day(COL), year(COL) or none [default: none]."
+    ),
+    where: str | None = typer.Option(None, "--where", help="A SoQL $where filter."),
+    portal: str | None = typer.Option(None, "--portal", help=PORTAL_HELP),
+    page_size: int | None = typer.Option(
+        None, "--page-size", min=1, help="Rows per API page ($limit) [default: 50000]."
+    ),
+    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
+    lake_block: str | None = typer.Option(
+        None, "--lake-block", help="A civiclake-lake Prefect block instead of CIVICLAKE_LAKE_URL."
+    ),
+    socrata_token_block: str | None = typer.Option(
+        None, "--socrata-token-block", help="A Prefect Secret block holding the app token."
+    ),
+) -> None:
+    """Load a dataset into Iceberg: everything first, then rows updated since the last run."""
+    from civiclake.sources.socrata_plan import describe
+
+    if not lake_block:  # fail before Prefect starts: a bad id, a 404, a wrong column, the lake
+        settings = _settings(lake)
+        settings.lake().check_writable()
+        describe(settings, dataset, portal=portal, table=table, partition=partition)
+
+    from civiclake.flows.socrata import socrata_dataset
+
+    summary = socrata_dataset(
+        dataset=dataset,
+        table=table,
+        full=full,
+        partition=partition,
+        where=where,
+        portal=portal,
+        page_size=page_size,
+        lake=lake,
+        lake_block=lake_block,
+        socrata_token_block=socrata_token_block,
+    )
+    _print_summary(summary)
+
+
+@socrata_app.command("list")
+@user_errors
+def socrata_list(
+    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
+) -> None:
+    """Datasets declared in the config file ([datasets.NAME]) and their last load."""
+    from civiclake import tables
+
+    settings = _settings(lake)
+    if not settings.datasets:
+        out.print('no datasets in the config file: add [datasets.NAME] with id = "xxxx-xxxx"')
+        return
+    from civiclake.sources.socrata_dataset import default_table, parse_dataset
+
+    loaded = {s.identifier: s for s in tables.summarize(tables.load_catalog(settings))}
+    listing = RichTable("name", "dataset", "table", "rows", "last load (UTC)")
+    for name, config in sorted(settings.datasets.items()):
+        portal, dataset_id = parse_dataset(config.id, config.portal or settings.socrata_url)
+        table_name = config.table or default_table(dataset_id)
+        last = loaded.get(table_name)
+        listing.add_row(
+            name,
+            f"{portal}/{dataset_id}",
+            table_name,
+            f"{last.rows:,}" if last else "",
+            last.last_load_at.strftime("%Y-%m-%d %H:%M:%S") if last and last.last_load_at else "",
+        )
+    out.print(listing)
 
 
 TAXI_FILE_PATTERN = r"(yellow|green|fhv)_tripdata_(\d{4})-(\d{2})(?!\d)"

@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import AliasChoices, Field, Secret, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, Secret, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -35,6 +35,16 @@ def _config_file() -> Path:
         return Path(explicit).expanduser()
     home = Path(os.environ.get("CIVICLAKE_HOME", str(DEFAULT_HOME))).expanduser()
     return home / CONFIG_FILE_NAME
+
+
+class DatasetConfig(BaseModel):
+    """A Socrata dataset declared in the config file as ``[datasets.NAME]``."""
+
+    id: str = Field(description="The dataset's 4x4 id (or its URL).")
+    portal: str | None = Field(None, description="Portal URL; default CIVICLAKE_SOCRATA_URL.")
+    table: str | None = Field(None, description="NS.NAME; default socrata.<id>.")
+    partition: str | None = Field(None, description="month(COL), day(COL), year(COL) or none.")
+    where: str | None = Field(None, description="A SoQL $where filter.")
 
 
 class Settings(BaseSettings):
@@ -101,6 +111,9 @@ class Settings(BaseSettings):
     )
     bigquery_endpoint: str | None = Field(
         None, description="BigQuery API endpoint override (an emulator); default Google's."
+    )
+    datasets: dict[str, DatasetConfig] = Field(
+        default_factory=dict, description="Named Socrata datasets ([datasets.NAME] tables)."
     )
     bnt_dataset_id: str = "qzve-kjga"
     bnt_lookback_days: int = Field(

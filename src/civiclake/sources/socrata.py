@@ -82,10 +82,13 @@ class SocrataClient:
         self.retries = 0  # retries made so far, for the run summary
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> SocrataClient:
-        """The client the settings describe (portal, token, timeout, retry policy)."""
+    def from_settings(
+        cls, settings: Settings, *, base_url: str | None = None, **kwargs: Any
+    ) -> SocrataClient:
+        """The client the settings describe (portal, token, timeout, retry policy); another
+        portal than ``CIVICLAKE_SOCRATA_URL`` with ``base_url``."""
         return cls(
-            settings.socrata_url,
+            base_url or settings.socrata_url,
             app_token=settings.socrata_app_token,
             timeout=settings.http_timeout,
             max_attempts=settings.http_max_attempts,
@@ -116,10 +119,26 @@ class SocrataClient:
                 f"Socrata dataset '{dataset_id}' gave an unreadable count: {str(rows)[:200]}"
             ) from None
 
+    def view(self, dataset_id: str) -> dict[str, Any]:
+        """The dataset's metadata (``/api/views/ID.json``): name, view type, typed columns."""
+        _, payload = self._get(dataset_id, {}, path=f"/api/views/{dataset_id}.json")
+        if not isinstance(payload, dict):
+            raise SourceError(f"Socrata view '{dataset_id}' answered something that is not a view")
+        return payload
+
     def iter_pages(
-        self, dataset_id: str, *, order: str, where: str | None = None, page_size: int = 50_000
+        self,
+        dataset_id: str,
+        *,
+        order: str,
+        where: str | None = None,
+        page_size: int = 50_000,
+        select: str | None = None,
     ) -> Iterator[Page]:
-        """Pages of ``page_size`` rows in a stable ``order`` until a short page ends the result."""
+        """Pages of ``page_size`` rows in a stable ``order`` until a short page ends the result.
+
+        ``select=":*, *"`` adds the system fields (``:id``, ``:created_at``, ``:updated_at``).
+        """
         if not order:
             raise ValueError("paging without $order returns duplicates and misses rows")
         offset, number = 0, 0
@@ -127,6 +146,8 @@ class SocrataClient:
             params = {"$order": order, "$limit": str(page_size), "$offset": str(offset)}
             if where:
                 params["$where"] = where
+            if select:
+                params["$select"] = select
             body, rows = self._get(dataset_id, params)
             if not isinstance(rows, list):
                 raise SourceError(f"Socrata dataset '{dataset_id}' answered a non-list page")
@@ -137,8 +158,10 @@ class SocrataClient:
             if len(rows) < page_size:
                 return
 
-    def _get(self, dataset_id: str, params: dict[str, str]) -> tuple[bytes, Any]:
-        path = f"/resource/{dataset_id}.json"
+    def _get(
+        self, dataset_id: str, params: dict[str, str], *, path: str | None = None
+    ) -> tuple[bytes, Any]:
+        path = path or f"/resource/{dataset_id}.json"
         what = f"GET {self.base_url}{path}"
         last_reason = ""
         for attempt in range(1, self._max_attempts + 1):

@@ -22,6 +22,7 @@ from pyiceberg.expressions import BooleanExpression
 from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
+from pyiceberg.types import IcebergType
 
 from civiclake._private.iceberg_write import append_chunks
 from civiclake.config import Settings
@@ -181,3 +182,56 @@ def summarize(catalog: Catalog) -> list[TableSummary]:
                 )
             )
     return out
+
+
+def ensure_table_from_arrow(
+    catalog: Catalog,
+    identifier: str,
+    schema: pa.Schema,
+    *,
+    partition: tuple[str, str] | None = None,
+    properties: dict[str, str] | None = None,
+) -> Table:
+    """A table for an Arrow schema, partitioned by ``(transform, column)`` when created; an
+    existing table gains the schema's new columns (schema evolution: added, never dropped, so
+    a column that disappears at the source stays, NULL from then on)."""
+    from pyiceberg.transforms import DayTransform, MonthTransform, YearTransform
+
+    namespace = identifier.rsplit(".", 1)[0]
+    catalog.create_namespace_if_not_exists(namespace)
+    table = catalog.create_table_if_not_exists(
+        identifier, schema=schema, properties=properties or {}
+    )
+    if partition and table.spec().is_unpartitioned() and table.current_snapshot() is None:
+        transform_name, column = partition
+        transform = {"day": DayTransform, "month": MonthTransform, "year": YearTransform}[
+            transform_name
+        ]()
+        with table.update_spec() as update:
+            update.add_field(column, transform, f"{column}_{transform_name}")
+    known = set(table.schema().column_names)
+    missing = [f for f in schema if f.name not in known]
+    if missing:
+        with table.update_schema() as update:
+            for arrow_field in missing:
+                update.add_column(arrow_field.name, _iceberg_type(arrow_field.type))
+    return table
+
+
+def _iceberg_type(arrow_type: pa.DataType) -> IcebergType:
+    """The Iceberg type PyIceberg gives an Arrow type when it creates a table from one."""
+    from pyiceberg.io.pyarrow import _ConvertToIcebergWithoutIDs, visit_pyarrow
+
+    return visit_pyarrow(arrow_type, _ConvertToIcebergWithoutIDs())  # type: ignore[no-any-return]
+
+
+def conform(chunk: pa.Table, table: Table) -> pa.Table:
+    """``chunk`` in the table's column order, NULL for the table's columns it lacks."""
+    target = table.schema().as_arrow()
+    columns = []
+    for target_field in target:
+        if target_field.name in chunk.column_names:
+            columns.append(chunk.column(target_field.name))
+        else:
+            columns.append(pa.nulls(chunk.num_rows, target_field.type))
+    return pa.Table.from_arrays(columns, names=target.names)

@@ -1,7 +1,10 @@
 """A local Socrata (SODA 2.1) server, so tests and benchmarks never depend on the real API.
 
 It serves ``GET /resource/{dataset_id}.json`` with the subset of SoQL the pipelines use
-(``$where`` conjunctions, ``$select=count(*)``, ``$order``, ``$limit``, ``$offset``) and can
+(``$where`` conjunctions, ``$select=count(*)`` or ``:*, *`` for the system fields ``:id``,
+``:created_at``, ``:updated_at``, ``$order``, ``$limit``, ``$offset``), the dataset metadata at
+``/api/views/{dataset_id}.json`` (typed columns; the ``X-SODA2-Fields`` / ``X-SODA2-Types``
+headers on data pages), omits null fields from row objects as Socrata does, and can
 inject the failures the real service shows: 429s, 500s, truncated bodies, slow answers, 404s,
 counts that disagree with the data, and unstable paging when ``$order`` is missing.
 
@@ -40,13 +43,15 @@ try:  # optional, ~10x faster page serialisation; its output is byte-identical t
 except ImportError:  # pragma: no cover - the standard library path works the same, slower
     _orjson = None
 
-__all__ = ["Fault", "RequestRecord", "SocrataServer", "bnt_rows", "main"]
+__all__ = ["Fault", "RequestRecord", "SocrataServer", "bnt_rows", "main", "tabular_view"]
 
 DEFAULT_LIMIT = 1000  # what Socrata returns when $limit is absent
 CONTENT_TYPE = "application/json;charset=utf-8"
 ROW_ID = ":id"
 
 _RESOURCE_RE = re.compile(r"^/resource/([^/]+)\.json$")
+_VIEW_RE = re.compile(r"^/api/views/([^/]+)\.json$")
+_SYSTEM_SELECT_RE = re.compile(r"^\s*:\*\s*,\s*\*\s*$")
 _COUNT_RE = re.compile(
     r"^\s*count\s*\(\s*\*\s*\)\s*(?:as\s+([A-Za-z_][A-Za-z0-9_]*))?\s*$", re.IGNORECASE
 )
@@ -236,18 +241,24 @@ def _parse_int(params: dict[str, str], name: str, default: int) -> int:
 class _Dataset:
     """Rows without ':id' (what is served) plus the hidden ids and the known columns."""
 
-    __slots__ = ("columns", "common", "explicit_ids", "rows")
+    __slots__ = ("columns", "common", "explicit_ids", "rows", "system")
 
-    def __init__(self, rows: list[dict[str, str]]) -> None:
-        self.rows: list[dict[str, str]] = []
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows: list[dict[str, Any]] = []
         self.explicit_ids: dict[int, str] = {}
+        self.system: dict[int, dict[str, str]] = {}  # :created_at, :updated_at, ...
         self.columns: set[str] = set()
         common: set[str] | None = None
         previous: Any = None
         for index, row in enumerate(rows):
-            if ROW_ID in row:
-                self.explicit_ids[index] = row[ROW_ID]
-                row = {k: v for k, v in row.items() if k != ROW_ID}
+            if any(v is None or k.startswith(":") for k, v in row.items()):
+                # Socrata omits null fields; system fields are served only when selected
+                if ROW_ID in row:
+                    self.explicit_ids[index] = row[ROW_ID]
+                system = {k: v for k, v in row.items() if k.startswith(":") and k != ROW_ID}
+                if system:
+                    self.system[index] = system
+                row = {k: v for k, v in row.items() if v is not None and not k.startswith(":")}
             self.rows.append(row)
             keys = row.keys()
             if previous is not None and keys == previous:
@@ -261,8 +272,14 @@ class _Dataset:
         explicit = self.explicit_ids.get(index)
         return f"row-{index}" if explicit is None else explicit
 
+    def with_system_fields(self, index: int) -> dict[str, Any]:
+        """The row as ``$select=:*, *`` serves it: system fields first."""
+        return {ROW_ID: self.id_of(index), **self.system.get(index, {}), **self.rows[index]}
+
     def check_column(self, name: str) -> None:
-        if name != ROW_ID and self.columns and name not in self.columns:
+        if name.startswith(":"):
+            return
+        if self.columns and name not in self.columns:
             raise _QueryError("query.soql.no-such-column", f"No such column: {name}")
 
     def filter(self, clauses: list[_Clause]) -> Sequence[int]:
@@ -307,6 +324,14 @@ class _Dataset:
         text = literal
         if field == ROW_ID:
             return lambda index, row: compare(id_of(index), text)
+        if field.startswith(":"):
+            system = self.system
+
+            def system_field(index: int, row: dict[str, str]) -> bool:
+                value = system.get(index, {}).get(field)
+                return value is not None and compare(value, text)
+
+            return system_field
 
         def textual(index: int, row: dict[str, str]) -> bool:
             value = row.get(field)
@@ -422,6 +447,7 @@ class SocrataServer:
         self._port = port
         self._lock = threading.Lock()
         self._datasets: dict[str, _Dataset] = {}
+        self._views: dict[str, dict[str, Any]] = {}
         self._generation = 0
         self._cache: OrderedDict[Hashable, Sequence[int]] = OrderedDict()
         self._building: dict[Hashable, threading.Lock] = {}
@@ -484,13 +510,30 @@ class SocrataServer:
 
     # -- data and faults -----------------------------------------------------------------
 
-    def add_dataset(self, dataset_id: str, rows: list[dict[str, str]]) -> None:
-        """Replace a dataset's rows; rows without ':id' get a hidden ``row-<index>``."""
+    def add_dataset(
+        self,
+        dataset_id: str,
+        rows: list[dict[str, Any]],
+        *,
+        columns: Sequence[tuple[str, str]] | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Replace a dataset's rows (and its metadata, when ``columns`` are given as
+        ``(fieldName, dataTypeName)``). Rows without ':id' get a hidden ``row-<index>``; keys
+        ``:created_at`` / ``:updated_at`` are served only to ``$select=:*, *``; None values
+        are omitted from the rows served, as Socrata does."""
         dataset = _Dataset(rows)
         with self._lock:
             self._datasets[dataset_id] = dataset
+            if columns is not None:
+                self._views[dataset_id] = tabular_view(dataset_id, columns, name, len(rows))
             self._generation += 1
             self._cache.clear()
+
+    def add_view(self, dataset_id: str, view: dict[str, Any]) -> None:
+        """Serve ``view`` as the metadata of ``dataset_id`` (e.g. a chart or a map view)."""
+        with self._lock:
+            self._views[dataset_id] = view
 
     def inject(
         self,
@@ -553,7 +596,15 @@ class SocrataServer:
         delay = 0.0
         spec: _FaultSpec | None = None
         match = _RESOURCE_RE.match(path)
-        if match is None:
+        view_match = _VIEW_RE.match(path)
+        if view_match is not None:
+            with self._lock:
+                view = self._views.get(view_match.group(1))
+            if view is None:
+                status, body = 404, _error_body("not_found", "Cannot find view")
+            else:
+                status, body = 200, _dumps(view)
+        elif match is None:
             status, body = 404, _error_body("not_found", f"No such path: {path}")
         else:
             kind = "count" if _COUNT_RE.match(params.get("$select", "")) else "data"
@@ -570,6 +621,7 @@ class SocrataServer:
             else:
                 try:
                     status, body = self._query(match.group(1), params, counter)
+                    extra.update(self._soda2_headers(match.group(1), status))
                 except _QueryError as exc:
                     status, body = 400, _error_body(exc.code, exc.message)
                 if fault is Fault.TRUNCATED:
@@ -579,6 +631,17 @@ class SocrataServer:
         record = RequestRecord(path, params, headers, status, spec.fault if spec else None)
         self.requests.append(record)  # before answering, so a client never sees it missing
         return _Response(status, body, extra, delay)
+
+    def _soda2_headers(self, dataset_id: str, status: int) -> dict[str, str]:
+        with self._lock:
+            view = self._views.get(dataset_id)
+        if status != 200 or view is None:
+            return {}
+        columns = view.get("columns", [])
+        return {
+            "X-SODA2-Fields": json.dumps([c["fieldName"] for c in columns]),
+            "X-SODA2-Types": json.dumps([c["dataTypeName"] for c in columns]),
+        }
 
     def _query(self, dataset_id: str, params: dict[str, str], counter: int) -> tuple[int, bytes]:
         with self._lock:
@@ -597,7 +660,8 @@ class SocrataServer:
             return self._cached((generation, dataset_id, where), lambda: dataset.filter(clauses))
 
         select = params.get("$select")
-        if select is not None:
+        system_fields = select is not None and _SYSTEM_SELECT_RE.match(select) is not None
+        if select is not None and not system_fields:
             count = _COUNT_RE.match(select)
             if count is None:
                 raise _QueryError(
@@ -629,6 +693,8 @@ class SocrataServer:
             drop, self._drop_rows = self._drop_rows, 0
         if drop:
             page = page[: max(0, len(page) - drop)]
+        if system_fields:
+            return 200, _dumps([dataset.with_system_fields(i) for i in page])
         served = dataset.rows
         return 200, _dumps([served[i] for i in page])
 
@@ -659,6 +725,31 @@ class SocrataServer:
 
 
 # -- synthetic data ----------------------------------------------------------------------
+
+
+def tabular_view(
+    dataset_id: str, columns: Sequence[tuple[str, str]], name: str | None, rows: int
+) -> dict[str, Any]:
+    """``/api/views/ID.json`` of a tabular dataset, as Socrata shapes it (the fields used)."""
+    return {
+        "id": dataset_id,
+        "name": name or dataset_id,
+        "assetType": "dataset",
+        "viewType": "tabular",
+        "displayType": "table",
+        "columns": [
+            {
+                "id": index + 1,
+                "name": field.replace("_", " ").title(),
+                "fieldName": field,
+                "dataTypeName": kind,
+                "position": index + 1,
+                "cachedContents": {"count": str(rows)} if index == 0 else {},
+            }
+            for index, (field, kind) in enumerate(columns)
+        ],
+    }
+
 
 _MASK64 = (1 << 64) - 1
 _COUNT_STRINGS = [str(n) for n in range(5001)]

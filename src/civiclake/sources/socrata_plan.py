@@ -1,0 +1,105 @@
+"""What a ``socrata run`` will do, decided before anything is fetched (no Prefect imported).
+
+The spec comes from the portal's metadata; the mode from the table: no table or ``--full``
+means a full load that replaces the whole table; otherwise an incremental load of the rows
+updated since the high-water mark (minus ``OVERLAP``), merged by ``socrata_id``. The
+high-water mark is a snapshot property of the last load, so finding it reads no data file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from civiclake.config import Settings
+from civiclake.sources import socrata_dataset as datasets
+from civiclake.sources.socrata import SocrataClient, floating_timestamp
+from civiclake.sources.socrata_dataset import DatasetSpec, LoadMode
+
+OVERLAP = timedelta(minutes=10)  # re-fetched before the high-water mark: clock skew, late commits
+HWM_PROPERTY = "high-water-mark"
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: DatasetSpec
+    mode: LoadMode
+    high_water_mark: str | None
+    where: str | None  # the $where the fetch sends
+
+    @property
+    def mode_text(self) -> str:
+        if self.mode is LoadMode.full:
+            return "everything, replacing the table (full)"
+        return f"rows updated since {self.high_water_mark}, merged by {datasets.ID_COLUMN}"
+
+
+def resolve_spec(
+    settings: Settings,
+    dataset: str,
+    *,
+    portal: str | None = None,
+    table: str | None = None,
+    partition: str | None = None,
+    where: str | None = None,
+) -> DatasetSpec:
+    """The dataset's spec from its portal's metadata (a config-file name, an id or a URL)."""
+    named = settings.datasets.get(dataset)
+    if named is not None:
+        portal = portal or named.portal
+        table = table or named.table
+        partition = partition or named.partition
+        where = where or named.where
+        dataset = named.id
+    portal_url, dataset_id = datasets.parse_dataset(dataset, portal or settings.socrata_url)
+    if partition:
+        datasets.parse_partition(partition)  # a malformed value fails before any request
+    if table:
+        datasets.check_table_name(table)
+    with SocrataClient.from_settings(settings, base_url=portal_url) as client:
+        view = client.view(dataset_id)
+    return datasets.spec_from_view(
+        view, portal=portal_url, table=table, partition=partition, where=where
+    )
+
+
+def high_water_mark(settings: Settings, spec: DatasetSpec) -> str | None:
+    """``socrata_updated_at`` of the newest row loaded, from the last snapshot's properties."""
+    from civiclake import tables
+
+    catalog = tables.load_catalog(settings)
+    if not catalog.table_exists(spec.table):
+        return None
+    snapshot = catalog.load_table(spec.table).current_snapshot()
+    if snapshot is None or snapshot.summary is None:
+        return None
+    properties = snapshot.summary.additional_properties
+    return properties.get(tables.SNAPSHOT_PROPERTY_PREFIX + HWM_PROPERTY)
+
+
+def incremental_where(hwm: str, where: str | None) -> str:
+    since = datetime.fromisoformat(hwm).astimezone(UTC).replace(tzinfo=None) - OVERLAP
+    clause = f":updated_at >= {floating_timestamp(since)}"
+    return f"({where}) AND {clause}" if where else clause
+
+
+def plan(settings: Settings, spec: DatasetSpec, *, full: bool = False) -> Plan:
+    hwm = None if full else high_water_mark(settings, spec)
+    if hwm is None:
+        return Plan(spec, LoadMode.full, None, spec.where)
+    return Plan(spec, LoadMode.incremental, hwm, incremental_where(hwm, spec.where))
+
+
+def describe(
+    settings: Settings,
+    dataset: str,
+    *,
+    portal: str | None = None,
+    table: str | None = None,
+    partition: str | None = None,
+    full: bool = False,
+) -> Plan:
+    spec = resolve_spec(settings, dataset, portal=portal, table=table, partition=partition)
+    with SocrataClient.from_settings(settings, base_url=spec.portal) as client:
+        rows = client.count(spec.dataset_id, where=spec.where)  # exact, unlike cached metadata
+    return plan(settings, replace(spec, row_count=rows), full=full)

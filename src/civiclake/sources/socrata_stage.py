@@ -1,0 +1,172 @@
+"""Any Socrata dataset: API pages -> raw zone -> staged Parquet (valid rows + rejects).
+
+One pass, streamed: each page is kept in the raw zone as received, transformed (the pure
+``socrata_transform``) and appended to the stage Parquet files, so memory holds one page and
+fetching overlaps converting. The rows fetched are checked against ``count(*)`` for the same
+``$where``; a mismatch is fetched again once, then fails the run. The stage files appear only
+when the whole fetch succeeded (atomic lake writes).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from civiclake._private.progress import Progress
+from civiclake.errors import SourceError
+from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake
+from civiclake.sources.socrata import SocrataClient
+from civiclake.sources.socrata_dataset import (
+    ID_COLUMN,
+    REJECTS_SCHEMA,
+    SYSTEM_SELECT,
+    UPDATED_COLUMN,
+    DatasetSpec,
+)
+from civiclake.sources.socrata_transform import transform
+
+logger = logging.getLogger("civiclake.sources.socrata")
+
+PAGE_ORDER = ":id"  # unique and stable: offset paging neither repeats nor skips rows
+FETCH_ATTEMPTS = 2  # a count mismatch is fetched again once, then fails
+PARQUET_COMPRESSION = "zstd"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What one fetch produced, by lake URL (tasks pass URLs, not data)."""
+
+    valid_url: str
+    rejects_url: str
+    rows_fetched: int
+    rows_valid: int
+    rows_rejected: int
+    pages: int
+    retries: int
+    high_water_mark: str | None  # max socrata_updated_at of the rows fetched (ISO, UTC)
+
+
+def stage_dir(lake: Lake, spec: DatasetSpec, run_id: str) -> str:
+    return lake.join(STAGE_ZONE, "socrata", spec.dataset_id, run_id)
+
+
+def raw_dir(lake: Lake, spec: DatasetSpec, run_id: str) -> str:
+    host = spec.portal.split("://", 1)[-1].replace("/", "_")
+    return lake.join(RAW_ZONE, "socrata", host, spec.dataset_id, run_id)
+
+
+def fetch_and_stage(
+    client: SocrataClient,
+    lake: Lake,
+    spec: DatasetSpec,
+    *,
+    where: str | None,
+    run_id: str,
+    source: str,
+    page_size: int,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger] = logger,
+) -> Staged:
+    """Fetch every row matching ``where`` into the raw zone and the stage Parquet files."""
+    last_error = ""
+    for attempt in range(1, FETCH_ATTEMPTS + 1):
+        expected = client.count(spec.dataset_id, where=where)
+        try:
+            return _fetch_once(client, lake, spec, where, run_id, source, page_size, expected, log)
+        except _CountMismatch as exc:
+            last_error = str(exc)
+            log.warning("%s (attempt %d/%d)", last_error, attempt, FETCH_ATTEMPTS)
+    raise SourceError(f"Socrata dataset '{spec.dataset_id}': {last_error} (incomplete answer)")
+
+
+class _CountMismatch(Exception):
+    pass
+
+
+def _fetch_once(
+    client: SocrataClient,
+    lake: Lake,
+    spec: DatasetSpec,
+    where: str | None,
+    run_id: str,
+    source: str,
+    page_size: int,
+    expected: int,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> Staged:
+    now = datetime.now(UTC)
+    folder = stage_dir(lake, spec, run_id)
+    valid_url, rejects_url = f"{folder}/valid.parquet", f"{folder}/rejects.parquet"
+    raw = raw_dir(lake, spec, run_id)
+    schema = spec.arrow_schema()
+    fetched = valid = rejected = pages = 0
+    newest: datetime | None = None
+    retries_before = client.retries
+    with (
+        lake.open_atomic(valid_url) as valid_out,
+        lake.open_atomic(rejects_url) as rejects_out,
+        pq.ParquetWriter(valid_out, schema, compression=PARQUET_COMPRESSION) as valid_writer,
+        pq.ParquetWriter(
+            rejects_out, REJECTS_SCHEMA, compression=PARQUET_COMPRESSION
+        ) as rejects_writer,
+        Progress(f"fetch {spec.dataset_id}", total=expected, logger=log) as progress,
+    ):
+        for page in client.iter_pages(
+            spec.dataset_id,
+            order=PAGE_ORDER,
+            where=where,
+            page_size=page_size,
+            select=SYSTEM_SELECT,
+        ):
+            pages += 1
+            lake.write_bytes(f"{raw}/page-{page.number:06d}.json", page.body)
+            good, bad = transform(page.rows, spec, run_id=run_id, source=source, now=now)
+            if good.num_rows:
+                valid_writer.write_table(good)
+                newest = _latest(newest, good.column(UPDATED_COLUMN))
+            if bad.num_rows:
+                rejects_writer.write_table(bad)
+            fetched += len(page.rows)
+            valid += good.num_rows
+            rejected += bad.num_rows
+            progress.advance(len(page.rows))
+        if fetched != expected:
+            raise _CountMismatch(f"fetched {fetched:,} rows but the portal counts {expected:,}")
+    log.info(
+        "fetched %s rows in %d pages: %s valid, %s rejected",
+        f"{fetched:,}",
+        pages,
+        f"{valid:,}",
+        f"{rejected:,}",
+    )
+    return Staged(
+        valid_url=valid_url,
+        rejects_url=rejects_url,
+        rows_fetched=fetched,
+        rows_valid=valid,
+        rows_rejected=rejected,
+        pages=pages,
+        retries=client.retries - retries_before,
+        high_water_mark=newest.isoformat() if newest else None,
+    )
+
+
+def _latest(current: datetime | None, column: pa.ChunkedArray) -> datetime | None:
+    value = pc.max(column).as_py()
+    if value is None:
+        return current
+    return value if current is None or value > current else current
+
+
+def staged_ids(lake: Lake, staged: Staged) -> set[str]:
+    """Every ``socrata_id`` the fetch saw, valid or rejected: the ids a merge replaces."""
+    ids: set[str] = set()
+    for url in (staged.valid_url, staged.rejects_url):
+        with lake.open(url) as handle:
+            column = pq.read_table(handle, columns=[ID_COLUMN]).column(ID_COLUMN)
+        ids.update(v for v in column.to_pylist() if v is not None)
+    return ids
