@@ -211,3 +211,23 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     catalog_file = civiclake_home / "catalog.db"
     assert not catalog_file.exists() or not tables.load_catalog(get_settings()).list_namespaces()
+
+
+def test_a_dataset_named_in_the_config_file(
+    server: SocrataServer, civiclake_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from civiclake.cli import out
+
+    monkeypatch.setattr(out, "_width", 200)  # one line per listed dataset
+    civiclake_home.mkdir(parents=True, exist_ok=True)
+    (civiclake_home / "civiclake.toml").write_text(
+        f'[datasets.sample]\nid = "{DATASET}"\nportal = "{server.url}"\ntable = "cfg.sample"\n'
+        "where = \"zip < '00010'\"\n"
+    )
+    assert "cfg.sample" in cli("socrata", "list").stdout
+    result = cli("socrata", "run", "sample")
+    assert result.exit_code == 0, result.output
+    assert len(rows_of("cfg.sample")) == 10
+    listed = cli("socrata", "list")
+    assert listed.exit_code == 0 and f"{server.url}/{DATASET}" in listed.stdout
+    assert " 10 " in listed.stdout
