@@ -816,9 +816,15 @@ def bnt_rows(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve synthetic B&T rows until SIGTERM/SIGINT; the URL is the first stdout line."""
+    """Serve synthetic rows until SIGTERM/SIGINT; the URL is the first stdout line."""
     parser = argparse.ArgumentParser(prog="python -m civiclake.testing.socrata")
     parser.add_argument("--rows", type=int, required=True, help="number of rows to serve")
+    parser.add_argument(
+        "--kind",
+        choices=("bnt", "sample"),
+        default="bnt",
+        help="B&T hourly traffic rows, or the every-type sample dataset (with its metadata)",
+    )
     parser.add_argument("--dataset", default="qzve-kjga", help="dataset id")
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     parser.add_argument("--seed", type=int, default=0, help="seed for unordered paging")
@@ -831,10 +837,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rows < 0:
         parser.error("--rows must not be negative")
-    days = math.ceil(args.rows / (10 * 2 * 24))
-    server = SocrataServer(
-        {args.dataset: bnt_rows(args.start, days)[: args.rows]}, seed=args.seed, port=args.port
-    )
+    server = SocrataServer(seed=args.seed, port=args.port)
+    if args.kind == "sample":
+        from civiclake.testing.socrata_samples import COLUMNS, sample_rows
+
+        server.add_dataset(args.dataset, sample_rows(args.rows), columns=COLUMNS, name="Sample")
+    else:
+        days = math.ceil(args.rows / (10 * 2 * 24))
+        server.add_dataset(args.dataset, bnt_rows(args.start, days)[: args.rows])
+    gc.collect()
+    gc.freeze()  # a million row dicts: keep the collector from walking them on every page
     done = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
