@@ -110,6 +110,16 @@ def bnt_run(
     socrata_token_block: str | None = typer.Option(
         None, "--socrata-token-block", help="A Prefect Secret block holding the app token."
     ),
+    to: str | None = typer.Option(
+        None,
+        "--to",
+        help="Also load a warehouse: duckdb (embedded), postgres or bigquery [default: none].",
+    ),
+    warehouse_block: str | None = typer.Option(
+        None,
+        "--warehouse-block",
+        help="A civiclake-postgres or civiclake-bigquery Prefect block (with --to).",
+    ),
 ) -> None:
     """Load MTA B&T hourly traffic into mta.bnt_traffic_hourly (replaces the date range)."""
     start = parse_date("--start-date", start_date)
@@ -120,6 +130,10 @@ def bnt_run(
         raise ParameterError(
             f"--stop-date {stop} must be after --start-date {start} (the range is [start, stop))"
         )
+    if warehouse_block and not to:
+        raise ParameterError("--warehouse-block names the warehouse of --to: give --to as well")
+    if to:
+        _check_warehouse(to, _settings(lake), warehouse_block)
     if not lake_block:  # fail before Prefect starts: wrong credentials, no container, ...
         settings = _settings(lake)
         settings.lake().check_writable()
@@ -137,8 +151,19 @@ def bnt_run(
         lake=lake,
         lake_block=lake_block,
         socrata_token_block=socrata_token_block,
+        to=to,
+        warehouse_block=warehouse_block,
     )
     _print_summary(summary)
+
+
+def _check_warehouse(to: str, settings: Settings, warehouse_block: str | None) -> None:
+    """Before Prefect starts: a known warehouse, its driver installed, its settings present."""
+    from civiclake.warehouse import WAREHOUSE_KINDS, check_configured
+
+    if to not in WAREHOUSE_KINDS:
+        raise ParameterError(f"--to: unknown warehouse {to!r} ({' or '.join(WAREHOUSE_KINDS)})")
+    check_configured(to, settings, block=bool(warehouse_block))
 
 
 def _check_incremental_possible(settings: Settings) -> None:
@@ -327,18 +352,8 @@ def taxi_run(
         )
     spec = tlc.spec_for(color)
     wanted = tlc.parse_months(months, year)
-    from civiclake.warehouse import WAREHOUSE_KINDS, require_driver
-
     settings = _settings(lake)
-    if to not in WAREHOUSE_KINDS:
-        raise ParameterError(f"--to: unknown warehouse {to!r} ({' or '.join(WAREHOUSE_KINDS)})")
-    require_driver(to)  # a missing client library: the pip command, before Prefect starts
-    if to == "bigquery" and not settings.bigquery_project and not warehouse_block:
-        raise ParameterError("--to bigquery needs CIVICLAKE_BIGQUERY_PROJECT")
-    if to == "postgres" and settings.postgres_url is None and not warehouse_block:
-        raise ParameterError(
-            "--to postgres needs CIVICLAKE_POSTGRES_URL (postgresql://user:password@host:port/db)"
-        )
+    _check_warehouse(to, settings, warehouse_block)
     if from_file and len(wanted) != 1:
         raise ParameterError("--from-file loads one month: give exactly one month")
     if not lake_block:  # fail before Prefect starts: wrong credentials, no container, ...

@@ -264,3 +264,56 @@ def test_from_file_missing_is_a_clear_error(tmp_path: Path) -> None:
     result = cli("bnt", "run", "--from-file", str(tmp_path / "nope.csv"))
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].endswith("nope.csv: no such file")
+
+
+@pytest.mark.parametrize("to", ["duckdb", "postgres"])
+def test_into_a_warehouse_replaces_the_range(
+    to: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bnt run --to``: the warehouse gets the same rows as Iceberg, a range at a time."""
+    from civiclake.warehouse import open_warehouse
+
+    if to == "postgres":  # one server for the session: start from an empty table
+        url = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("CIVICLAKE_POSTGRES_URL", url)
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS mta.bnt_traffic_hourly")
+    first = cli("bnt", "run", "--start-date", day(0), "--stop-date", day(3), "--to", to)
+    assert first.exit_code == 0, first.output
+    assert "warehouse rows" in first.output and "1,440" in first.output
+
+    def warehouse_state() -> tuple[int, int, int]:
+        with open_warehouse(to, get_settings()) as warehouse:
+            inside = f"date >= '{day(0)}' AND date < '{day(6)}'"
+            return (
+                warehouse.count("mta.bnt_traffic_hourly", inside),
+                warehouse.count("mta.bnt_traffic_hourly", f"{inside} AND direction = 'I'"),
+                warehouse.count("mta.bnt_traffic_hourly", f"date = '{day(0)}'"),
+            )
+
+    iceberg = table_rows()
+    assert warehouse_state() == (
+        len(iceberg),
+        sum(r["direction"] == "I" for r in iceberg),
+        sum(r["date"].isoformat() == day(0) for r in iceberg),
+    )
+    # an overlapping range: the union, each row once; a re-run changes nothing
+    assert (
+        cli("bnt", "run", "--start-date", day(2), "--stop-date", day(6), "--to", to).exit_code == 0
+    )
+    assert warehouse_state()[0] == 6 * ROWS_PER_DAY
+    assert (
+        cli("bnt", "run", "--start-date", day(2), "--stop-date", day(6), "--to", to).exit_code == 0
+    )
+    assert warehouse_state()[0] == 6 * ROWS_PER_DAY == len(table_rows())
+
+
+def test_to_postgres_without_its_url_is_refused_before_anything_runs(
+    civiclake_home: Path,
+) -> None:
+    result = cli("bnt", "run", "--start-date", day(0), "--stop-date", day(3), "--to", "postgres")
+    assert result.exit_code == 2
+    assert "--to postgres needs CIVICLAKE_POSTGRES_URL" in result.output
+    assert not (civiclake_home / "lake").exists()

@@ -4,6 +4,7 @@ starts (the UI's Custom run form shows the same constraints)."""
 from __future__ import annotations
 
 from datetime import date
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, WithJsonSchema
@@ -17,3 +18,11 @@ DateParam = Annotated[
 """A date, YYYY-MM-DD: Prefect's server checks the pattern (it does not check ``format``)."""
 
 MonthNumber = Annotated[int, Field(ge=1, le=12)]
+
+
+class WarehouseKind(StrEnum):
+    """A warehouse a flow loads (an enum: the server refuses any other value)."""
+
+    duckdb = "duckdb"
+    postgres = "postgres"
+    bigquery = "bigquery"

@@ -22,7 +22,7 @@ from civiclake.blocks import Blocks, settings_for
 from civiclake.config import Settings
 from civiclake.errors import ParameterError
 from civiclake.flows._locks import table_lock
-from civiclake.flows._params import DateParam
+from civiclake.flows._params import DateParam, WarehouseKind
 from civiclake.lake import iter_table_chunks
 from civiclake.sources import bnt_fetch
 from civiclake.sources.socrata import SocrataClient
@@ -189,6 +189,35 @@ def load(
     }
 
 
+@task(name="load-warehouse", cache_policy=NO_CACHE)
+def load_warehouse(
+    staged: dict[str, Any], start: date, stop: date, to: str, blocks: Blocks = None
+) -> dict[str, Any]:
+    """Replace ``[start, stop)`` of the table in the warehouse from the same staged Parquet:
+    delete + bulk load in one transaction. (Rejects stay in Iceberg, read with civiclake sql.)"""
+    from civiclake.sources import bnt
+    from civiclake.warehouse import open_warehouse
+
+    settings = settings_for(blocks)
+    with (
+        table_lock(f"{to}:{bnt_fetch.TABLE}"),
+        open_warehouse(to, settings) as warehouse,
+    ):
+        rows = warehouse.replace_range(
+            bnt_fetch.TABLE,
+            bnt.ARROW_SCHEMA,
+            [staged["valid_url"]],
+            settings.lake(),
+            column=bnt_fetch.DATE_FIELD,
+            start=start,
+            stop=stop,
+        )
+    get_run_logger().info(
+        "replaced [%s, %s) in %s %s: %s rows", start, stop, to, bnt_fetch.TABLE, f"{rows:,}"
+    )
+    return {"warehouse": to, "rows": rows}
+
+
 @task(name="report", cache_policy=NO_CACHE)
 def report(summary: dict[str, Any]) -> dict[str, Any]:
     """Publish the run summary as a Prefect artifact (visible in the UI) and return it."""
@@ -233,6 +262,12 @@ def bnt_hourly_traffic(
     socrata_token_block: Annotated[
         str | None, Field(description="Secret block with the Socrata app token")
     ] = None,
+    to: Annotated[
+        WarehouseKind | None, Field(description="Also load this warehouse; empty: Iceberg only")
+    ] = None,
+    warehouse_block: Annotated[
+        str | None, Field(description="civiclake-postgres or civiclake-bigquery block name")
+    ] = None,
 ) -> dict[str, Any]:
     """MTA Bridges & Tunnels hourly traffic into ``mta.bnt_traffic_hourly``.
 
@@ -240,10 +275,19 @@ def bnt_hourly_traffic(
     mark minus ``lookback_days``); ``from_file`` loads a bulk export (CSV or JSON) instead.
     """
     began = time.monotonic()
-    blocks = {"lake": lake, "lake_block": lake_block, "socrata_token_block": socrata_token_block}
+    blocks = {
+        "lake": lake,
+        "lake_block": lake_block,
+        "socrata_token_block": socrata_token_block,
+        "warehouse_block": warehouse_block,
+    }
     settings = settings_for(blocks)
     log = get_run_logger()
     run_id = _run_id()
+    if to is not None:
+        from civiclake.warehouse import check_configured  # (pyarrow: only when loading one)
+
+        check_configured(to.value, settings)
     page_size = page_size or settings.page_size
     if page_size < 1:
         raise ParameterError("page size must be at least 1")
@@ -295,6 +339,9 @@ def bnt_hourly_traffic(
 
     load_key = source if from_file else str(bnt_fetch.LoadRange(start, stop))
     loaded = load(staged, run_id, source, start, stop, fetched, load_key, blocks=blocks)
+    warehouse = (
+        load_warehouse(staged, start, stop, to.value, blocks=blocks) if to is not None else None
+    )
     summary = {
         "table": bnt_fetch.TABLE,
         "range": f"[{start}, {stop})",
@@ -304,6 +351,9 @@ def bnt_hourly_traffic(
         "partitions_touched": loaded["partitions"],
         "snapshot_id": loaded["snapshot_id"],
         "table_rows": loaded["table_rows"],
+        **(
+            {"warehouse": to.value, "warehouse_rows": warehouse["rows"]} if warehouse and to else {}
+        ),
         "run_id": run_id,
         "duration_s": round(time.monotonic() - began, 2),
     }

@@ -30,10 +30,10 @@ from civiclake import tables
 from civiclake.blocks import Blocks, settings_for
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.flows._locks import table_lock
-from civiclake.flows._params import MonthNumber
+from civiclake.flows._params import MonthNumber, WarehouseKind
 from civiclake.lake import iter_table_chunks
 from civiclake.sources import tlc
-from civiclake.warehouse import require_driver
+from civiclake.warehouse import check_configured
 
 FLOW_NAME = "tlc-taxi-trips"
 MONTH_FLOW_NAME = "tlc-taxi-month"
@@ -44,12 +44,6 @@ class Color(StrEnum):
     yellow = "yellow"
     green = "green"
     fhv = "fhv"
-
-
-class WarehouseKind(StrEnum):
-    duckdb = "duckdb"
-    postgres = "postgres"
-    bigquery = "bigquery"
 
 
 class MonthsFailed(CivicLakeError):
@@ -388,11 +382,7 @@ def tlc_taxi_trips(
     wanted = tlc.parse_months(",".join(map(str, months)), year)
     if from_file and len(wanted) != 1:
         raise ParameterError("--from-file loads one month: give exactly one month")
-    if to is WarehouseKind.postgres and settings.postgres_url is None:
-        raise ParameterError("--to postgres needs CIVICLAKE_POSTGRES_URL or a warehouse block")
-    if to is WarehouseKind.bigquery and not settings.bigquery_project:
-        raise ParameterError("--to bigquery needs CIVICLAKE_BIGQUERY_PROJECT")
-    require_driver(to.value)
+    check_configured(to.value, settings)
     # Wrong credentials, a missing container or a dead endpoint fail here, before any write.
     settings.lake().check_writable()
     limit = min(settings.tlc_concurrency, len(wanted))

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.transforms import MonthTransform
@@ -61,9 +62,10 @@ from civiclake.sources.bnt_fetch import (
 logger = logging.getLogger(__name__)
 
 NAME = "bnt"
-# The typed intermediate between raw pages and Iceberg is Arrow IPC with LZ4: measured on 1M
-# rows, 0.5 s to write and read back against 1.5 s for zstd Parquet, at 25 MB.
-STAGE_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
+# The typed intermediate between raw pages, Iceberg and the warehouses is Parquet (what every
+# warehouse loads) with Snappy: measured on 1M B&T rows, 0.25 s to write and 0.15 s to read,
+# against 0.86 s to write Arrow IPC + LZ4 (the earlier stage format) and 0.56 s for zstd.
+STAGE_COMPRESSION = "snappy"
 
 FIELDS = ("plaza_id", "date", "hour", "direction", "vehicles_e_zpass", "vehicles_vtoll")
 FIELD_ALIASES = {"vehicles_cash": "vehicles_vtoll"}  # the older name of the same count
@@ -589,13 +591,13 @@ def stage(
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
     expected_rows: int | None = None,
 ) -> StageResult:
-    """Normalize raw files into typed Arrow IPC files (valid rows, rejects) in the stage zone.
+    """Normalize raw files into typed Parquet files (valid rows, rejects) in the stage zone.
 
     Streams one raw page or CSV block at a time, so memory is bounded by the batch, not the
     range. Staged files are what the load commits from, so a commit can be replayed.
     """
     target = stage_dir(lake, ctx.run_id)
-    valid_url, rejects_url = f"{target}/valid.arrow", f"{target}/rejects.arrow"
+    valid_url, rejects_url = f"{target}/valid.parquet", f"{target}/rejects.parquet"
     read = valid_rows = rejected = 0
     lo: date | None = None
     hi: date | None = None
@@ -604,8 +606,10 @@ def stage(
     with (
         lake.open_atomic(valid_url) as valid_out,
         lake.open_atomic(rejects_url) as rejects_out,
-        pa.ipc.new_file(valid_out, ARROW_SCHEMA, options=STAGE_IPC) as valid_writer,
-        pa.ipc.new_file(rejects_out, REJECTS_ARROW_SCHEMA, options=STAGE_IPC) as reject_writer,
+        pq.ParquetWriter(valid_out, ARROW_SCHEMA, compression=STAGE_COMPRESSION) as valid_writer,
+        pq.ParquetWriter(
+            rejects_out, REJECTS_ARROW_SCHEMA, compression=STAGE_COMPRESSION
+        ) as reject_writer,
         Progress("normalize", total=expected_rows, logger=log) as progress,
     ):
         for batch in iter_raw_batches(lake, raw_urls):

@@ -27,6 +27,7 @@ __all__ = [
     "WAREHOUSE_KINDS",
     "WAREHOUSE_MODULES",
     "Warehouse",
+    "check_configured",
     "open_warehouse",
     "require_driver",
 ]
@@ -143,3 +144,19 @@ def open_warehouse(kind: str, settings: Settings) -> Warehouse:
     entry.require_driver()
     cls = getattr(importlib.import_module(entry.module), entry.class_name)
     return cls.from_settings(settings)  # type: ignore[no-any-return]
+
+
+def check_configured(kind: str, settings: Settings, *, block: bool = False) -> None:
+    """Fail before any work when ``--to kind`` cannot work: unknown kind, its client library
+    missing, or its settings absent (``block``: a warehouse block will provide them)."""
+    entry = warehouse_module(kind)
+    entry.require_driver()
+    if block:
+        return
+    if kind == "postgres" and settings.postgres_url is None:
+        raise ParameterError(
+            "--to postgres needs CIVICLAKE_POSTGRES_URL (postgresql://user:password@host:port/db)"
+            " or a warehouse block"
+        )
+    if kind == "bigquery" and not settings.bigquery_project:
+        raise ParameterError("--to bigquery needs CIVICLAKE_BIGQUERY_PROJECT or a warehouse block")
