@@ -254,10 +254,23 @@ def socrata_run(
     socrata_token_block: str | None = typer.Option(
         None, "--socrata-token-block", help="A Prefect Secret block holding the app token."
     ),
+    to: str | None = typer.Option(
+        None, "--to", help="Also load a warehouse: duckdb or postgres [default: none]."
+    ),
+    warehouse_block: str | None = typer.Option(
+        None, "--warehouse-block", help="A civiclake-postgres Prefect block (with --to)."
+    ),
 ) -> None:
     """Load a dataset into Iceberg: everything first, then rows updated since the last run."""
     from civiclake.sources.socrata_plan import describe
 
+    if warehouse_block and not to:
+        raise ParameterError("--warehouse-block names the warehouse of --to: give --to as well")
+    if to:
+        from civiclake.warehouse import check_merges
+
+        _check_warehouse(to, _settings(lake), warehouse_block)
+        check_merges(to, _settings(lake), block=bool(warehouse_block))
     if not lake_block:  # fail before Prefect starts: a bad id, a 404, a wrong column, the lake
         settings = _settings(lake)
         settings.lake().check_writable()
@@ -276,6 +289,8 @@ def socrata_run(
         lake=lake,
         lake_block=lake_block,
         socrata_token_block=socrata_token_block,
+        to=to,
+        warehouse_block=warehouse_block,
     )
     _print_summary(summary)
 

@@ -231,3 +231,55 @@ def test_a_dataset_named_in_the_config_file(
     listed = cli("socrata", "list")
     assert listed.exit_code == 0 and f"{server.url}/{DATASET}" in listed.stdout
     assert " 10 " in listed.stdout
+
+
+@pytest.mark.parametrize("to", ["duckdb", "postgres"])
+def test_into_a_warehouse_full_then_merged_by_id(
+    to: str,
+    server: SocrataServer,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--to``: the warehouse holds what Iceberg holds after a full load, an incremental
+    merge (revised rows replaced, new ids added, a new column) and a full refresh."""
+    from civiclake.warehouse import open_warehouse
+
+    if to == "postgres":  # one server for the session: start from empty tables
+        url = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("CIVICLAKE_POSTGRES_URL", url)
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS socrata CASCADE")
+
+    def warehouse_ids(where: str = "TRUE") -> int:
+        with open_warehouse(to, get_settings()) as warehouse:
+            return warehouse.count(TABLE, where)
+
+    first = cli("socrata", "run", DATASET, "--to", to)
+    assert first.exit_code == 0, first.output
+    assert warehouse_ids() == ROWS and warehouse_ids("zip = '00007'") == 1
+
+    revised = sample_rows(ROWS)
+    revised[4] = {**sample_row(4, minutes=500), "zip": "REV4"}
+    revised += [{**sample_row(ROWS, minutes=600), "borough": "QUEENS"}]
+    server.add_dataset(DATASET, revised, columns=[*COLUMNS, ("borough", "text")])
+    second = cli("socrata", "run", DATASET, "--to", to)
+    assert second.exit_code == 0, second.output
+    assert warehouse_ids() == ROWS + 1 == len(rows_of())
+    assert warehouse_ids("zip = 'REV4'") == 1 and warehouse_ids("zip = '00004'") == 0
+    assert warehouse_ids("borough = 'QUEENS'") == 1
+
+    server.add_dataset(DATASET, revised[3:], columns=[*COLUMNS, ("borough", "text")])
+    assert cli("socrata", "run", DATASET, "--full", "--to", to).exit_code == 0
+    assert warehouse_ids() == ROWS - 2 == len(rows_of())
+
+
+def test_bigquery_cannot_merge_and_says_so(
+    server: SocrataServer, civiclake_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CIVICLAKE_BIGQUERY_PROJECT", "my-project")
+    result = cli("socrata", "run", DATASET, "--to", "bigquery")
+    assert result.exit_code == 2
+    assert "--to bigquery: this warehouse replaces date/time ranges only" in result.output
+    assert not (civiclake_home / "lake").exists()

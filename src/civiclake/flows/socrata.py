@@ -24,7 +24,9 @@ from pydantic import Field
 from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
 from civiclake.flows._locks import table_lock
+from civiclake.flows._params import WarehouseKind
 from civiclake.lake import iter_table_chunks
+from civiclake.slices import RowIds, Slice, WholeTable
 from civiclake.sources import socrata_dataset as datasets
 from civiclake.sources.socrata import SocrataClient
 from civiclake.sources.socrata_dataset import DatasetSpec, LoadMode
@@ -65,16 +67,11 @@ def load(
 ) -> dict[str, Any]:
     """Replace the slice (whole table, or the fetched ids) in the table and its rejects."""
     from civiclake import tables
-    from civiclake.tables.slices import RowIds, WholeTable
 
     settings = settings_for(blocks)
     lake = settings.lake()
     result = Staged(**staged)
-    replaced = (
-        WholeTable()
-        if mode is LoadMode.full
-        else RowIds.of(datasets.ID_COLUMN, staged_ids(lake, result))
-    )
+    replaced = _replaced(mode, lake, result)
     hwm = max(filter(None, (result.high_water_mark, previous_hwm)), default=None)
     props = {
         "run-id": run_id,
@@ -122,6 +119,36 @@ def load(
     }
 
 
+def _replaced(mode: LoadMode, lake: Any, staged: Staged) -> Slice:
+    """The slice a load replaces: the whole table, or every id the fetch saw."""
+    if mode is LoadMode.full:
+        return WholeTable()
+    return RowIds.of(datasets.ID_COLUMN, staged_ids(lake, staged))
+
+
+@task(name="load-warehouse", cache_policy=NO_CACHE)
+def load_warehouse(
+    spec: DatasetSpec, staged: dict[str, Any], mode: LoadMode, to: str, blocks: Blocks = None
+) -> dict[str, Any]:
+    """The same slice replaced in the warehouse from the same staged Parquet, one transaction
+    per table (new columns added first)."""
+    from civiclake.warehouse import open_warehouse
+
+    settings = settings_for(blocks)
+    lake = settings.lake()
+    result = Staged(**staged)
+    replaced = _replaced(mode, lake, result)
+    with table_lock(f"{to}:{spec.table}"), open_warehouse(to, settings) as warehouse:
+        rows = warehouse.replace(
+            spec.table, spec.arrow_schema(), [result.valid_url], lake, replaced, evolve=True
+        )
+        warehouse.replace(
+            spec.rejects_table, datasets.REJECTS_SCHEMA, [result.rejects_url], lake, replaced
+        )
+    get_run_logger().info("%s %s: %s rows loaded (%s)", to, spec.table, f"{rows:,}", replaced)
+    return {"warehouse": to, "rows": rows}
+
+
 @flow(name=FLOW_NAME, validate_parameters=True)
 def socrata_dataset(
     dataset: Annotated[
@@ -144,11 +171,26 @@ def socrata_dataset(
     socrata_token_block: Annotated[
         str | None, Field(description="Secret block with the Socrata app token")
     ] = None,
+    to: Annotated[
+        WarehouseKind | None, Field(description="Also load this warehouse; empty: Iceberg only")
+    ] = None,
+    warehouse_block: Annotated[
+        str | None, Field(description="civiclake-postgres block name")
+    ] = None,
 ) -> dict[str, Any]:
     """Any Socrata dataset into an Iceberg table: full the first time, incremental after."""
     began = time.monotonic()
-    blocks = {"lake": lake, "lake_block": lake_block, "socrata_token_block": socrata_token_block}
+    blocks = {
+        "lake": lake,
+        "lake_block": lake_block,
+        "socrata_token_block": socrata_token_block,
+        "warehouse_block": warehouse_block,
+    }
     settings = settings_for(blocks)
+    if to is not None:
+        from civiclake.warehouse import check_merges
+
+        check_merges(to.value, settings)
     log = get_run_logger()
     run_id = str(flow_run.id or f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}")
     settings.lake().check_writable()
@@ -167,6 +209,9 @@ def socrata_dataset(
     )
     staged = fetch_stage(spec, fetch_where, run_id, page_size or settings.page_size, blocks=blocks)
     loaded = load(spec, staged, mode, run_id, previous_hwm, blocks=blocks)
+    warehouse = (
+        load_warehouse(spec, staged, mode, to.value, blocks=blocks) if to is not None else None
+    )
     summary = {
         "table": spec.table,
         "range": mode.value if mode is LoadMode.full else f"incremental since {previous_hwm}",
@@ -178,6 +223,9 @@ def socrata_dataset(
         "replaced": loaded["replaced"],
         "snapshot_id": loaded["snapshot_id"],
         "table_rows": loaded["table_rows"],
+        **(
+            {"warehouse": to.value, "warehouse_rows": warehouse["rows"]} if warehouse and to else {}
+        ),
         "run_id": run_id,
         "duration_s": round(time.monotonic() - began, 2),
     }

@@ -22,12 +22,14 @@ from civiclake.errors import ParameterError
 if TYPE_CHECKING:
     from civiclake.config import Settings
     from civiclake.lake import Lake
+    from civiclake.slices import Slice
 
 __all__ = [
     "WAREHOUSE_KINDS",
     "WAREHOUSE_MODULES",
     "Warehouse",
     "check_configured",
+    "check_merges",
     "open_warehouse",
     "require_driver",
 ]
@@ -54,6 +56,20 @@ class Warehouse(Protocol):
     ) -> int:
         """In one transaction: create the table if missing, delete ``start <= column < stop``,
         load every row of ``parquet_urls``; return the rows loaded. On error nothing changes."""
+        ...
+
+    def replace(
+        self,
+        table: str,
+        schema: pa.Schema,
+        parquet_urls: list[str],
+        lake: Lake,
+        replaced: Slice,
+        *,
+        evolve: bool = False,
+    ) -> int:
+        """The load contract: in one transaction delete the slice (a window, a set of row ids,
+        the whole table) and load ``parquet_urls``; ``evolve`` adds new columns first."""
         ...
 
     def check(self) -> str:
@@ -91,6 +107,7 @@ class WarehouseModule:
     driver: str | None = None  # import name of the client library
     package: str | None = None  # its distribution name, for the pip hint
     extra: str | None = None  # civiclake's extra that installs it
+    merges: bool = True  # replaces any slice (whole table, row ids) and adds new columns
 
     def require_driver(self) -> None:
         """One line with the pip command when the client library is not installed."""
@@ -119,6 +136,7 @@ WAREHOUSE_MODULES: dict[str, WarehouseModule] = {
         driver="google.cloud.bigquery",
         package="google-cloud-bigquery",
         extra="bigquery",
+        merges=False,  # date/time windows only, for now
     ),
 }
 assert tuple(WAREHOUSE_MODULES) == WAREHOUSE_KINDS
@@ -160,3 +178,18 @@ def check_configured(kind: str, settings: Settings, *, block: bool = False) -> N
         )
     if kind == "bigquery" and not settings.bigquery_project:
         raise ParameterError("--to bigquery needs CIVICLAKE_BIGQUERY_PROJECT or a warehouse block")
+
+
+def check_merges(kind: str, settings: Settings, *, block: bool = False) -> None:
+    """``check_configured``, and the warehouse replaces any slice (a Socrata dataset's loads
+    replace the whole table or merge by row id)."""
+    check_configured(kind, settings, block=block)
+    if not warehouse_module(kind).merges:
+        raise ParameterError(
+            f"--to {kind}: this warehouse replaces date/time ranges only; a Socrata dataset "
+            f"(full refresh, merge by id) loads into {', '.join(merging_kinds())}"
+        )
+
+
+def merging_kinds() -> list[str]:
+    return [kind for kind, entry in WAREHOUSE_MODULES.items() if entry.merges]

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
+from civiclake.slices import RowIds, Slice, Window
 
 Dialect = Literal["duckdb", "postgres"]
 
@@ -104,6 +105,24 @@ def check_range(
         raise ParameterError(f"range of {table}: start and stop must both be naive or aware")
     if not start < stop:  # type: ignore[operator]
         raise ParameterError(f"range of {table}: start {start} is not before stop {stop}")
+
+
+def check_slice(table: str, schema: pa.Schema, replaced: Slice) -> None:
+    """The slice's column exists (and a window's bounds are ordered)."""
+    if isinstance(replaced, Window):
+        check_range(table, schema, replaced.column, replaced.start, replaced.stop)
+    elif isinstance(replaced, RowIds) and replaced.column not in schema.names:
+        raise ParameterError(f"table {table} has no column {replaced.column!r} to merge by")
+
+
+def missing_columns(
+    existing: dict[str, str], schema: pa.Schema, dialect: Dialect
+) -> list[tuple[str, str]]:
+    """``(name, SQL type)`` of the columns of ``schema`` an existing table lacks."""
+    if not existing:
+        return []
+    known = {name.lower() for name in existing}
+    return [(f.name, sql_type(f.type, dialect)) for f in schema if f.name.lower() not in known]
 
 
 def parquet_schema(lake: Lake, url: str) -> pa.Schema:

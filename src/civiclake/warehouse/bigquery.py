@@ -53,6 +53,7 @@ from civiclake._private.net import unreachable
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake, scheme_of
+from civiclake.slices import Slice, Window
 from civiclake.warehouse._arrow_sql import (
     check_file_columns,
     check_range,
@@ -330,6 +331,32 @@ class BigQueryWarehouse:
                     with contextlib.suppress(Exception):
                         self._client.delete_table(stage, not_found_ok=True, retry=self._retry)
         return loaded
+
+    def replace(
+        self,
+        table: str,
+        schema: pa.Schema,
+        parquet_urls: list[str],
+        lake: Lake,
+        replaced: Slice,
+        *,
+        evolve: bool = False,
+    ) -> int:
+        """The load contract: BigQuery replaces date/time windows (``replace_range``) only."""
+        if not isinstance(replaced, Window) or evolve:
+            raise ParameterError(
+                "the bigquery warehouse replaces date/time ranges only: a whole-table refresh, "
+                "a merge by row id or a new column is not supported there yet"
+            )
+        return self.replace_range(
+            table,
+            schema,
+            parquet_urls,
+            lake,
+            column=replaced.column,
+            start=replaced.start,
+            stop=replaced.stop,
+        )
 
     def _ensure_dataset(self, dataset: str) -> str:
         """The dataset's location; created in ``self.location`` when missing.

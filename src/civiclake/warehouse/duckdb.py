@@ -22,10 +22,12 @@ from fsspec.implementations.local import LocalFileSystem
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError
 from civiclake.lake import Lake
+from civiclake.slices import Slice, WholeTable, Window
 from civiclake.warehouse._arrow_sql import (
     check_file_schema,
-    check_range,
+    check_slice,
     create_table_sql,
+    missing_columns,
     parquet_schema,
     qualified,
     quote_ident,
@@ -37,6 +39,7 @@ __all__ = ["DEFAULT_BATCH_ROWS", "DuckDBWarehouse"]
 DEFAULT_BATCH_ROWS = 64 * 1024
 FILE_NAME = "warehouse.duckdb"
 _STREAM_VIEW = "__civiclake_batches"
+_IDS_VIEW = "__civiclake_ids"
 
 
 _FILE_LOCKS: dict[str, threading.Lock] = {}
@@ -90,12 +93,26 @@ class DuckDBWarehouse:
         stop: datetime | date,
     ) -> int:
         """Delete ``start <= column < stop`` and load the files, in one transaction."""
-        check_range(table, schema, column, start, stop)
+        return self.replace(table, schema, parquet_urls, lake, Window(column, start, stop))
+
+    def replace(
+        self,
+        table: str,
+        schema: pa.Schema,
+        parquet_urls: list[str],
+        lake: Lake,
+        replaced: Slice,
+        *,
+        evolve: bool = False,
+    ) -> int:
+        """Delete the slice and load the files, in one transaction. ``evolve``: columns of
+        ``schema`` the table lacks are added (a source's new column) instead of refused."""
+        check_slice(table, schema, replaced)
         namespace, _ = split_table(table)
         create = create_table_sql(table, schema, "duckdb")
         for url in parquet_urls:  # fail before the transaction on a missing or foreign file
             check_file_schema(url, parquet_schema(lake, url), schema, "duckdb")
-        target, col = qualified(table), quote_ident(column)
+        target = qualified(table)
         local = _local_paths(lake, parquet_urls)
         with self._lock:
             con = self._con
@@ -103,8 +120,11 @@ class DuckDBWarehouse:
             try:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(namespace)}")
                 con.execute(create)
+                if evolve:
+                    for name, kind in missing_columns(self._column_types(table), schema, "duckdb"):
+                        con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {kind}")
                 self._check_columns(table, schema)
-                con.execute(f"DELETE FROM {target} WHERE {col} >= ? AND {col} < ?", [start, stop])
+                self._delete(target, replaced)
                 if not parquet_urls:
                     loaded = 0
                 elif local is not None:
@@ -129,6 +149,26 @@ class DuckDBWarehouse:
                     raise CivicLakeError(f"loading {table} into DuckDB failed: {exc}") from exc
                 raise
         return loaded
+
+    def _delete(self, target: str, replaced: Slice) -> None:
+        con = self._con
+        if isinstance(replaced, WholeTable):
+            con.execute(f"DELETE FROM {target}")
+        elif isinstance(replaced, Window):
+            col = quote_ident(replaced.column)
+            con.execute(
+                f"DELETE FROM {target} WHERE {col} >= ? AND {col} < ?",
+                [replaced.start, replaced.stop],
+            )
+        elif replaced.ids:  # RowIds: the ids as an Arrow table DuckDB joins against
+            con.register(_IDS_VIEW, pa.table({"id": pa.array(sorted(replaced.ids), pa.string())}))
+            try:
+                con.execute(
+                    f"DELETE FROM {target} WHERE {quote_ident(replaced.column)} IN "
+                    f"(SELECT id FROM {_IDS_VIEW})"
+                )
+            finally:
+                con.unregister(_IDS_VIEW)
 
     def _insert_streamed(self, target: str, lake: Lake, url: str) -> int:
         """Bounded memory: DuckDB pulls record batches from the file while it inserts."""

@@ -48,10 +48,13 @@ from pydantic import SecretStr
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
+from civiclake.slices import RowIds, Slice, WholeTable, Window
 from civiclake.warehouse._arrow_sql import (
     check_file_schema,
     check_range,
+    check_slice,
     create_table_sql,
+    missing_columns,
     parquet_schema,
     qualified,
     quote_ident,
@@ -131,12 +134,26 @@ class PostgresWarehouse:
         stop: datetime | date,
     ) -> int:
         """Delete ``start <= column < stop`` and COPY the files in, in one transaction."""
-        create = _checked_create_sql(table, schema, parquet_urls, lake, column, start, stop)
+        return self.replace(table, schema, parquet_urls, lake, Window(column, start, stop))
+
+    def replace(
+        self,
+        table: str,
+        schema: pa.Schema,
+        parquet_urls: list[str],
+        lake: Lake,
+        replaced: Slice,
+        *,
+        evolve: bool = False,
+    ) -> int:
+        """Delete the slice and COPY the files in, in one transaction. ``evolve``: columns of
+        ``schema`` the table lacks are added (a source's new column) instead of refused."""
+        create = _checked_create_sql(table, schema, parquet_urls, lake, replaced)
         with self._lock:
             try:
                 self._ensure_schema(split_table(table)[0])
                 with self._connection.transaction(), self._conn.cursor() as cur:
-                    self._begin_replace(cur, table, schema, create, column, start, stop)
+                    self._begin_replace(cur, table, schema, create, replaced, evolve=evolve)
                     return self._copy_files(cur, table, parquet_urls, lake)
             except (psycopg.Error, OSError, pa.ArrowException) as exc:
                 raise _load_error(table, exc) from exc
@@ -165,7 +182,7 @@ class PostgresWarehouse:
         """
         check_range(table, schema, column, start, stop)
         create = create_table_sql(table, schema, "postgres")
-        return RangeLoad(self, table, schema, create, column, start, stop)
+        return RangeLoad(self, table, schema, create, Window(column, start, stop))
 
     def _begin_replace(
         self,
@@ -173,19 +190,34 @@ class PostgresWarehouse:
         table: str,
         schema: pa.Schema,
         create: str,
-        column: str,
-        start: datetime | date,
-        stop: datetime | date,
+        replaced: Slice,
+        *,
+        evolve: bool = False,
     ) -> None:
-        """In the open transaction: lock the table, create it if missing, delete the range."""
+        """In the open transaction: lock the table, create it if missing, delete the slice."""
         # one civiclake writer per table at a time, across processes
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"civiclake:{table}"])
         # naive bounds and CSV timestamp text (see _csv_ready) are UTC
         cur.execute("SET LOCAL TIME ZONE 'UTC'")
-        self._ensure_table(cur, table, create, column)
+        self._ensure_table(cur, table, create, replaced)
+        target = qualified(table)
+        if evolve:
+            for name, kind in missing_columns(_column_types(cur, table), schema, "postgres"):
+                cur.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {kind}")
         self._check_columns(cur, table, schema)
-        target, col = qualified(table), quote_ident(column)
-        cur.execute(f"DELETE FROM {target} WHERE {col} >= %s AND {col} < %s", [start, stop])
+        if isinstance(replaced, WholeTable):
+            cur.execute(f"DELETE FROM {target}")
+        elif isinstance(replaced, Window):
+            col = quote_ident(replaced.column)
+            cur.execute(
+                f"DELETE FROM {target} WHERE {col} >= %s AND {col} < %s",
+                [replaced.start, replaced.stop],
+            )
+        elif replaced.ids:
+            cur.execute(
+                f"DELETE FROM {target} WHERE {quote_ident(replaced.column)} = ANY(%s)",
+                [sorted(replaced.ids)],
+            )
 
     def _ensure_schema(self, namespace: str) -> None:
         """Create the schema, if missing, in its own transaction, before the load's.
@@ -203,14 +235,21 @@ class PostgresWarehouse:
         ):
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(namespace)}")
 
-    def _ensure_table(self, cur: psycopg.Cursor[Any], table: str, create: str, column: str) -> None:
+    def _ensure_table(
+        self, cur: psycopg.Cursor[Any], table: str, create: str, replaced: Slice
+    ) -> None:
         """Create the table and its index if missing (under the table's advisory lock)."""
         cur.execute("SELECT to_regclass(%s)", [qualified(table)])
         row = cur.fetchone()
         if row is None or row[0] is None:
             cur.execute(create)
-            # BRIN: tiny, nearly free to maintain, turns the range DELETE into a range scan
-            cur.execute(f"CREATE INDEX ON {qualified(table)} USING brin ({quote_ident(column)})")
+            if isinstance(replaced, Window):
+                # BRIN: tiny, nearly free to maintain, turns the range DELETE into a range scan
+                column = quote_ident(replaced.column)
+                cur.execute(f"CREATE INDEX ON {qualified(table)} USING brin ({column})")
+            elif isinstance(replaced, RowIds):  # a merge deletes by id: a B-tree finds them
+                column = quote_ident(replaced.column)
+                cur.execute(f"CREATE INDEX ON {qualified(table)} ({column})")
 
     def _check_columns(self, cur: psycopg.Cursor[Any], table: str, schema: pa.Schema) -> None:
         """An existing table made from an older schema: say so instead of a COPY error."""
@@ -299,14 +338,12 @@ class RangeLoad:
         table: str,
         schema: pa.Schema,
         create: str,
-        column: str,
-        start: datetime | date,
-        stop: datetime | date,
+        replaced: Window,
     ) -> None:
         self.table = table
         self.schema = schema
         self._warehouse = warehouse
-        self._begin = (table, schema, create, column, start, stop)
+        self._begin = (table, schema, create, replaced)
         columns = ", ".join(quote_ident(name) for name in schema.names)
         self._statement = (
             f"COPY {qualified(table)} ({columns}) FROM STDIN (FORMAT {warehouse.copy_format})"
@@ -393,14 +430,15 @@ class RangeLoad:
         stop: datetime | date,
     ) -> int:
         """``PostgresWarehouse.replace_range`` inside this transaction, after the stream."""
-        create = _checked_create_sql(table, schema, parquet_urls, lake, column, start, stop)
+        window = Window(column, start, stop)
+        create = _checked_create_sql(table, schema, parquet_urls, lake, window)
         self.finish()
         assert self._conn is not None
         warehouse = self._warehouse
         try:
             warehouse._ensure_schema(split_table(table)[0])  # a savepoint of this transaction
             with self._conn.cursor() as cur:
-                warehouse._begin_replace(cur, table, schema, create, column, start, stop)
+                warehouse._begin_replace(cur, table, schema, create, window)
                 return warehouse._copy_files(cur, table, parquet_urls, lake)
         except (psycopg.Error, OSError, pa.ArrowException) as exc:
             raise _load_error(table, exc) from exc
@@ -900,13 +938,11 @@ def _checked_create_sql(
     schema: pa.Schema,
     parquet_urls: list[str],
     lake: Lake,
-    column: str,
-    start: datetime | date,
-    stop: datetime | date,
+    replaced: Slice,
 ) -> str:
-    """The table's CREATE statement, once the range and every file are checked: a missing or
+    """The table's CREATE statement, once the slice and every file are checked: a missing or
     foreign file fails before any transaction begins."""
-    check_range(table, schema, column, start, stop)
+    check_slice(table, schema, replaced)
     for url in parquet_urls:
         check_file_schema(url, parquet_schema(lake, url), schema, "postgres")
     return create_table_sql(table, schema, "postgres")

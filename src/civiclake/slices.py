@@ -11,16 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
-from pyiceberg.expressions import (
-    AlwaysFalse,
-    AlwaysTrue,
-    And,
-    BooleanExpression,
-    GreaterThanOrEqual,
-    In,
-    LessThan,
-)
+if TYPE_CHECKING:  # PyIceberg is imported only by the Iceberg writer that asks for a filter
+    from pyiceberg.expressions import BooleanExpression
 
 
 @dataclass(frozen=True)
@@ -28,6 +22,8 @@ class WholeTable:
     """Every row: a full refresh."""
 
     def iceberg_filter(self) -> BooleanExpression:
+        from pyiceberg.expressions import AlwaysTrue
+
         return AlwaysTrue()
 
     def __str__(self) -> str:
@@ -43,6 +39,8 @@ class Window:
     stop: date | datetime
 
     def iceberg_filter(self) -> BooleanExpression:
+        from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+
         return And(
             GreaterThanOrEqual(self.column, self.start.isoformat()),
             LessThan(self.column, self.stop.isoformat()),
@@ -64,6 +62,8 @@ class RowIds:
         return cls(column, frozenset(ids))
 
     def iceberg_filter(self) -> BooleanExpression:
+        from pyiceberg.expressions import AlwaysFalse, In
+
         if not self.ids:
             return AlwaysFalse()  # nothing to delete
         return In(self.column, set(self.ids))
