@@ -293,3 +293,18 @@ def test_run_summary_prints_the_snapshot_id_as_is() -> None:
     assert "8465074429383510934" in text and "7465074429383510934" in text
     assert "8,465" not in text and "7,465" not in text
     assert "1,234,567" in text
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["bnt", "run"], "[default: 7]"),
+        (["bnt", "run"], "[default: 50000]"),
+        (["socrata", "run"], "[default: socrata.<id>]"),
+        (["deploy"], "[default: this checkout]"),
+    ],
+)
+def test_help_texts_print_their_brackets(command: list[str], shown: str) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert shown in result.stdout

@@ -24,23 +24,31 @@ from civiclake._private.display import display_value, plain_console, styled
 from civiclake.config import Settings, get_settings
 from civiclake.errors import CivicLakeError, ParameterError
 
+# Help texts are plain text: with rich markup on, "[default: 7]" in a help line vanished.
+HELP_MARKUP = None
 app = typer.Typer(
     help="Public open data into a lake, Apache Iceberg tables and a warehouse, with Prefect.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=HELP_MARKUP,
 )
 taxi_app = typer.Typer(
-    help="NYC TLC taxi trips (yellow, green, fhv) by month.", no_args_is_help=True
+    help="NYC TLC taxi trips (yellow, green, fhv) by month.",
+    no_args_is_help=True,
+    rich_markup_mode=HELP_MARKUP,
 )
 app.add_typer(taxi_app, name="taxi")
 bnt_app = typer.Typer(
-    help="MTA Bridges & Tunnels hourly traffic (data.ny.gov qzve-kjga).", no_args_is_help=True
+    help="MTA Bridges & Tunnels hourly traffic (data.ny.gov qzve-kjga).",
+    no_args_is_help=True,
+    rich_markup_mode=HELP_MARKUP,
 )
 app.add_typer(bnt_app, name="bnt")
 socrata_app = typer.Typer(
     help="Any dataset of any Socrata portal, typed from its metadata, kept up to date.",
     no_args_is_help=True,
+    rich_markup_mode=HELP_MARKUP,
 )
 app.add_typer(socrata_app, name="socrata")
 
@@ -66,6 +74,22 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 LAKE_HELP = "Lake URL (file://, abfs://, s3://, gs://) instead of CIVICLAKE_LAKE_URL."
+# Options several commands share (typer reads them; one declaration each).
+LAKE_OPTION = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False)
+LAKE_BLOCK_OPTION = typer.Option(
+    None, "--lake-block", help="A civiclake-lake Prefect block instead of CIVICLAKE_LAKE_URL."
+)
+TOKEN_BLOCK_OPTION = typer.Option(
+    None, "--socrata-token-block", help="A Prefect Secret block holding the app token."
+)
+WAREHOUSE_BLOCK_OPTION = typer.Option(
+    None,
+    "--warehouse-block",
+    help="A civiclake-postgres or civiclake-bigquery Prefect block (with --to).",
+)
+PAGE_SIZE_OPTION = typer.Option(
+    None, "--page-size", min=1, help="Rows per API page ($limit) [default: 50000]."
+)
 
 
 def _settings(lake: str | None = None) -> Settings:
@@ -100,26 +124,16 @@ def bnt_run(
         min=0,
         help="Incremental runs re-fetch this many days before the high-water mark [default: 7].",
     ),
-    page_size: int | None = typer.Option(
-        None, "--page-size", min=1, help="Rows per API page ($limit) [default: 50000]."
-    ),
-    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
-    lake_block: str | None = typer.Option(
-        None, "--lake-block", help="A civiclake-lake Prefect block instead of CIVICLAKE_LAKE_URL."
-    ),
-    socrata_token_block: str | None = typer.Option(
-        None, "--socrata-token-block", help="A Prefect Secret block holding the app token."
-    ),
+    page_size: int | None = PAGE_SIZE_OPTION,
+    lake: str | None = LAKE_OPTION,
+    lake_block: str | None = LAKE_BLOCK_OPTION,
+    socrata_token_block: str | None = TOKEN_BLOCK_OPTION,
     to: str | None = typer.Option(
         None,
         "--to",
         help="Also load a warehouse: duckdb (embedded), postgres or bigquery [default: none].",
     ),
-    warehouse_block: str | None = typer.Option(
-        None,
-        "--warehouse-block",
-        help="A civiclake-postgres or civiclake-bigquery Prefect block (with --to).",
-    ),
+    warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
 ) -> None:
     """Load MTA B&T hourly traffic into mta.bnt_traffic_hourly (replaces the date range)."""
     start = parse_date("--start-date", start_date)
@@ -244,22 +258,14 @@ def socrata_run(
     ),
     where: str | None = typer.Option(None, "--where", help="A SoQL $where filter."),
     portal: str | None = typer.Option(None, "--portal", help=PORTAL_HELP),
-    page_size: int | None = typer.Option(
-        None, "--page-size", min=1, help="Rows per API page ($limit) [default: 50000]."
-    ),
-    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
-    lake_block: str | None = typer.Option(
-        None, "--lake-block", help="A civiclake-lake Prefect block instead of CIVICLAKE_LAKE_URL."
-    ),
-    socrata_token_block: str | None = typer.Option(
-        None, "--socrata-token-block", help="A Prefect Secret block holding the app token."
-    ),
+    page_size: int | None = PAGE_SIZE_OPTION,
+    lake: str | None = LAKE_OPTION,
+    lake_block: str | None = LAKE_BLOCK_OPTION,
+    socrata_token_block: str | None = TOKEN_BLOCK_OPTION,
     to: str | None = typer.Option(
         None, "--to", help="Also load a warehouse: duckdb or postgres [default: none]."
     ),
-    warehouse_block: str | None = typer.Option(
-        None, "--warehouse-block", help="A civiclake-postgres Prefect block (with --to)."
-    ),
+    warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
 ) -> None:
     """Load a dataset into Iceberg: everything first, then rows updated since the last run."""
     from civiclake.sources.socrata_plan import describe
@@ -298,7 +304,7 @@ def socrata_run(
 @socrata_app.command("list")
 @user_errors
 def socrata_list(
-    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
+    lake: str | None = LAKE_OPTION,
 ) -> None:
     """Datasets declared in the config file ([datasets.NAME]) and their last load."""
     from civiclake import tables
@@ -340,15 +346,9 @@ def taxi_run(
     from_file: str | None = typer.Option(
         None, "--from-file", help="A month's file already on disk (CSV, CSV.gz or Parquet)."
     ),
-    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
-    lake_block: str | None = typer.Option(
-        None, "--lake-block", help="A civiclake-lake Prefect block instead of CIVICLAKE_LAKE_URL."
-    ),
-    warehouse_block: str | None = typer.Option(
-        None,
-        "--warehouse-block",
-        help="A civiclake-postgres or civiclake-bigquery Prefect block (with --to).",
-    ),
+    lake: str | None = LAKE_OPTION,
+    lake_block: str | None = LAKE_BLOCK_OPTION,
+    warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
 ) -> None:
     """Load TLC months: web -> lake (Parquet) -> Iceberg tlc.{color}_trips -> warehouse."""
     import re
@@ -487,7 +487,7 @@ def doctor(
     to: list[str] = typer.Option(
         [], "--to", help="Warehouse(s) to check [default: duckdb and every one configured]."
     ),
-    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
+    lake: str | None = LAKE_OPTION,
 ) -> None:
     """Check that the lake, the Iceberg catalog and the warehouses are reachable and writable."""
     from civiclake.doctor import run_checks
@@ -519,7 +519,7 @@ def sql(
     output: OutputFormat = typer.Option(
         OutputFormat.table, "--format", "-f", help="table for people; csv or json for scripts."
     ),
-    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
+    lake: str | None = LAKE_OPTION,
 ) -> None:
     """Run SQL (DuckDB) over the catalog's Iceberg tables."""
     from civiclake.query import run_sql, to_python
@@ -549,7 +549,7 @@ def list_tables(
     output: OutputFormat = typer.Option(
         OutputFormat.table, "--format", "-f", help="table for people; csv or json for scripts."
     ),
-    lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
+    lake: str | None = LAKE_OPTION,
 ) -> None:
     """List tables with row counts, snapshot counts and their last load."""
     from civiclake import tables

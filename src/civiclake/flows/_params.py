@@ -26,3 +26,20 @@ class WarehouseKind(StrEnum):
     duckdb = "duckdb"
     postgres = "postgres"
     bigquery = "bigquery"
+
+
+# Parameters several flows share: one declaration each, so the UI reads the same everywhere.
+PageSizeParam = Annotated[int | None, Field(ge=1, le=1_000_000, description="Rows per API page")]
+LakeParam = Annotated[
+    str | None, Field(description="Lake URL (abfs://, s3://, gs://, file://); empty: settings")
+]
+LakeBlockParam = Annotated[str | None, Field(description="civiclake-lake block name")]
+TokenBlockParam = Annotated[
+    str | None, Field(description="Secret block with the Socrata app token")
+]
+AlsoWarehouseParam = Annotated[
+    WarehouseKind | None, Field(description="Also load this warehouse; empty: Iceberg only")
+]
+WarehouseBlockParam = Annotated[
+    str | None, Field(description="civiclake-postgres or civiclake-bigquery block name")
+]

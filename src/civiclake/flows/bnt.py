@@ -22,7 +22,15 @@ from civiclake.blocks import Blocks, settings_for
 from civiclake.config import Settings
 from civiclake.errors import ParameterError
 from civiclake.flows._locks import table_lock
-from civiclake.flows._params import DateParam, WarehouseKind
+from civiclake.flows._params import (
+    AlsoWarehouseParam,
+    DateParam,
+    LakeBlockParam,
+    LakeParam,
+    PageSizeParam,
+    TokenBlockParam,
+    WarehouseBlockParam,
+)
 from civiclake.lake import iter_table_chunks
 from civiclake.sources import bnt_fetch
 from civiclake.sources.socrata import SocrataClient
@@ -252,22 +260,12 @@ def bnt_hourly_traffic(
     lookback_days: Annotated[
         int | None, Field(ge=0, description="Incremental re-fetch window, days")
     ] = None,
-    page_size: Annotated[
-        int | None, Field(ge=1, le=1_000_000, description="Rows per API page")
-    ] = None,
-    lake: Annotated[
-        str | None, Field(description="Lake URL (abfs://, s3://, gs://, file://); empty: settings")
-    ] = None,
-    lake_block: Annotated[str | None, Field(description="civiclake-lake block name")] = None,
-    socrata_token_block: Annotated[
-        str | None, Field(description="Secret block with the Socrata app token")
-    ] = None,
-    to: Annotated[
-        WarehouseKind | None, Field(description="Also load this warehouse; empty: Iceberg only")
-    ] = None,
-    warehouse_block: Annotated[
-        str | None, Field(description="civiclake-postgres or civiclake-bigquery block name")
-    ] = None,
+    page_size: PageSizeParam = None,
+    lake: LakeParam = None,
+    lake_block: LakeBlockParam = None,
+    socrata_token_block: TokenBlockParam = None,
+    to: AlsoWarehouseParam = None,
+    warehouse_block: WarehouseBlockParam = None,
 ) -> dict[str, Any]:
     """MTA Bridges & Tunnels hourly traffic into ``mta.bnt_traffic_hourly``.
 

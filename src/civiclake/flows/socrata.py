@@ -24,7 +24,14 @@ from pydantic import Field
 from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
 from civiclake.flows._locks import table_lock
-from civiclake.flows._params import WarehouseKind
+from civiclake.flows._params import (
+    AlsoWarehouseParam,
+    LakeBlockParam,
+    LakeParam,
+    PageSizeParam,
+    TokenBlockParam,
+    WarehouseBlockParam,
+)
 from civiclake.lake import iter_table_chunks
 from civiclake.slices import RowIds, Slice, WholeTable
 from civiclake.sources import socrata_dataset as datasets
@@ -161,22 +168,12 @@ def socrata_dataset(
     ] = None,
     where: Annotated[str | None, Field(description="SoQL $where filter")] = None,
     portal: Annotated[str | None, Field(description="Portal URL; empty: settings")] = None,
-    page_size: Annotated[
-        int | None, Field(ge=1, le=1_000_000, description="Rows per API page")
-    ] = None,
-    lake: Annotated[
-        str | None, Field(description="Lake URL (abfs://, s3://, gs://, file://); empty: settings")
-    ] = None,
-    lake_block: Annotated[str | None, Field(description="civiclake-lake block name")] = None,
-    socrata_token_block: Annotated[
-        str | None, Field(description="Secret block with the Socrata app token")
-    ] = None,
-    to: Annotated[
-        WarehouseKind | None, Field(description="Also load this warehouse; empty: Iceberg only")
-    ] = None,
-    warehouse_block: Annotated[
-        str | None, Field(description="civiclake-postgres block name")
-    ] = None,
+    page_size: PageSizeParam = None,
+    lake: LakeParam = None,
+    lake_block: LakeBlockParam = None,
+    socrata_token_block: TokenBlockParam = None,
+    to: AlsoWarehouseParam = None,
+    warehouse_block: WarehouseBlockParam = None,
 ) -> dict[str, Any]:
     """Any Socrata dataset into an Iceberg table: full the first time, incremental after."""
     began = time.monotonic()

@@ -30,7 +30,13 @@ from civiclake import tables
 from civiclake.blocks import Blocks, settings_for
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.flows._locks import table_lock
-from civiclake.flows._params import MonthNumber, WarehouseKind
+from civiclake.flows._params import (
+    LakeBlockParam,
+    LakeParam,
+    MonthNumber,
+    WarehouseBlockParam,
+    WarehouseKind,
+)
 from civiclake.lake import iter_table_chunks
 from civiclake.sources import tlc
 from civiclake.warehouse import check_configured
@@ -358,13 +364,9 @@ def tlc_taxi_trips(
     ] = None,
     to: Annotated[WarehouseKind, Field(description="Warehouse")] = WarehouseKind.duckdb,
     from_file: Annotated[str | None, Field(description="A month's file on disk")] = None,
-    lake: Annotated[
-        str | None, Field(description="Lake URL (abfs://, s3://, gs://, file://); empty: settings")
-    ] = None,
-    lake_block: Annotated[str | None, Field(description="civiclake-lake block name")] = None,
-    warehouse_block: Annotated[
-        str | None, Field(description="civiclake-postgres or civiclake-bigquery block name")
-    ] = None,
+    lake: LakeParam = None,
+    lake_block: LakeBlockParam = None,
+    warehouse_block: WarehouseBlockParam = None,
 ) -> dict[str, Any]:
     """TLC trips of ``color`` for ``months`` of ``year`` into ``tlc.{color}_trips``.
 
