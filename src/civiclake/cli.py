@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from civiclake.config import Settings, get_settings
@@ -52,7 +53,7 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except CivicLakeError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
@@ -461,8 +462,6 @@ def report(
     lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
 ) -> None:
     """Write an HTML page of charts and data quality per table, plus index.html (offline)."""
-    from rich.markup import escape
-
     from civiclake import tables
     from civiclake.report import write_reports
 

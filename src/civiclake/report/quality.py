@@ -62,7 +62,13 @@ def _rejects_by_load(source: Source) -> tuple[list[dict[str, Any]], str | None]:
     labels = [c for c in LABEL_COLUMNS if c in cols] or ([RUN_COLUMN] if RUN_COLUMN in cols else [])
     if reason is None or not labels:
         return [], rejects
-    label = " || ' ' || ".join(f"coalesce(CAST({quote(c)} AS VARCHAR), '')" for c in labels)
+    texts = [f"CAST({quote(c)} AS VARCHAR)" for c in labels]
+    # each part once: a from-file load's range key is its source
+    parts = [
+        t if not texts[:i] else f"CASE WHEN {t} IN ({', '.join(texts[:i])}) THEN NULL ELSE {t} END"
+        for i, t in enumerate(texts)
+    ]
+    label = f"concat_ws(' ', {', '.join(parts)})"
     run = f"{quote(RUN_COLUMN)}" if RUN_COLUMN in cols else "NULL"
     records = source.rows(
         f"""
