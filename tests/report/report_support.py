@@ -17,6 +17,7 @@ EMPTY_TABLE = "edge.empty"
 ONE_ROW_TABLE = "edge.one_row"
 NO_TIME_TABLE = "edge.no_timestamp"
 SOCRATA_ROWS = 3_000
+BOROUGHS = ("QUEENS", "BRONX", "BROOKLYN")
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,7 @@ def socrata_like(rows: int) -> pa.Table:
                 [start + timedelta(hours=7 * i) for i in range(rows)], pa.timestamp("us")
             ),
             "agency": pa.array([("NYPD", "DOT", "DSNY", "HPD")[i % 4] for i in range(rows)]),
-            "borough": pa.array(
-                [None if i % 10 == 0 else ("QUEENS", "BRONX", "BROOKLYN")[i % 3] for i in range(rows)]
-            ),
+            "borough": pa.array([None if i % 10 == 0 else BOROUGHS[i % 3] for i in range(rows)]),
             "descriptor": pa.array([f"free text {i}" for i in range(rows)]),
             "response_hours": pa.array(
                 [None if i % 7 == 0 else float(i % 50) / 2 for i in range(rows)], pa.float64()

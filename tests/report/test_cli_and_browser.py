@@ -57,7 +57,8 @@ def test_report_of_named_tables_since_a_date(at_lake: Lake, tmp_path: Path) -> N
         "report", "mta.bnt_traffic_hourly", "--out", str(tmp_path), "--since", "2024-03-08"
     )
     assert code == 0, output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "mta.bnt_traffic_hourly.html"]
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["index.html", "mta.bnt_traffic_hourly.html"]
     page = (tmp_path / "mta.bnt_traffic_hourly.html").read_text()
     assert "3,360 rows, rows since 2024-03-08" in page  # 7 of the 14 days
 
