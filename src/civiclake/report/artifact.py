@@ -30,7 +30,8 @@ def _image(records: list[dict[str, Any]], x: str, y: str, alt_text: str) -> str:
     chart = (
         alt.Chart(alt.Data(values=records))
         .mark_bar()
-        .encode(x=alt.X(f"{x}:T", title=None), y=alt.Y(f"{y}:Q", title=y))
+        # one labelled bar per day or month (a time axis would add hour ticks to 2 days)
+        .encode(x=alt.X(f"{x}:O", title=None), y=alt.Y(f"{y}:Q", title=y))
         .properties(width=CHART_WIDTH, height=CHART_HEIGHT)
     )
     svg = charts.render(chart)
