@@ -4,6 +4,8 @@ request blocked and counted (zero expected), no console errors, every chart draw
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,20 @@ def test_pages_open_offline_in_chromium(written: Path, tmp_path: Path) -> None:
                 assert chart.bounding_box()["height"] > 40
             page.screenshot(path=str(SCREENSHOTS / f"report-{path.stem}.png"), full_page=True)
             page.unroute("**/*")
+
+
+def test_report_never_imports_prefect(at_lake: Lake, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from civiclake.cli import app\n"
+        "r = CliRunner().invoke(app, ['report', 'edge.one_row', '--out', sys.argv[1]])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert (tmp_path / "edge.one_row.html").is_file()

@@ -10,21 +10,30 @@ from civiclake.report.page import Section
 TABLE = "mta.bnt_traffic_hourly"
 TIME_COLUMN = "date"
 VEHICLES = "(coalesce(vehicles_e_zpass, 0) + coalesce(vehicles_vtoll, 0))"
+DAILY_UP_TO_DAYS = 400
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def sections(source: Source) -> list[Section]:
     t = DATA_VIEW
     traffic = Section("Traffic")
+    span = source.one(f"SELECT date_diff('day', min(date), max(date)) FROM {t}") or 0
+    # years of days are 50k+ points per chart: beyond DAILY_UP_TO_DAYS, average per month
+    period = "date" if span <= DAILY_UP_TO_DAYS else "date_trunc('month', date)::DATE"
     traffic.items.append(
         charts.make(
             "daily_vehicles",
-            "Vehicles per day by facility",
+            "Vehicles per day by facility"
+            + ("" if span <= DAILY_UP_TO_DAYS else " (average per day of each month)"),
             source.rows(
-                f"SELECT date, facility, sum({VEHICLES}) AS vehicles FROM {t} "
-                "GROUP BY ALL ORDER BY date, facility"
+                f"""
+                SELECT {period} AS date, facility, sum({VEHICLES}) AS vehicles,
+                       count(DISTINCT date) AS days,
+                       round(sum({VEHICLES}) / count(DISTINCT date), 1) AS vehicles_per_day
+                FROM {t} GROUP BY ALL ORDER BY date, facility
+                """
             ),
-            charts.line("date", "vehicles", color="facility"),
+            charts.line("date", "vehicles_per_day", color="facility", y_title="vehicles per day"),
         )
     )
     # total vehicles of each (date, hour), averaged over the dates falling on each weekday
