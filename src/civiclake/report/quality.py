@@ -115,7 +115,9 @@ def section(source: Source) -> Section:
             "Rows added (+) and removed (-) per snapshot",
             flows,
             charts.bars("snapshot", "rows", color="change", x_type="O", sort=None, stack=True),
-            note=f"the last {len(recent)} of {len(history)} snapshots" if history else "",
+            note=f"the last {len(recent)} of {len(history)} snapshots"
+            if history
+            else "no snapshot yet",
         )
     )
     out.items.append(
