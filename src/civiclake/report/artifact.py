@@ -64,8 +64,7 @@ def _per_period(
             f"{col} >= {sql_literal(start.isoformat())}::TIMESTAMP "
             f"AND {col} < {sql_literal(stop.isoformat())}::TIMESTAMP"
         )
-        days = (stop - start).days if hasattr(stop - start, "days") else 0
-        unit = "day" if days <= MAX_DAY_ROWS else "month"
+        unit = "day" if (stop - start).days <= MAX_DAY_ROWS else "month"
         return source.rows(
             f"SELECT date_trunc('{unit}', {col})::DATE AS {unit}, count(*) AS rows{extra} "
             f"FROM t WHERE {where} GROUP BY 1 ORDER BY 1"

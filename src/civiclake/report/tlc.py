@@ -24,7 +24,7 @@ PAYMENT_TYPES = {
     5: "Unknown",
     6: "Voided trip",
 }
-# (column expression, bin width, cap, x title): values >= cap land in the last bin
+# (bin width, cap) of each histogram: values >= cap land in the last bin
 FARE_BINS = (2.5, 100.0)
 TIP_SHARE_BINS = (0.025, 0.5)
 DISTANCE_BINS = (0.5, 30.0)
