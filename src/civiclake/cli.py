@@ -594,6 +594,38 @@ def list_tables(
 _TABLE_FIELDS = ("table", "rows", "snapshots", "last_load_at", "last_run_id", "last_source")
 
 
+@app.command("report")
+@user_errors
+def report(
+    table_names: list[str] = typer.Argument(
+        None, metavar="[TABLE ...]", help="Tables as namespace.table [default: every table]."
+    ),
+    out_dir: str | None = typer.Option(
+        None, "--out", help="Folder for the pages [default: $CIVICLAKE_HOME/reports]."
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="Chart only rows on or after this date (YYYY-MM-DD)."
+    ),
+    lake: str | None = LAKE_OPTION,
+) -> None:
+    """Write an HTML page of charts and data quality per table, plus index.html (offline)."""
+    from civiclake import tables
+    from civiclake.report import write_reports
+
+    start = parse_date("--since", since)
+    settings = _settings(lake)
+    folder = Path(out_dir).expanduser() if out_dir else settings.home_dir / "reports"
+    index, _ = write_reports(
+        settings,
+        tables.load_catalog(settings),
+        list(table_names or []),
+        folder,
+        since=start,
+        on_page=lambda path: out.print(str(path), soft_wrap=True),
+    )
+    out.print(str(index), soft_wrap=True)
+
+
 def main() -> None:
     app()
 

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
         "https://github.com/DataTalksClub/nyc-tlc-data/releases/download",
         description="TLC files: the course mirror's base, or a {color}/{yyyy}/{mm} template.",
     )
+    tlc_zones_url: str | None = Field(
+        None, description="taxi_zone_lookup.csv; default: <TLC mirror root>/misc/."
+    )
     tlc_concurrency: int = Field(2, ge=1, description="Months processed at the same time.")
     download_timeout: float = Field(120.0, gt=0, description="Seconds without data = failure.")
     download_retries: int = Field(3, ge=0, description="Retries of a failed download.")

@@ -550,3 +550,31 @@ def test_completed_run_and_its_summary_in_the_prefect_ui(
     page.get_by_text("rows_loaded").first.wait_for(timeout=timeout_ms)
     assert page.get_by_text(f"[{day(0)}, {day(2)})").count() >= 1
     page.screenshot(path=str(SCREENSHOTS / "prefect-ui-artifact.png"), full_page=True)
+
+
+def test_run_artifact_chart_renders_offline_in_the_prefect_ui(
+    live_prefect: PrefectServer, bnt_run: BntRun, tmp_path: Path
+) -> None:
+    """The load figures (issue 13): the inline SVG chart is drawn, nothing leaves the server."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    from civiclake.testing.browser import chromium_page, guard
+
+    (artifact,) = [a for a in run_artifacts(bnt_run.flow_run.id) if a.key == "bnt-load-summary"]
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with chromium_page(tmp_path / "profile") as page:
+        seen = guard(page, allow=(live_prefect.ui_url + "/", "data:", "blob:"))
+        page.goto(f"{live_prefect.ui_url}/artifacts/artifact/{artifact.id}")
+        image = page.locator('img[alt="vehicles per day"]')
+        image.wait_for(timeout=60_000)
+        page.wait_for_function(
+            "() => [...document.images].some(i => i.alt === 'vehicles per day' && i.complete"
+            " && i.naturalWidth > 0)",
+            timeout=30_000,
+        )
+        page.get_by_text("What this run loaded").first.wait_for(timeout=10_000)
+        page.screenshot(path=str(SCREENSHOTS / "prefect-ui-artifact-figures.png"), full_page=True)
+        assert image.bounding_box()["height"] > 100
+        assert seen.blocked == [], seen.blocked
+        assert seen.console_errors == [], seen.console_errors

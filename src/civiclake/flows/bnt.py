@@ -227,15 +227,24 @@ def load_warehouse(
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report(summary: dict[str, Any]) -> dict[str, Any]:
+def report(summary: dict[str, Any], blocks: Blocks = None) -> dict[str, Any]:
     """Publish the run summary as a Prefect artifact (visible in the UI) and return it."""
     rows = "\n".join(f"| {k} | {_fmt(k, v)} |" for k, v in summary.items())
     create_markdown_artifact(
         key="bnt-load-summary",
-        markdown=f"## {FLOW_NAME}: {bnt_fetch.TABLE}\n\n| metric | value |\n|---|---|\n{rows}\n",
+        markdown=f"## {FLOW_NAME}: {bnt_fetch.TABLE}\n\n| metric | value |\n|---|---|\n{rows}\n"
+        + _load_figures(summary, blocks),
         description=f"{bnt_fetch.TABLE} load {summary['range']}",
     )
     return summary
+
+
+def _load_figures(summary: dict[str, Any], blocks: Blocks) -> str:
+    """Chart and tables of what this run loaded (civiclake.report.artifact), as markdown."""
+    from civiclake.report.artifact import bnt_figures
+
+    start, stop = (date.fromisoformat(d) for d in summary["range"].strip("[)").split(", "))
+    return bnt_figures(settings_for(blocks), start, stop, summary["run_id"])
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -355,4 +364,4 @@ def bnt_hourly_traffic(
         "run_id": run_id,
         "duration_s": round(time.monotonic() - began, 2),
     }
-    return report(summary)
+    return report(summary, blocks=blocks)

@@ -428,7 +428,8 @@ def tlc_taxi_trips(
         "months": results,
         "duration_s": round(time.monotonic() - began, 2),
     }
-    _publish(summary)
+    load_taxi_zones(from_file, blocks=blocks)
+    _publish(summary, blocks)
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         detail = "; ".join(f"{color.value} {r['month']}: {r['error']}" for r in failed)
@@ -436,7 +437,7 @@ def tlc_taxi_trips(
     return summary
 
 
-def _publish(summary: dict[str, Any]) -> None:
+def _publish(summary: dict[str, Any], blocks: Blocks = None) -> None:
     lines = [
         "| month | status | read | loaded | rejected | by rule | snapshot | seconds |",
         "|---|---|---:|---:|---:|---|---|---:|",
@@ -453,6 +454,26 @@ def _publish(summary: dict[str, Any]) -> None:
         )
     create_markdown_artifact(
         key="tlc-load-summary",
-        markdown=f"## {FLOW_NAME}: {summary['table']} -> {summary['to']}\n\n" + "\n".join(lines),
+        markdown=f"## {FLOW_NAME}: {summary['table']} -> {summary['to']}\n\n"
+        + "\n".join(lines)
+        + _load_figures(summary, blocks),
         description=f"{summary['table']} months",
+    )
+
+
+def _load_figures(summary: dict[str, Any], blocks: Blocks) -> str:
+    """Chart and tables of what this run loaded (civiclake.report.artifact), as markdown."""
+    from civiclake.report.artifact import tlc_figures
+
+    return tlc_figures(settings_for(blocks), summary)
+
+
+@task(name="load-taxi-zones", cache_policy=NO_CACHE)
+def load_taxi_zones(from_file: str | None, blocks: Blocks = None) -> dict[str, Any]:
+    """``tlc.taxi_zones`` (the zone lookup) when missing; never fails the run (see tlc_zones)."""
+    from civiclake.sources import tlc_zones
+
+    run_id = str(flow_run.id or "local")
+    return tlc_zones.ensure(
+        settings_for(blocks), run_id=run_id, from_file=from_file, log=get_run_logger()
     )

@@ -4,8 +4,8 @@
 next request for ``path`` with an error, ``truncate(path)`` serves it cut short with a matching
 Content-Length (a corrupt file, not a network error), ``gather(n, timeout)`` holds every answer
 back until ``n`` requests are in flight (or ``timeout`` passed), so the overlap of concurrent
-clients is measured without depending on their timing (``max_in_flight``). Every request is
-recorded.
+clients is measured without depending on their timing (``max_in_flight``, of held paths).
+Every request is recorded.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class FileServer:
         self.requests: list[Served] = []
         self._failures: dict[str, list[int]] = {}
         self._truncated: set[str] = set()
-        self._gather: tuple[int, float] | None = None
+        self._gather: tuple[int, float, str] | None = None
         self._in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -53,10 +53,11 @@ class FileServer:
         with self._lock:
             self._truncated.add(path)
 
-    def gather(self, requests: int, timeout: float) -> None:
-        """Hold each answer until ``requests`` requests are in flight, at most ``timeout`` s."""
+    def gather(self, requests: int, timeout: float, *, prefix: str = "/") -> None:
+        """Hold each answer for a path under ``prefix`` until ``requests`` of them are in
+        flight, at most ``timeout`` s (``clear()`` releases every held answer)."""
         with self._lock:
-            self._gather = (requests, timeout)
+            self._gather = (requests, timeout, prefix)
 
     def clear(self) -> None:
         with self._lock:
@@ -65,26 +66,36 @@ class FileServer:
             self.requests.clear()
             self._gather = None
             self.max_in_flight = 0
+            self._changed.notify_all()  # held answers go now
 
     def gets(self, path: str) -> int:
         """How many requests for ``path`` were answered 200."""
         return sum(1 for r in self.requests if r.path == path and r.status == 200)
 
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
+        path = handler.path.split("?", 1)[0]
+        held = self._gather is not None and path.startswith(self._gather[2])
         with self._changed:
-            self._in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            self._changed.notify_all()
-            if self._gather is not None:
-                wanted, timeout = self._gather
+            if held:
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+                self._changed.notify_all()
+            gather = self._gather
+            if held and gather is not None:
+                wanted, timeout, _ = gather
                 deadline = time.monotonic() + timeout
-                while self._in_flight < wanted and time.monotonic() < deadline:
+                while (
+                    self._gather is gather
+                    and self._in_flight < wanted
+                    and time.monotonic() < deadline
+                ):
                     self._changed.wait(deadline - time.monotonic())
         try:
             self._respond(handler)
         finally:
-            with self._changed:
-                self._in_flight -= 1
+            if held:
+                with self._changed:
+                    self._in_flight -= 1
 
     def _respond(self, handler: BaseHTTPRequestHandler) -> None:
         path = handler.path.split("?", 1)[0]

@@ -1,0 +1,234 @@
+"""The numbers behind every chart, checked against independent SQL over the same tables
+(``civiclake.query.run_sql``, the engine of ``civiclake sql``) or the rows themselves."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import date
+
+import pyarrow.compute as pc
+import pytest
+from report_support import (
+    EMPTY_TABLE,
+    NO_TIME_TABLE,
+    ONE_ROW_TABLE,
+    SOCRATA_ROWS,
+    SOCRATA_TABLE,
+    Lake,
+)
+
+from civiclake import tables
+from civiclake.config import get_settings
+from civiclake.query import run_sql
+from civiclake.report import Page, build_page
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+
+def page(identifier: str, since: date | None = None) -> Page:
+    settings = get_settings()
+    return build_page(settings, tables.load_catalog(settings), identifier, since)
+
+
+def sql(query: str) -> list[dict]:
+    return run_sql(query, get_settings()).to_pylist()
+
+
+def scalar(query: str) -> object:
+    (row,) = sql(query)
+    return next(iter(row.values()))
+
+
+def test_bnt_page(at_lake: Lake) -> None:
+    p = page("mta.bnt_traffic_hourly")
+    assert p.kind == "bnt"
+    assert p.rows == scalar("SELECT count(*) FROM mta.bnt_traffic_hourly") == 6_720
+    charts = p.charts
+    assert all(c.svg.startswith("<svg") for k, c in charts.items() if k != "yoy_change")
+
+    per_facility: dict[str, int] = defaultdict(int)
+    for r in charts["daily_vehicles"].records:
+        per_facility[r["facility"]] += r["vehicles"]
+    expected = sql(
+        "SELECT facility, sum(vehicles_e_zpass) + sum(vehicles_vtoll) AS v "
+        "FROM mta.bnt_traffic_hourly GROUP BY facility"
+    )
+    assert per_facility == {r["facility"]: int(r["v"]) for r in expected}
+    days = {r["date"] for r in charts["daily_vehicles"].records}
+    assert len(days) == scalar("SELECT count(DISTINCT date) FROM mta.bnt_traffic_hourly") == 14
+
+    cells = charts["weekday_hour"].records
+    assert len(cells) == 7 * 24
+    (tuesday_8,) = [c for c in cells if c["weekday"] == "Tue" and c["hour"] == 8]
+    tuesdays = sql(
+        "SELECT date, sum(vehicles_e_zpass + vehicles_vtoll) AS v FROM mta.bnt_traffic_hourly "
+        "WHERE dayofweek(date) = 2 AND hour = 8 GROUP BY date"
+    )
+    assert tuesday_8["days"] == len(tuesdays) == 2
+    assert tuesday_8["avg_vehicles"] == pytest.approx(
+        sum(int(t["v"]) for t in tuesdays) / 2, abs=0.05
+    )
+
+    share = {(r["facility"], r["month"]): r for r in charts["ezpass_share"].records}
+    for r in sql(
+        "SELECT facility, sum(vehicles_e_zpass) AS e, sum(vehicles_vtoll) AS v "
+        "FROM mta.bnt_traffic_hourly GROUP BY facility"
+    ):
+        got = share[(r["facility"], "2024-03")]
+        assert (got["e_zpass"], got["vtoll"]) == (int(r["e"]), int(r["v"]))
+        e, v = int(r["e"]), int(r["v"])
+        assert got["e_zpass_share"] == pytest.approx(e / (e + v), abs=1e-4)
+
+    directions: Counter[str] = Counter()
+    for r in charts["direction"].records:
+        directions[r["direction"]] += r["vehicles"]
+    for d, name in (("I", "inbound"), ("O", "outbound")):
+        assert directions[name] == int(
+            scalar(
+                "SELECT sum(vehicles_e_zpass + vehicles_vtoll) FROM mta.bnt_traffic_hourly "
+                f"WHERE direction = '{d}'"
+            )
+        )
+    # two weeks of history: no year-over-year figure, and the page says why
+    assert charts["yoy_change"].records == []
+    assert "a year of history" in charts["yoy_change"].note
+
+
+def test_data_quality_section(at_lake: Lake) -> None:
+    p = page("mta.bnt_traffic_hourly")
+    rejects = p.charts["rejects_by_reason"].records
+    expected = sql(
+        "SELECT reason, count(*) AS n FROM mta.bnt_traffic_hourly_rejects GROUP BY reason"
+    )
+    assert {r["reason"]: r["rows"] for r in rejects} == {r["reason"]: r["n"] for r in expected}
+    assert sum(r["rows"] for r in rejects) == 4
+    assert {r["load"] for r in rejects} == {"file:bnt_sample.csv"}
+
+    table = tables.load_catalog(get_settings()).load_table("mta.bnt_traffic_hourly")
+    current = table.current_snapshot()
+    assert current is not None
+    history = p.tables["snapshots"].records
+    assert history[0]["snapshot_id"] == str(current.snapshot_id)  # newest first, id as text
+    assert sum(h["rows_added"] - h["rows_removed"] for h in history) == p.rows
+    assert history[0]["source"] == "file:bnt_sample.csv"
+    assert history[0]["range"] == "2024-03-01/2024-03-15"
+    last = {r["field"]: r["value"] for r in p.tables["last_load"].records}
+    assert last["run_id"] == current.summary.additional_properties["civiclake.run-id"]
+    assert last["rows-rejected"] == "4"
+    flows = p.charts["rows_per_snapshot"].records
+    assert sum(r["rows"] for r in flows) == p.rows
+
+
+def test_tlc_page_on_the_real_green_month(at_lake: Lake) -> None:
+    p = page("tlc.green_trips")
+    assert p.kind == "tlc"
+    rows = scalar("SELECT count(*) FROM tlc.green_trips")
+    assert p.rows == rows > 90_000
+    charts = p.charts
+    per_day = charts["trips_per_day"].records
+    assert sum(r["trips"] for r in per_day) == rows
+    assert len(per_day) == 31  # rows outside October are rejects, not trips
+    assert sum(r["trips"] for r in charts["trips_by_hour"].records) == rows
+    assert {r["hour"] for r in charts["trips_by_hour"].records} == set(range(24))
+
+    fares = charts["fare_distribution"].records
+    assert sum(r["trips"] for r in fares) == scalar(
+        "SELECT count(*) FROM tlc.green_trips WHERE fare_amount >= 0"
+    )
+    assert fares[-1]["bin_start"] == 100.0  # everything from 100 up lands in the last bar
+    assert fares[-1]["trips"] == scalar(
+        "SELECT count(*) FROM tlc.green_trips WHERE fare_amount >= 100"
+    )
+    tips = charts["tip_share_distribution"].records
+    assert sum(r["trips"] for r in tips) == scalar(
+        "SELECT count(*) FROM tlc.green_trips WHERE fare_amount > 0 AND tip_amount >= 0"
+    )
+    distance = charts["distance_distribution"].records
+    assert sum(r["trips"] for r in distance) == scalar(
+        "SELECT count(*) FROM tlc.green_trips WHERE trip_distance >= 0"
+    )
+
+    zones = charts["top_pickup_zones"].records
+    assert len(zones) == 15
+    expected = sql(
+        'SELECT "PULocationID" AS id, count(*) AS n FROM tlc.green_trips '
+        "GROUP BY 1 ORDER BY n DESC, id LIMIT 3"
+    )
+    names = {
+        r["locationid"]: f"{r['zone']} ({r['borough']})"
+        for r in sql("SELECT * FROM tlc.taxi_zones")
+    }
+    assert len(names) == 265  # the real lookup, loaded by the taxi run
+    assert [(z["location_id"], z["zone"], z["trips"]) for z in zones[:3]] == [
+        (e["id"], names[e["id"]], e["n"]) for e in expected
+    ]
+    payments = charts["payment_types"].records
+    assert sum(r["trips"] for r in payments) == rows
+    cash = [r for r in payments if r["payment"] == "Cash"]
+    assert cash[0]["trips"] == scalar("SELECT count(*) FROM tlc.green_trips WHERE payment_type = 2")
+
+    rejects = {r["reason"]: r["rows"] for r in charts["rejects_by_reason"].records}
+    assert rejects == {
+        r["reject_reason"]: r["n"]
+        for r in sql("SELECT reject_reason, count(*) AS n FROM tlc.green_trips_rejects GROUP BY 1")
+    }
+
+
+def test_generic_profile_of_a_socrata_table(at_lake: Lake) -> None:
+    p = page(SOCRATA_TABLE)
+    assert (p.kind, p.rows) == ("profile", SOCRATA_ROWS)
+    charts = p.charts
+    over_time = charts["rows_over_time"].records
+    assert "month" in over_time[0]  # 875 days of data are counted per month
+    assert sum(r["rows"] for r in over_time) == SOCRATA_ROWS
+    nulls = {r["column"]: r["null_rate"] for r in charts["null_rate"].records}
+    assert nulls["borough"] == pytest.approx(300 / SOCRATA_ROWS, abs=1e-4)
+    assert nulls["response_hours"] == pytest.approx(
+        scalar(f"SELECT count(*) FILTER (response_hours IS NULL) FROM {SOCRATA_TABLE}")
+        / SOCRATA_ROWS,
+        abs=1e-4,
+    )
+    assert nulls["unique_key"] == 0
+    agency = {r["value"]: r["rows"] for r in charts["top_values:agency"].records}
+    assert agency == {"NYPD": 750, "DOT": 750, "DSNY": 750, "HPD": 750}
+    assert "top_values:descriptor" not in charts  # 3,000 distinct values: not a category
+    summary = {r["column"]: r for r in p.tables["numeric_summary"].records}
+    table = tables.load_catalog(get_settings()).load_table(SOCRATA_TABLE).scan().to_arrow()
+    hours = table.column("response_hours")
+    assert summary["response_hours"]["max"] == pc.max(hours).as_py()
+    assert summary["response_hours"]["non_null"] == len(hours) - hours.null_count
+    assert summary["units"]["mean"] == pytest.approx(pc.mean(table.column("units")).as_py())
+
+
+def test_since_limits_the_charts(at_lake: Lake) -> None:
+    p = page("mta.bnt_traffic_hourly", since=date(2024, 3, 8))
+    assert p.rows == scalar(
+        "SELECT count(*) FROM mta.bnt_traffic_hourly WHERE date >= DATE '2024-03-08'"
+    )
+    assert min(r["date"] for r in p.charts["daily_vehicles"].records) == "2024-03-08"
+
+
+@pytest.mark.parametrize(
+    ("identifier", "says"),
+    [
+        (EMPTY_TABLE, "the table is empty"),
+        (ONE_ROW_TABLE, "one row only"),
+        (NO_TIME_TABLE, "no date or timestamp column"),
+    ],
+)
+def test_edge_tables_get_a_page_that_says_so(at_lake: Lake, identifier: str, says: str) -> None:
+    p = page(identifier)
+    texts = [*p.notes, *(n for s in p.sections for n in s.notes)]
+    assert any(says in t for t in texts), texts
+    if identifier == EMPTY_TABLE:
+        assert p.rows == 0
+        assert p.tables["snapshots"].records == []
+        assert p.tables["last_load"].note == "never loaded"
+    if identifier == ONE_ROW_TABLE:
+        assert p.charts["rows_over_time"].records == [{"day": "2024-05-01", "rows": 1}]
+    if identifier == NO_TIME_TABLE:
+        assert {r["value"]: r["rows"] for r in p.charts["top_values:code"].records} == {
+            "a": 2,
+            "b": 1,
+            "(null)": 1,
+        }
