@@ -27,6 +27,13 @@ from civiclake.config import Settings
 
 COMMIT_ATTEMPTS = 3
 SNAPSHOT_PROPERTY_PREFIX = "civiclake."
+# Set on every table civiclake creates: at each commit PyIceberg deletes the metadata files that
+# fall off a log of 20 versions (a daily load commits twice: ten days of metadata history), so
+# metadata does not pile up between `civiclake maintain` runs (which sets them on older tables).
+METADATA_PROPERTIES = {
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "20",
+}
 
 
 def load_catalog(settings: Settings) -> Catalog:
@@ -66,10 +73,14 @@ def ensure_table(
     partition_spec: PartitionSpec | None = None,
     properties: dict[str, str] | None = None,
 ) -> Table:
-    """Create the namespace and table when missing; return the table."""
+    """Create the namespace and table when missing (with ``METADATA_PROPERTIES``); return it."""
+    if catalog.table_exists(identifier):
+        # not create_table_if_not_exists alone: it writes a new metadata file before the
+        # catalog says the table exists, leaving one orphan file per load
+        return catalog.load_table(identifier)
     namespace = identifier.rsplit(".", 1)[0]
     catalog.create_namespace_if_not_exists(namespace)
-    kwargs: dict[str, object] = {"properties": properties or {}}
+    kwargs: dict[str, object] = {"properties": {**METADATA_PROPERTIES, **(properties or {})}}
     if partition_spec is not None:
         kwargs["partition_spec"] = partition_spec
     return catalog.create_table_if_not_exists(identifier, schema=schema, **kwargs)  # type: ignore[arg-type]
@@ -81,9 +92,14 @@ def ensure_table_for(
     """A table for an Arrow schema (PyIceberg assigns ids), partitioned by month(``month_of``)."""
     from pyiceberg.transforms import MonthTransform
 
-    namespace = identifier.rsplit(".", 1)[0]
-    catalog.create_namespace_if_not_exists(namespace)
-    table = catalog.create_table_if_not_exists(identifier, schema=schema)
+    if catalog.table_exists(identifier):
+        table = catalog.load_table(identifier)
+    else:
+        namespace = identifier.rsplit(".", 1)[0]
+        catalog.create_namespace_if_not_exists(namespace)
+        table = catalog.create_table_if_not_exists(
+            identifier, schema=schema, properties=METADATA_PROPERTIES
+        )
     if month_of and table.spec().is_unpartitioned():
         with table.update_spec() as update:
             update.add_field(month_of, MonthTransform(), f"{month_of}_month")
