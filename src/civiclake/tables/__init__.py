@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.schema import Schema
@@ -134,7 +134,10 @@ def replace_range(
                 tx.delete(delete_filter, snapshot_properties=props)
                 rows = append_chunks(tx, chunks(), props)
             break
-        except CommitFailedException:
+        except (CommitFailedException, ValidationException):
+            # ValidationException: PyIceberg's own rebase of this commit found a conflict (a
+            # concurrent `maintain --compact` rewrote the range's files, or expired the snapshot
+            # this load started from): replay the whole replacement on the refreshed table
             if attempt == COMMIT_ATTEMPTS:
                 raise
             time.sleep(0.2 * attempt)

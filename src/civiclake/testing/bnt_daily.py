@@ -2,7 +2,7 @@
 
 Each simulated day the portal holds the rows up to that day, and the whole current month is
 revised (its counts change every day, as the real dataset's recent days do), plus one invalid
-row dated that day (it lands in the rejects table). A day's load is what the deployment
+row for every day (they land in the rejects table). A day's load is what the deployment
 ``bnt-hourly-traffic/daily`` runs, through the same non-Prefect functions its tasks call
 (high-water mark minus the lookback through the end of the day, fetch, stage, commit), so
 tests and benchmarks run 40 days in seconds instead of 40 flow runs.
@@ -38,8 +38,9 @@ def portal_rows(first: date, day: int, *, bad: bool = False) -> list[dict[str, s
             row["vehicles_e_zpass"] = str(int(row["vehicles_e_zpass"]) + day)
         if bad and row["date"].startswith(today.isoformat()):
             row["vehicles_vtoll"] = str(int(row["vehicles_vtoll"]) * 2)
-    invalid = {**rows[-1], "hour": "24"}
-    return [*rows, invalid]
+    per_day = len(rows) // (day + 1)
+    invalid = [{**rows[i * per_day], "hour": "24"} for i in range(day + 1)]  # one a day
+    return [*rows, *invalid]
 
 
 @dataclass(frozen=True)
