@@ -50,3 +50,23 @@ def test_maintenance_flow_expires_under_the_table_locks(
         assert limit.limit == 1 and limit.active_slots == 0  # taken, and given back
         artifact = client.read_latest_artifacts()
     assert any(a.key == "civiclake-maintenance-summary" for a in artifact)
+
+
+def test_weekly_deployment_runs_this_flow_with_valid_parameters() -> None:
+    import yaml
+    from prefect.exceptions import ParameterTypeError
+
+    from civiclake.flows.maintenance import FLOW_NAME, civiclake_maintenance
+
+    spec = yaml.safe_load((Path(__file__).parents[2] / "prefect.yaml").read_text())
+    (weekly,) = [d for d in spec["deployments"] if d["name"] == "weekly"]
+    path, _, name = weekly["entrypoint"].partition(":")
+    assert (
+        path == "src/civiclake/flows/maintenance.py" and name == civiclake_maintenance.fn.__name__
+    )
+    assert civiclake_maintenance.name == FLOW_NAME == "civiclake-maintenance"
+    assert weekly["enforce_parameter_schema"] is True
+    assert weekly["schedules"][0]["cron"] == "30 5 * * 0"
+    civiclake_maintenance.validate_parameters(weekly["parameters"])
+    with pytest.raises(ParameterTypeError):
+        civiclake_maintenance.validate_parameters({"orphans_older_than": "3 weeks"})

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pyarrow as pa
 from table_support import FIRST_DAY, ROWS_PER_DAY, cli, cli_json, full_rows, load_table
@@ -142,3 +146,49 @@ def test_rollback_undoes_a_bad_load_and_the_next_load_works(socrata: SocrataServ
     parent = load_table().snapshot_by_id(fixed.snapshot_id)
     ancestors = {e["snapshot_id"] for e in cli_json("history", bnt.TABLE)}
     assert parent is not None and good[-1].snapshot_id in ancestors
+
+
+def _two_rejects_loads() -> list[int]:
+    catalog = tables.load_catalog(get_settings())
+    table = tables.ensure_table(catalog, bnt.REJECTS_TABLE, bnt.REJECTS_SCHEMA)
+    for run in ("r1", "r2"):
+        row = {
+            "date": date(2024, 1, 1),
+            "reason": run,
+            "raw_record": "{}",
+            "load_range": "x",
+            "load_run_id": run,
+            "load_source": "test",
+            "rejected_at": datetime.now(UTC),
+        }
+        tables.replace_range(
+            table,
+            bnt.LoadRange(date(2024, 1, 1), date(2024, 1, 2)).table_filter(),
+            lambda row=row: [pa.Table.from_pylist([row], schema=bnt.REJECTS_ARROW_SCHEMA)],
+            {"run-id": run, "source": "test"},
+        )
+    table.refresh()
+    return [s.snapshot_id for s in table.metadata.snapshots]
+
+
+def test_table_operations_do_not_import_prefect(civiclake_home: Path) -> None:
+    first = _two_rejects_loads()[0]
+    name = bnt.REJECTS_TABLE
+    code = (
+        "import sys\n"
+        "from civiclake.cli import app\n"
+        f"for args in (['history', '{name}'], ['sql', 'SELECT * FROM {name}', '--as-of',"
+        f" '{first}'], ['maintain', '--dry-run'], ['rollback', '{name}', '--to', '{first}',"
+        " '--yes']):\n"
+        "    try:\n"
+        "        app(args)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code in (0, None), (args, e.code)\n"
+        "assert 'prefect' not in sys.modules, 'prefect was imported'\n"
+    )
+    env = {**os.environ, "CIVICLAKE_HOME": str(civiclake_home)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert load_table(name).current_snapshot().snapshot_id == first
