@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from civiclake.config import Settings, get_settings
@@ -52,7 +53,8 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except CivicLakeError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            # escaped: a message quotes user input and paths, e.g. a table named a[s3]b
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
@@ -397,9 +399,11 @@ def sql(
         payload = [{n: to_python(row[n]) for n in names} for row in rows]
         sys.stdout.write(json.dumps(payload, default=str) + "\n")
     else:
-        table = RichTable(*names)
+        table = RichTable(*(escape(n) for n in names))
         for row in rows:
-            table.add_row(*("" if row[n] is None else str(to_python(row[n])) for n in names))
+            table.add_row(
+                *("" if row[n] is None else escape(str(to_python(row[n]))) for n in names)
+            )
         out.print(table)
         out.print(f"{len(rows):,} row{'s' if len(rows) != 1 else ''}", style="dim")
 
@@ -442,12 +446,12 @@ def list_tables(
     table.columns[0].no_wrap = True
     for s in summaries:
         table.add_row(
-            s.identifier,
+            escape(s.identifier),
             f"{s.rows:,}",
             str(s.snapshots),
             s.last_load_at.strftime("%Y-%m-%d %H:%M:%S") if s.last_load_at else "",
-            (s.last_run_id or "")[:8],
-            s.last_source or "",
+            escape((s.last_run_id or "")[:8]),
+            escape(s.last_source or ""),
         )
     out.print(table)
 
@@ -506,8 +510,6 @@ def history_command(
     lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
 ) -> None:
     """One line per snapshot of a table, newest first: what each load did."""
-    from rich.markup import escape
-
     from civiclake.tables.history import JSON_KEYS, snapshot_history
 
     _, iceberg = _table_arg(_settings(lake), table)
@@ -567,8 +569,6 @@ def rollback_command(
     lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
 ) -> None:
     """Make an earlier snapshot current again (undo a bad load); recorded in the history."""
-    from rich.markup import escape
-
     from civiclake.tables.history import committed_at, plan_rollback, rollback
 
     _, iceberg = _table_arg(_settings(lake), table)
@@ -629,8 +629,6 @@ def maintain_command(
     lake: str | None = typer.Option(None, "--lake", help=LAKE_HELP, show_default=False),
 ) -> None:
     """Expire old snapshots, delete files nothing references, optionally compact."""
-    from rich.markup import escape
-
     from civiclake import tables
     from civiclake.tables import maintenance
 
@@ -647,6 +645,9 @@ def maintain_command(
     every = maintenance.resolve_tables(catalog, [])
     locations = maintenance.table_locations(catalog, every)
     the_lake = settings.lake()
+    if not chosen:
+        out.print("no tables yet: nothing to maintain")
+        return
     reports = []
     for name in chosen:
         err.print(f"maintaining {escape(name)} ...", highlight=False)

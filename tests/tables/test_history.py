@@ -90,9 +90,13 @@ def test_history_prints_brackets_verbatim_and_bad_names_fail() -> None:
     shown = cli("history", bnt.REJECTS_TABLE)
     assert shown.exit_code == 0, shown.output
     assert "a[s3]b" in shown.stdout and "[bold]x[/bold]" in shown.stdout
+    assert "a[s3]b" in cli("sql", f"SELECT load_source FROM {bnt.REJECTS_TABLE}").stdout
+    assert "a[s3]b" in cli("tables").stdout
     for args, message in [
         (("history", "nope"), "error: 'nope' is not a table name: give namespace.table"),
         (("history", "mta.nope"), "error: no table mta.nope: `civiclake tables` lists them"),
+        (("history", "a[s3]b.x"), "error: no table a[s3]b.x: `civiclake tables` lists them"),
+        (("sql", "SELECT 1", "--as-of", "x[s3]"), "error: --as-of: 'x[s3]' is neither"),
         (("rollback", "mta.nope", "--to", "1", "--yes"), "error: no table mta.nope"),
     ]:
         result = cli(*args)
