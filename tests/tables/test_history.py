@@ -58,6 +58,11 @@ def test_history_lists_every_snapshot_newest_first(socrata: SocrataServer) -> No
     for older, newer in zip(entries[1:], entries, strict=False):
         assert newer["parent_id"] == older["snapshot_id"]
 
+    early = cli("sql", "SELECT 1 FROM mta.bnt_traffic_hourly", "--as-of", "2001-01-01")
+    assert early.exit_code == 2
+    assert early.output.startswith(
+        f"error: {bnt.TABLE} did not exist yet at 2001-01-01T00:00:00+00:00 (its first snapshot "
+    )
     assert cli_json("history", bnt.TABLE, "--limit", "2") == entries[:2]
     text = cli("history", bnt.TABLE, "--format", "csv").stdout
     rows = list(csv.DictReader(io.StringIO(text)))

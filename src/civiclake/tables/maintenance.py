@@ -295,7 +295,9 @@ def _commit_with_retries(table: Table, attempt: Callable[[], None], what: str) -
         try:
             attempt()
             return
-        except CommitFailedException:
+        except (CommitFailedException, ValueError):
+            # ValueError: PyIceberg found a snapshot to expire already gone (another maintain
+            # expired it meanwhile); the ids are recomputed from the refreshed table
             if number == COMMIT_ATTEMPTS:
                 raise CivicLakeError(
                     f"{what}: the table kept changing under maintain ({COMMIT_ATTEMPTS} commit "
