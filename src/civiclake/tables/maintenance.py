@@ -42,7 +42,9 @@ from pyiceberg.expressions import (
     LessThan,
 )
 from pyiceberg.table import Table
+from pyiceberg.table.refs import MAIN_BRANCH
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
+from pyiceberg.table.update import AssertRefSnapshotId
 from pyiceberg.transforms import IdentityTransform, MonthTransform
 from pyiceberg.types import DateType, TimestampType, TimestamptzType
 
@@ -315,10 +317,18 @@ def _expire(
     expired: list[int] = []
 
     def attempt() -> None:
+        table.refresh()
         ids = snapshots_to_expire(table, options, now)
         expired[:] = ids
         if ids and not options.dry_run:
-            table.maintenance.expire_snapshots().by_ids(ids).commit()
+            expire = table.maintenance.expire_snapshots().by_ids(ids)
+            # PyIceberg's expiry asserts nothing about the table, and the catalog applies it to
+            # whatever is current: a load or rollback committed meanwhile would be judged on the
+            # stale state (a rolled-back-to snapshot could even be expired). Require the branch
+            # to be where the ids were computed; a conflict retries on the refreshed table.
+            current = table.metadata.current_snapshot_id
+            expire._requirements = (AssertRefSnapshotId(ref=MAIN_BRANCH, snapshot_id=current),)
+            expire.commit()
 
     _commit_with_retries(table, attempt, f"{report.table}: expiring snapshots")
     report.snapshots_expired = expired
