@@ -520,11 +520,20 @@ def sql(
         OutputFormat.table, "--format", "-f", help="table for people; csv or json for scripts."
     ),
     lake: str | None = LAKE_OPTION,
+    as_of: str | None = typer.Option(
+        None,
+        "--as-of",
+        help="Time travel: a snapshot id or a timestamp (2026-12-01T08:00:00Z); every table "
+        "the query mentions is read as it was then.",
+        show_default=False,
+    ),
 ) -> None:
     """Run SQL (DuckDB) over the catalog's Iceberg tables."""
     from civiclake.query import run_sql, to_python
+    from civiclake.tables.history import parse_as_of
 
-    result = run_sql(query, _settings(lake))
+    when = parse_as_of(as_of) if as_of is not None else None
+    result = run_sql(query, _settings(lake), as_of=when)
     names = result.column_names
     rows = result.to_pylist()
     if output is OutputFormat.csv:
@@ -536,7 +545,7 @@ def sql(
         payload = [{n: to_python(row[n]) for n in names} for row in rows]
         sys.stdout.write(json.dumps(payload, default=str) + "\n")
     else:
-        table = RichTable(*names)
+        table = RichTable(*(n for n in names))
         for row in rows:
             table.add_row(*("" if row[n] is None else str(to_python(row[n])) for n in names))
         out.print(table)
@@ -624,6 +633,247 @@ def report(
         on_page=lambda path: out.print(str(path), soft_wrap=True),
     )
     out.print(str(index), soft_wrap=True)
+
+
+# ---------------------------------------------------------------- table operations
+# history, rollback and maintain: metadata work on the catalog's tables, no Prefect (the
+# scheduled `civiclake-maintenance` flow runs the same code under the per-table load locks).
+# The consoles print text verbatim (no markup): a source or path like `a[s3]b` shows as is.
+
+
+def _table_arg(settings: Settings, name: str) -> tuple[Any, Any]:
+    """The catalog and the table ``namespace.table``, or a one-line error."""
+    from civiclake import tables
+
+    if "." not in name.strip("."):
+        raise ParameterError(f"{name!r} is not a table name: give namespace.table")
+    catalog = tables.load_catalog(settings)
+    if not catalog.table_exists(name):
+        raise ParameterError(f"no table {name}: `civiclake tables` lists them")
+    return catalog, catalog.load_table(name)
+
+
+WIDE_OUTPUT = 220  # columns for wide tables when stdout is not a terminal (pipes, logs)
+
+
+def _print_wide(renderable: Any) -> None:
+    """A wide table at full width when piped, instead of squeezed into 80 columns."""
+    (out if out.is_terminal else plain_console(width=WIDE_OUTPUT)).print(renderable)
+
+
+def _count(value: int) -> str:
+    return f"{value:,}"
+
+
+def _size(value: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,} B" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024  # type: ignore[assignment]
+    return str(value)
+
+
+@app.command("history")
+@user_errors
+def history_command(
+    table: str = typer.Argument(..., help="The table, as namespace.table."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Show the newest N snapshots only.", show_default=False
+    ),
+    output: OutputFormat = typer.Option(
+        OutputFormat.table, "--format", "-f", help="table for people; csv or json for scripts."
+    ),
+    lake: str | None = LAKE_OPTION,
+) -> None:
+    """One line per snapshot of a table, newest first: what each load did."""
+    from civiclake.tables.history import JSON_KEYS, snapshot_history
+
+    _, iceberg = _table_arg(_settings(lake), table)
+    entries = snapshot_history(iceberg, limit)
+    records = [e.as_json() for e in entries]
+    if output is OutputFormat.json:
+        sys.stdout.write(json.dumps(records) + "\n")
+        return
+    if output is OutputFormat.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(JSON_KEYS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        return
+    if not entries:
+        out.print(f"{table} has no snapshot yet", highlight=False)
+        return
+    from pyiceberg.table.snapshots import ancestors_of
+
+    live = {s.snapshot_id for s in ancestors_of(iceberg.current_snapshot(), iceberg.metadata)}
+    view = RichTable(
+        "snapshot",
+        "committed (UTC)",
+        "operation",
+        "run",
+        "source",
+        "range",
+        "added",
+        "deleted",
+        "total",
+        "current",
+        title=table,
+    )
+    view.columns[0].no_wrap = True
+    for e in entries:
+        state = "current" if e.current else ("" if e.snapshot_id in live else "rolled back")
+        view.add_row(
+            str(e.snapshot_id),
+            e.committed_at.strftime("%Y-%m-%d %H:%M:%S"),
+            e.operation,
+            (e.run_id or "")[:8],
+            e.source or "",
+            e.range or "",
+            _count(e.rows_added),
+            _count(e.rows_deleted),
+            _count(e.total_rows),
+            state,
+        )
+    _print_wide(view)
+
+
+@app.command("rollback")
+@user_errors
+def rollback_command(
+    table: str = typer.Argument(..., help="The table, as namespace.table."),
+    to: int = typer.Option(..., "--to", help="The snapshot to make current again."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    lake: str | None = LAKE_OPTION,
+) -> None:
+    """Make an earlier snapshot current again (undo a bad load); recorded in the history."""
+    from civiclake.tables.history import committed_at, plan_rollback, rollback
+
+    _, iceberg = _table_arg(_settings(lake), table)
+    plan = plan_rollback(iceberg, table, to)
+    summary = plan.target.summary
+    rows = int(summary.additional_properties.get("total-records", 0)) if summary else 0
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ParameterError("rollback changes the table: not a terminal, so pass --yes")
+        question = (
+            f"Roll {table} back from snapshot {plan.current} to {to} "
+            f"({committed_at(plan.target):%Y-%m-%d %H:%M:%S} UTC, {rows:,} rows)? "
+            f"{plan.undone} later snapshot(s) stop being current"
+        )
+        if not typer.confirm(question, default=False):
+            raise CivicLakeError("rollback cancelled: the table is unchanged")
+    rollback(iceberg, plan)
+    out.print(
+        f"{table}: snapshot {to} is current again ({rows:,} rows); "
+        f"{plan.undone} later snapshot(s) undone (kept until maintain expires them)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+class MaintainFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.command("maintain")
+@user_errors
+def maintain_command(
+    names: list[str] = typer.Argument(
+        None, help="Tables (namespace.table) [default: every table].", show_default=False
+    ),
+    retain_days: int = typer.Option(
+        7, "--retain-days", min=0, help="Keep snapshots younger than this many days."
+    ),
+    retain_last: int = typer.Option(
+        10, "--retain-last", min=1, help="Always keep the last N snapshots of the current history."
+    ),
+    orphans_older_than: str = typer.Option(
+        "3d",
+        "--orphans-older-than",
+        help="Remove orphan files (crashed runs) older than this: Nd or Nh; 0 means now "
+        "(only when no load is running: a running load's files are orphans until it commits).",
+    ),
+    compact: bool = typer.Option(
+        False, "--compact", help="Rewrite each partition's small files into few large ones."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="List what would be removed (with sizes); change nothing."
+    ),
+    output: MaintainFormat = typer.Option(
+        MaintainFormat.table, "--format", "-f", help="table for people; json for scripts."
+    ),
+    lake: str | None = LAKE_OPTION,
+) -> None:
+    """Expire old snapshots, delete files nothing references, optionally compact."""
+    from civiclake import tables
+    from civiclake.tables import maintenance
+
+    options = maintenance.MaintainOptions(
+        retain_days=retain_days,
+        retain_last=retain_last,
+        orphans_older_than=maintenance.parse_duration(orphans_older_than),
+        compact=compact,
+        dry_run=dry_run,
+    )
+    settings = _settings(lake)
+    catalog = tables.load_catalog(settings)
+    chosen = maintenance.resolve_tables(catalog, list(names or []))
+    every = maintenance.resolve_tables(catalog, [])
+    locations = maintenance.table_locations(catalog, every)
+    the_lake = settings.lake()
+    if not chosen:
+        out.print("no tables yet: nothing to maintain")
+        return
+    reports = []
+    for name in chosen:
+        err.print(f"maintaining {name} ...", highlight=False)
+        reports.append(
+            maintenance.maintain_table(catalog, name, the_lake, options, other_locations=locations)
+        )
+    if output is MaintainFormat.json:
+        payload = []
+        for r in reports:
+            item = r.as_json()
+            if dry_run:
+                item["files"] = [{"path": f.url, "size": f.size, "kind": f.kind} for f in r.removed]
+            payload.append(item)
+        sys.stdout.write(json.dumps(payload) + "\n")
+        return
+    if dry_run:
+        for r in reports:
+            for f in r.removed:
+                out.print(
+                    f"would remove {f.kind} {f.url} ({_size(f.size)})",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+    verb = "would remove" if dry_run else "removed"
+    view = RichTable(
+        "table",
+        "snapshots expired",
+        "kept",
+        f"files {verb}",
+        "bytes",
+        "orphans (kept young)",
+        "files compacted",
+        "files before -> after",
+        "seconds",
+        title="civiclake maintain" + (" --dry-run (nothing changed)" if dry_run else ""),
+    )
+    view.columns[0].no_wrap = True
+    for r in reports:
+        view.add_row(
+            r.table,
+            _count(len(r.snapshots_expired)),
+            _count(r.snapshots_kept),
+            _count(len(r.removed)),
+            _size(r.bytes_removed),
+            f"{len(r.orphans_removed):,} ({r.orphans_kept:,})",
+            f"{r.files_compacted:,} -> {r.files_written:,}" if compact else "",
+            f"{r.files_before:,} -> {r.files_after:,}",
+            f"{r.seconds:.2f}",
+        )
+    _print_wide(view)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ Only tables the query mentions are planned, so a query costs one table's metadat
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +22,7 @@ from pyiceberg.table import Table
 
 from civiclake import tables
 from civiclake.config import Settings
-from civiclake.errors import CivicLakeError
+from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake, scheme_of
 
 
@@ -35,11 +36,19 @@ def _mentions(sql: str, namespace: str, name: str) -> bool:
 
 
 def _register(
-    con: duckdb.DuckDBPyConnection, table: Table, namespace: str, name: str, lake: Lake
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    namespace: str,
+    name: str,
+    lake: Lake,
+    snapshot_id: int | None = None,
 ) -> None:
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(namespace)}")
     target = f"{_quote(namespace)}.{_quote(name)}"
-    tasks = list(table.scan().plan_files()) if table.current_snapshot() else []
+    scan = table.scan(snapshot_id=snapshot_id)
+    has_data = snapshot_id is not None or table.current_snapshot() is not None
+    tasks = list(scan.plan_files()) if has_data else []
+    schema = scan.projection()  # the schema of that snapshot (time travel)
     if tasks and not any(t.delete_files for t in tasks):
         paths = [t.file.file_path for t in tasks]
         if all(p.startswith("file://") or p.startswith("/") for p in paths):
@@ -52,32 +61,72 @@ def _register(
             paths = []
         if paths:
             listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-            columns = ", ".join(_quote(f.name) for f in table.schema().fields)
+            columns = ", ".join(_quote(f.name) for f in schema.fields)
             con.execute(
                 f"CREATE VIEW {target} AS SELECT {columns} FROM "
                 f"read_parquet([{listing}], union_by_name=true)"
             )
             return
     # merge-on-read deletes, or files outside the lake: PyIceberg's reader applies everything
-    arrow = table.scan().to_arrow() if tasks else table.schema().as_arrow().empty_table()
+    arrow = scan.to_arrow() if tasks else schema.as_arrow().empty_table()
     view = f"__iceberg_{namespace}_{name}"
     con.register(view, arrow)
     con.execute(f"CREATE VIEW {target} AS SELECT * FROM {_quote(view)}")
 
 
 def connect_for(
-    sql: str, settings: Settings, catalog: Catalog | None = None
+    sql: str,
+    settings: Settings,
+    catalog: Catalog | None = None,
+    as_of: int | datetime | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB where every catalog table the SQL mentions is a view."""
+    """An in-memory DuckDB where every catalog table the SQL mentions is a view; with
+    ``as_of`` (a snapshot id or a time), each as it was then."""
     catalog = catalog or tables.load_catalog(settings)
     lake = settings.lake()
+    mentioned = [
+        (".".join(ident[:-1]), ident[-1], catalog.load_table(ident))
+        for namespace in catalog.list_namespaces()
+        for ident in catalog.list_tables(namespace)
+        if _mentions(sql, ".".join(ident[:-1]), ident[-1])
+    ]
+    snapshots = _as_of_snapshots(mentioned, as_of)
     con = duckdb.connect()
-    for namespace in catalog.list_namespaces():
-        for ident in catalog.list_tables(namespace):
-            ns, name = ".".join(ident[:-1]), ident[-1]
-            if _mentions(sql, ns, name):
-                _register(con, catalog.load_table(ident), ns, name, lake)
+    for ns, name, table in mentioned:
+        _register(con, table, ns, name, lake, snapshots.get(f"{ns}.{name}"))
     return con
+
+
+def _as_of_snapshots(
+    mentioned: list[tuple[str, str, Table]], as_of: int | datetime | None
+) -> dict[str, int]:
+    """The snapshot of each mentioned table at ``as_of``. A snapshot id names one table's
+    snapshot; the other tables are read as they were when it was committed."""
+    from civiclake.tables import history
+
+    if as_of is None:
+        return {}
+    if not mentioned:
+        raise ParameterError("--as-of: the query mentions no table of the catalog")
+    chosen: dict[str, int] = {}
+    when: datetime
+    if isinstance(as_of, int):
+        owners = [(f"{ns}.{n}", t) for ns, n, t in mentioned if t.snapshot_by_id(as_of)]
+        if not owners:
+            names = ", ".join(f"{ns}.{n}" for ns, n, _ in mentioned)
+            # the one-line reason of the first table (expired, or no such snapshot)
+            history.snapshot_for(mentioned[0][2], names, as_of)
+        owner, owner_table = owners[0]
+        snap = history.snapshot_for(owner_table, owner, as_of)
+        chosen[owner] = snap.snapshot_id
+        when = history.committed_at(snap)
+    else:
+        when = as_of
+    for ns, name, table in mentioned:
+        key = f"{ns}.{name}"
+        if key not in chosen:
+            chosen[key] = history.snapshot_at(table, key, when).snapshot_id
+    return chosen
 
 
 def _register_filesystem(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
@@ -86,9 +135,10 @@ def _register_filesystem(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
         con.register_filesystem(lake.fs)
 
 
-def run_sql(sql: str, settings: Settings) -> pa.Table:
-    """Run one statement; DuckDB errors become one-line ``CivicLakeError``s."""
-    con = connect_for(sql, settings)
+def run_sql(sql: str, settings: Settings, as_of: int | datetime | None = None) -> pa.Table:
+    """Run one statement (over the tables as of ``as_of``, if given); DuckDB errors become
+    one-line ``CivicLakeError``s."""
+    con = connect_for(sql, settings, as_of=as_of)
     try:
         relation = con.sql(sql)
         if relation is None:  # a statement without a result (CREATE, SET, ...)

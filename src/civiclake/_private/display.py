@@ -19,9 +19,9 @@ from rich.text import Text
 ID_SUFFIXES = ("_id", "_ids")
 
 
-def plain_console(*, stderr: bool = False) -> Console:
+def plain_console(*, stderr: bool = False, width: int | None = None) -> Console:
     """A console that prints every string exactly as given."""
-    return Console(stderr=stderr, markup=False, emoji=False, highlight=False)
+    return Console(stderr=stderr, markup=False, emoji=False, highlight=False, width=width)
 
 
 def styled(text: str, style: str) -> Text:

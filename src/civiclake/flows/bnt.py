@@ -31,7 +31,6 @@ from civiclake.flows._params import (
     TokenBlockParam,
     WarehouseBlockParam,
 )
-from civiclake.lake import iter_table_chunks
 from civiclake.sources import bnt_fetch
 from civiclake.sources.socrata import SocrataClient
 
@@ -168,18 +167,13 @@ def load(
         "rows-rejected": str(staged["rows_rejected"]),
     }
     with table_lock(bnt_fetch.TABLE):
-        table = tables.ensure_table(catalog, bnt_fetch.TABLE, bnt.SCHEMA, bnt.PARTITION_SPEC)
-        main = tables.replace_range(
-            table,
-            load_range.table_filter(),
-            lambda: iter_table_chunks(lake, staged["valid_url"]),
-            props,
-        )
-        rejects_table = tables.ensure_table(catalog, bnt_fetch.REJECTS_TABLE, bnt.REJECTS_SCHEMA)
-        rejects = tables.replace_range(
-            rejects_table,
-            load_range.rejects_filter(load_key),
-            lambda: iter_table_chunks(lake, staged["rejects_url"]),
+        main, rejects = bnt.commit_staged(
+            catalog,
+            lake,
+            staged["valid_url"],
+            staged["rejects_url"],
+            load_range,
+            load_key,
             props,
         )
     get_run_logger().info(

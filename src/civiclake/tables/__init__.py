@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.schema import Schema
@@ -33,6 +33,13 @@ SNAPSHOT_PROPERTY_PREFIX = "civiclake."
 # SqlCatalog creates its own tables when opened (check, then CREATE): months opening a fresh
 # catalog at once raced to "table iceberg_tables already exists" (seen with 4 months in flight).
 _CATALOG_INIT_LOCK = threading.Lock()
+# Set on every table civiclake creates: at each commit PyIceberg deletes the metadata files that
+# fall off a log of 20 versions (a daily load commits twice: ten days of metadata history), so
+# metadata does not pile up between `civiclake maintain` runs (which sets them on older tables).
+METADATA_PROPERTIES = {
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "20",
+}
 
 
 def load_catalog(settings: Settings) -> Catalog:
@@ -80,10 +87,14 @@ def ensure_table(
     partition_spec: PartitionSpec | None = None,
     properties: dict[str, str] | None = None,
 ) -> Table:
-    """Create the namespace and table when missing; return the table."""
+    """Create the namespace and table when missing (with ``METADATA_PROPERTIES``); return it."""
+    if catalog.table_exists(identifier):
+        # not create_table_if_not_exists alone: it writes a new metadata file before the
+        # catalog says the table exists, leaving one orphan file per load
+        return catalog.load_table(identifier)
     namespace = identifier.rsplit(".", 1)[0]
     catalog.create_namespace_if_not_exists(namespace)
-    kwargs: dict[str, object] = {"properties": properties or {}}
+    kwargs: dict[str, object] = {"properties": {**METADATA_PROPERTIES, **(properties or {})}}
     if partition_spec is not None:
         kwargs["partition_spec"] = partition_spec
     return catalog.create_table_if_not_exists(identifier, schema=schema, **kwargs)  # type: ignore[arg-type]
@@ -95,9 +106,14 @@ def ensure_table_for(
     """A table for an Arrow schema (PyIceberg assigns ids), partitioned by month(``month_of``)."""
     from pyiceberg.transforms import MonthTransform
 
-    namespace = identifier.rsplit(".", 1)[0]
-    catalog.create_namespace_if_not_exists(namespace)
-    table = catalog.create_table_if_not_exists(identifier, schema=schema)
+    if catalog.table_exists(identifier):
+        table = catalog.load_table(identifier)
+    else:
+        namespace = identifier.rsplit(".", 1)[0]
+        catalog.create_namespace_if_not_exists(namespace)
+        table = catalog.create_table_if_not_exists(
+            identifier, schema=schema, properties=METADATA_PROPERTIES
+        )
     if month_of and table.spec().is_unpartitioned():
         with table.update_spec() as update:
             update.add_field(month_of, MonthTransform(), f"{month_of}_month")
@@ -132,7 +148,10 @@ def replace_range(
                 tx.delete(delete_filter, snapshot_properties=props)
                 rows = append_chunks(tx, chunks(), props)
             break
-        except CommitFailedException:
+        except (CommitFailedException, ValidationException):
+            # ValidationException: PyIceberg's own rebase of this commit found a conflict (a
+            # concurrent `maintain --compact` rewrote the range's files, or expired the snapshot
+            # this load started from): replay the whole replacement on the refreshed table
             if attempt == COMMIT_ATTEMPTS:
                 raise
             time.sleep(0.2 * attempt)
@@ -197,11 +216,14 @@ def ensure_table_from_arrow(
     a column that disappears at the source stays, NULL from then on)."""
     from pyiceberg.transforms import DayTransform, MonthTransform, YearTransform
 
-    namespace = identifier.rsplit(".", 1)[0]
-    catalog.create_namespace_if_not_exists(namespace)
-    table = catalog.create_table_if_not_exists(
-        identifier, schema=schema, properties=properties or {}
-    )
+    if catalog.table_exists(identifier):  # (see ensure_table: no orphan metadata per load)
+        table = catalog.load_table(identifier)
+    else:
+        namespace = identifier.rsplit(".", 1)[0]
+        catalog.create_namespace_if_not_exists(namespace)
+        table = catalog.create_table_if_not_exists(
+            identifier, schema=schema, properties={**METADATA_PROPERTIES, **(properties or {})}
+        )
     if partition and table.spec().is_unpartitioned() and table.current_snapshot() is None:
         transform_name, column = partition
         transform = {"day": DayTransform, "month": MonthTransform, "year": YearTransform}[

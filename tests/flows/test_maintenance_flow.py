@@ -1,0 +1,72 @@
+"""The ``civiclake-maintenance`` flow for real (temporary Prefect server): it maintains every
+table under the loads' per-table lock and publishes a summary artifact."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from civiclake import tables
+from civiclake.config import get_settings
+from civiclake.sources import bnt
+from civiclake.testing import bnt_daily
+from civiclake.testing.socrata import SocrataServer
+
+pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
+FIRST_DAY = date(2024, 1, 10)
+
+
+def test_maintenance_flow_expires_under_the_table_locks(
+    monkeypatch: pytest.MonkeyPatch, civiclake_home: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from civiclake.flows._locks import lock_name
+    from civiclake.flows.maintenance import civiclake_maintenance
+
+    with SocrataServer({}) as server:
+        monkeypatch.setenv("CIVICLAKE_SOCRATA_URL", server.url)
+        for day in range(3):
+            bnt_daily.load_day(get_settings(), server, FIRST_DAY, day)
+    catalog = tables.load_catalog(get_settings())
+    rows = catalog.load_table(bnt.TABLE).scan().to_arrow().num_rows
+
+    dry = civiclake_maintenance(retain_days=0, retain_last=2, dry_run=True)
+    assert [r["table"] for r in dry] == [bnt.TABLE, bnt.REJECTS_TABLE]
+    assert all(r["dry_run"] and r["snapshots_expired"] > 0 for r in dry)
+    assert len(catalog.load_table(bnt.TABLE).metadata.snapshots) > 2  # nothing changed
+
+    reports = civiclake_maintenance(retain_days=0, retain_last=2, tables=[bnt.TABLE])
+    assert [r["table"] for r in reports] == [bnt.TABLE]
+    assert reports[0]["snapshots_kept"] == 2 and reports[0]["files_removed"] > 0
+    table = catalog.load_table(bnt.TABLE)
+    assert len(table.metadata.snapshots) == 2 and table.scan().to_arrow().num_rows == rows
+    assert len(catalog.load_table(bnt.REJECTS_TABLE).metadata.snapshots) > 2  # not named
+
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(lock_name(bnt.TABLE))
+        assert limit.limit == 1 and limit.active_slots == 0  # taken, and given back
+        artifact = client.read_latest_artifacts()
+    assert any(a.key == "civiclake-maintenance-summary" for a in artifact)
+
+
+def test_weekly_deployment_runs_this_flow_with_valid_parameters() -> None:
+    import yaml
+    from prefect.exceptions import ParameterTypeError
+
+    from civiclake.flows.maintenance import FLOW_NAME, civiclake_maintenance
+
+    spec = yaml.safe_load((Path(__file__).parents[2] / "prefect.yaml").read_text())
+    (weekly,) = [d for d in spec["deployments"] if d["name"] == "weekly"]
+    path, _, name = weekly["entrypoint"].partition(":")
+    assert (
+        path == "src/civiclake/flows/maintenance.py" and name == civiclake_maintenance.fn.__name__
+    )
+    assert civiclake_maintenance.name == FLOW_NAME == "civiclake-maintenance"
+    assert weekly["enforce_parameter_schema"] is True
+    assert weekly["schedules"][0]["cron"] == "30 5 * * 0"
+    civiclake_maintenance.validate_parameters(weekly["parameters"])
+    with pytest.raises(ParameterTypeError):
+        civiclake_maintenance.validate_parameters({"orphans_older_than": "3 weeks"})
