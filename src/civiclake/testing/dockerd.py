@@ -194,9 +194,7 @@ def debian_base_image(cache_dir: Path, env: Mapping[str, str], name: str = BASE_
     tarball = cache_dir / f"{SUITE}-{'-'.join(BASE_PACKAGES)}.tar"
     if not tarball.is_file():
         _debootstrap(tarball)
-    subprocess.run(
-        [docker, "import", str(tarball), name], env=env, capture_output=True, check=True
-    )
+    subprocess.run([docker, "import", str(tarball), name], env=env, capture_output=True, check=True)
     return name
 
 
