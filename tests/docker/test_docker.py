@@ -66,8 +66,10 @@ def docker_run(
     the mounted CIVICLAKE_HOME; `--watch` waits for the final state, as a user would."""
     from prefect.blocks.system import Secret
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    Secret(value=APP_TOKEN).save(TOKEN_BLOCK, overwrite=True)
+    with temporary_settings(updates={PREFECT_API_URL: live_prefect.api_url}):
+        Secret(value=APP_TOKEN).save(TOKEN_BLOCK, overwrite=True)
     home = str(docker_worker.home)
     env = {**docker_worker.env, "CIVICLAKE_SOCRATA_URL": socrata.url}
     done = prefect_cli(
@@ -94,7 +96,10 @@ def docker_run(
     output = done.stdout + done.stderr
     found = re.search(r"UUID: ([0-9a-f-]{36})", output)
     assert found, output
-    with get_client(sync_client=True) as client:
+    with (
+        temporary_settings(updates={PREFECT_API_URL: live_prefect.api_url}),
+        get_client(sync_client=True) as client,
+    ):
         flow_run = client.read_flow_run(UUID(found.group(1)))
     listed = engine.run("ps", "-a", "-q", "--filter", f"label=io.prefect.flow-run-id={flow_run.id}")
     ids = listed.stdout.split()
