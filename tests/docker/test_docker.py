@@ -22,6 +22,7 @@ import pytest
 from deploy_support import FIRST_DAY, ROOT, ROWS_PER_DAY, Worker, clean_env, prefect_cli
 from docker_support import CONTAINER_UID, Engine, Image, run_deploy_docker
 
+from civiclake.testing.objectstores import ObjectStore
 from civiclake.testing.prefect_server import PrefectServer
 from civiclake.testing.socrata import SocrataServer
 
@@ -31,6 +32,8 @@ BNT = "bnt-hourly-traffic/daily-docker"
 TLC = "tlc-taxi-trips/monthly-docker"
 APP_TOKEN = "s3cret-docker-app-token"
 TOKEN_BLOCK = "docker-socrata-token"
+S3_BLOCK = "docker-s3-lake"
+COUNT_BY_DATE = "SELECT date, count(*) AS n FROM mta.bnt_traffic_hourly GROUP BY date ORDER BY date"
 RUN_TIMEOUT_SECONDS = 300
 # where a build could have left a file (not /proc, /sys, /dev of the container)
 IMAGE_DIRS = ("/etc", "/opt", "/usr", "/var", "/root", "/home", "/tmp", "/run", "/data")
@@ -55,49 +58,35 @@ class DockerRun:
     requests: list[Any]
 
 
-@pytest.fixture(scope="module")
-def docker_run(
-    live_prefect: PrefectServer,
+def run_in_container(
+    server: PrefectServer,
     engine: Engine,
-    docker_worker: Worker,
+    worker: Worker,
     socrata: SocrataServer,
+    *params: str,
+    env: dict[str, str] | None = None,
 ) -> DockerRun:
-    """daily-docker over [day 0, day 2), the app token from a Secret block, the lake/catalog on
-    the mounted CIVICLAKE_HOME; `--watch` waits for the final state, as a user would."""
-    from prefect.blocks.system import Secret
+    """`prefect deployment run` of daily-docker with the CIVICLAKE_HOME volume mounted at the
+    same path; `--watch` waits for the final state, as a user would."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: live_prefect.api_url}):
-        Secret(value=APP_TOKEN).save(TOKEN_BLOCK, overwrite=True)
-    home = str(docker_worker.home)
-    env = {**docker_worker.env, "CIVICLAKE_SOCRATA_URL": socrata.url}
+    home = str(worker.home)
+    container_env = {**worker.env, "CIVICLAKE_SOCRATA_URL": socrata.url, **(env or {})}
+    args = ["deployment", "run", BNT]
+    for param in params:
+        args += ["-p", param]
+    args += ["--job-variable", "env=" + json.dumps(container_env)]
+    args += ["--job-variable", "volumes=" + json.dumps([f"{home}:{home}"])]
+    socrata.requests.clear()
     done = prefect_cli(
-        clean_env(live_prefect),
-        "deployment",
-        "run",
-        BNT,
-        "-p",
-        f"start_date={day(0)}",
-        "-p",
-        f"stop_date={day(2)}",
-        "-p",
-        "page_size=500",
-        "-p",
-        f"socrata_token_block={TOKEN_BLOCK}",
-        "--job-variable",
-        "env=" + json.dumps(env),
-        "--job-variable",
-        "volumes=" + json.dumps([f"{home}:{home}"]),
-        "--watch",
-        "--watch-timeout",
-        str(RUN_TIMEOUT_SECONDS),
+        clean_env(server), *args, "--watch", "--watch-timeout", str(RUN_TIMEOUT_SECONDS)
     )
     output = done.stdout + done.stderr
     found = re.search(r"UUID: ([0-9a-f-]{36})", output)
     assert found, output
     with (
-        temporary_settings(updates={PREFECT_API_URL: live_prefect.api_url}),
+        temporary_settings(updates={PREFECT_API_URL: server.api_url}),
         get_client(sync_client=True) as client,
     ):
         flow_run = client.read_flow_run(UUID(found.group(1)))
@@ -105,6 +94,87 @@ def docker_run(
     ids = listed.stdout.split()
     assert len(ids) == 1, f"containers of the run: {listed.stdout!r} {listed.stderr}\n{output}"
     return DockerRun(flow_run, output, engine.inspect(ids[0])[0], list(socrata.requests))
+
+
+def save_blocks(server: PrefectServer, *blocks: tuple[Any, str]) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        for block, name in blocks:
+            block.save(name, overwrite=True)
+
+
+@pytest.fixture(scope="module")
+def docker_run(
+    live_prefect: PrefectServer, engine: Engine, docker_worker: Worker, socrata: SocrataServer
+) -> DockerRun:
+    """[day 0, day 2) into the mounted CIVICLAKE_HOME, the app token from a Secret block."""
+    from prefect.blocks.system import Secret
+
+    save_blocks(live_prefect, (Secret(value=APP_TOKEN), TOKEN_BLOCK))
+    return run_in_container(
+        live_prefect,
+        engine,
+        docker_worker,
+        socrata,
+        f"start_date={day(0)}",
+        f"stop_date={day(2)}",
+        "page_size=500",
+        f"socrata_token_block={TOKEN_BLOCK}",
+    )
+
+
+@dataclass
+class S3Run:
+    run: DockerRun
+    lake_url: str
+    store: ObjectStore
+
+
+@pytest.fixture(scope="module")
+def s3_run(
+    live_prefect: PrefectServer,
+    engine: Engine,
+    docker_worker: Worker,
+    socrata: SocrataServer,
+    s3_store: ObjectStore,
+) -> S3Run:
+    """[day 2, day 4) into an S3 lake (moto on 127.0.0.1) named by a civiclake-lake block; only
+    the embedded catalog stays on the mounted CIVICLAKE_HOME."""
+    from civiclake.blocks import LakeBlock
+
+    lake_url = s3_store.lake_url("docker-lake")
+    credentials = {
+        "key": s3_store.env["AWS_ACCESS_KEY_ID"],
+        "secret": s3_store.env["AWS_SECRET_ACCESS_KEY"],
+        "endpoint_url": s3_store.env["AWS_ENDPOINT_URL"],
+        "client_kwargs": {"region_name": s3_store.env["AWS_DEFAULT_REGION"]},
+    }
+    save_blocks(live_prefect, (LakeBlock(url=lake_url, credentials=credentials), S3_BLOCK))
+    run = run_in_container(
+        live_prefect,
+        engine,
+        docker_worker,
+        socrata,
+        f"start_date={day(2)}",
+        f"stop_date={day(4)}",
+        f"lake_block={S3_BLOCK}",
+    )
+    return S3Run(run, lake_url, s3_store)
+
+
+def sql(env: dict[str, str], query: str, *args: str) -> list[dict[str, Any]]:
+    """`civiclake sql --format json QUERY` from the host."""
+    done = subprocess.run(
+        [sys.executable, "-m", "civiclake.cli", "sql", "--format", "json", *args, query],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def run_logs(flow_run_id: UUID) -> list[str]:
@@ -122,7 +192,6 @@ def run_logs(flow_run_id: UUID) -> list[str]:
 
 
 def test_image_runs_civiclake_as_a_non_root_user(engine: Engine, image: Image) -> None:
-    print(f"base {image.base}: image built in {image.build_seconds:.1f} s")
     (config,) = engine.inspect("--type", "image", image.name)
     assert config["Config"]["User"] == "civiclake"
     done = engine.run(
@@ -239,24 +308,7 @@ def test_docker_run_completes_and_loads_the_table(
 
     # read from the host, through the CLI, in the lake/catalog the container wrote
     env = {**clean_env(live_prefect), "CIVICLAKE_HOME": str(docker_worker.home)}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "civiclake.cli",
-            "sql",
-            "--format",
-            "json",
-            "SELECT date, count(*) AS n FROM mta.bnt_traffic_hourly GROUP BY date ORDER BY date",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == [
+    assert sql(env, COUNT_BY_DATE) == [
         {"date": day(0), "n": ROWS_PER_DAY},
         {"date": day(1), "n": ROWS_PER_DAY},
     ]
@@ -270,6 +322,15 @@ def test_docker_run_logs_reach_prefect(docker_run: DockerRun) -> None:
         m.startswith(f"loading mta.bnt_traffic_hourly for [{day(0)}, {day(2)})") for m in messages
     ), messages
     assert any(m.startswith("fetched 960 rows") for m in messages), messages
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    ours = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[docker_run.flow_run.id]))
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ours)
+    summaries = [a for a in artifacts if a.key == "bnt-load-summary"]
+    assert len(summaries) == 1
+    assert "| rows_loaded | 960 |" in str(summaries[0].data)
 
 
 def test_block_secret_is_used_but_never_in_the_container_or_image(
@@ -298,3 +359,26 @@ def test_bad_parameter_is_refused_by_the_server(
     assert "stop_date" in output and "^[0-9]{4}-[0-9]{2}-[0-9]{2}$" in output, output
     with get_client(sync_client=True) as client:
         assert client.count_flow_runs() == before
+
+
+def test_docker_run_into_an_s3_lake_from_a_block(
+    live_prefect: PrefectServer, s3_run: S3Run, docker_worker: Worker
+) -> None:
+    run = s3_run.run.flow_run
+    assert run.state.is_completed(), f"{run.state.name}: {run.state.message}\n{s3_run.run.output}"
+    env = {
+        **clean_env(live_prefect),
+        **s3_run.store.env,
+        "CIVICLAKE_HOME": str(docker_worker.home),
+    }
+    assert sql(env, COUNT_BY_DATE, "--lake", s3_run.lake_url) == [
+        {"date": day(2), "n": ROWS_PER_DAY},
+        {"date": day(3), "n": ROWS_PER_DAY},
+    ]
+    keys = s3_run.store.list_objects("docker-lake")
+    assert any("/warehouse/mta/bnt_traffic_hourly/data/" in f"/{k}" for k in keys), keys[:5]
+    # the block's credentials reached the flow from the Prefect API, not the container's config
+    inspected = json.dumps(s3_run.run.container)
+    leaked = [secret for secret in s3_run.store.secrets() if secret in inspected]
+    assert not leaked
+    assert s3_run.store.env["AWS_ACCESS_KEY_ID"] not in inspected
