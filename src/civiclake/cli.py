@@ -278,12 +278,12 @@ def _print_taxi_summary(summary: dict[str, Any]) -> None:
 @user_errors
 def deploy(
     project_dir: str | None = typer.Option(
-        None, "--project-dir", help="Folder holding prefect.yaml [default: this checkout]."
+        None, "--project-dir", help="Folder holding prefect.yaml \\[default: this checkout]."
     ),
     pool: str | None = typer.Option(
         None,
         "--pool",
-        help="Work pool to create if missing [default: civiclake; civiclake-docker with --docker].",
+        help="Work pool to create if missing \\[default: civiclake, or civiclake-docker].",
         show_default=False,
     ),
     docker: bool = typer.Option(
@@ -292,12 +292,12 @@ def deploy(
         help="The docker pool and its deployments (daily-docker, monthly-docker) instead.",
     ),
     image: str | None = typer.Option(
-        None, "--image", help="--docker: image the runs start [default: civiclake:latest]."
+        None, "--image", help="--docker: image the runs start \\[default: civiclake:latest]."
     ),
     pull_policy: str | None = typer.Option(
         None,
         "--pull-policy",
-        help="--docker: IfNotPresent, Always or Never [default: Never, a locally built image].",
+        help="--docker: IfNotPresent, Always or Never \\[default: Never, a locally built image].",
     ),
 ) -> None:
     """Register prefect.yaml's deployments and civiclake's block types on a Prefect server."""
