@@ -146,6 +146,7 @@ class DockerDaemon:
             self._log = None
         directory, self.dir = self.dir, None
         if directory is not None:
+            _unmount_under(directory)
             shutil.rmtree(directory, ignore_errors=True)
 
     def __enter__(self) -> Self:
@@ -158,6 +159,21 @@ class DockerDaemon:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _unmount_under(directory: Path) -> None:
+    """Unmount what dockerd left mounted below ``directory`` (its exec root keeps the default
+    network namespace mounted at ``netns/default`` after a clean shutdown), deepest first."""
+    prefix = f"{directory}/"
+    with contextlib.suppress(OSError):
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        targets = [
+            line.split()[1].encode().decode("unicode_escape")  # mounts escapes spaces as \040
+            for line in mounts
+            if len(line.split()) > 1
+        ]
+        for target in sorted((t for t in targets if t.startswith(prefix)), reverse=True):
+            subprocess.run(["umount", "--lazy", target], capture_output=True, check=False)
 
 
 def docker_client() -> str:
