@@ -242,8 +242,11 @@ def _debootstrap(tarball: Path) -> None:
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
             raise RuntimeError(f"debootstrap failed:\n{tail}")
-        for package in (rootfs / "var/cache/apt/archives").glob("*.deb"):
-            package.unlink()  # the downloaded packages are not part of an image
+        # the downloaded packages and package lists (~50 MB) are not part of an image
+        for junk in (rootfs / "var/cache/apt/archives", rootfs / "var/lib/apt/lists"):
+            for path in junk.iterdir():
+                if path.is_file():
+                    path.unlink()
         partial = Path(work) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
         partial.replace(tarball)
