@@ -14,6 +14,7 @@ from civiclake.testing.objectstores import ObjectStore, azurite, gcs_emulator, m
 
 if TYPE_CHECKING:
     from civiclake.testing.postgres import PostgresServer
+    from civiclake.testing.prefect_server import PrefectServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -49,6 +50,16 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def live_prefect() -> Iterator[PrefectServer]:
+    """One real Prefect server process (API + UI on 127.0.0.1) for the deployment and docker
+    tests: a worker, the ``prefect`` CLI and containers cannot reach ``prefect_server``'s."""
+    from civiclake.testing.prefect_server import PrefectServer
+
+    with PrefectServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

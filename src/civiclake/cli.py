@@ -428,7 +428,25 @@ def deploy(
     project_dir: str | None = typer.Option(
         None, "--project-dir", help="Folder holding prefect.yaml [default: this checkout]."
     ),
-    pool: str = typer.Option("civiclake", "--pool", help="Process work pool to create if missing."),
+    pool: str | None = typer.Option(
+        None,
+        "--pool",
+        help="Work pool to create if missing [default: civiclake, or civiclake-docker].",
+        show_default=False,
+    ),
+    docker: bool = typer.Option(
+        False,
+        "--docker",
+        help="The docker pool and its deployments (daily-docker, monthly-docker) instead.",
+    ),
+    image: str | None = typer.Option(
+        None, "--image", help="--docker: image the runs start [default: civiclake:latest]."
+    ),
+    pull_policy: str | None = typer.Option(
+        None,
+        "--pull-policy",
+        help="--docker: IfNotPresent, Always or Never [default: Never, a locally built image].",
+    ),
 ) -> None:
     """Register prefect.yaml's deployments and civiclake's block types on a Prefect server."""
     import os
@@ -439,37 +457,53 @@ def deploy(
             "civiclake deploy needs a running Prefect server: start one with `prefect server "
             "start --host 127.0.0.1` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
+    if not docker and (image or pull_policy):
+        raise ParameterError("--image and --pull-policy go with --docker")
     folder = Path(project_dir) if project_dir else _project_dir()
     if not (folder / "prefect.yaml").is_file():
         raise ParameterError(f"no prefect.yaml in {folder}")
 
     import civiclake.flows  # noqa: F401  (Prefect's offline defaults)
-    from civiclake._private.deploy import ensure_process_pool, register_block_types
+    from civiclake._private import deploy as setup
 
-    created = ensure_process_pool(pool)
+    if pull_policy is not None and pull_policy not in setup.PULL_POLICIES:
+        raise ParameterError(
+            f"--pull-policy: {pull_policy!r} is not one of {', '.join(setup.PULL_POLICIES)}"
+        )
+    found = setup.deployments(folder / "prefect.yaml", docker=docker)
+    if docker:
+        pool = pool or setup.DOCKER_POOL
+        created = setup.ensure_docker_pool(pool)
+    else:
+        pool = pool or setup.PROCESS_POOL
+        created = setup.ensure_process_pool(pool)
     err.print(f"work pool {pool!r} {'created' if created else 'exists'}")
-    for slug in register_block_types():
+    for slug in setup.register_block_types():
         err.print(f"block type {slug} registered")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "--no-prompt",
-            "deploy",
-            "--all",
-            "--prefect-file",
-            str(folder / "prefect.yaml"),
-        ],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        check=False,
+    overrides = {
+        key: value
+        for key, value in (("image", image), ("image_pull_policy", pull_policy))
+        if value is not None
+    }
+    # `prefect deploy --job-variable` replaces prefect.yaml's job variables rather than adding
+    # to them, and is ignored when several deployments are registered at once: one call each.
+    batches = (
+        [([name], {**variables, **overrides}) for name, variables in found.items()]
+        if overrides
+        else [(list(found), {})]
     )
-    if done.returncode != 0:
-        lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-        raise CivicLakeError("prefect deploy failed: " + (lines[-1] if lines else "no output"))
-    out.print(done.stdout.strip())
+    for names, variables in batches:
+        command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy"]
+        command += [arg for name in names for arg in ("--name", name)]
+        for key, value in variables.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            command += ["--job-variable", f"{key}={text}"]
+        command += ["--prefect-file", str(folder / "prefect.yaml")]
+        done = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+            raise CivicLakeError("prefect deploy failed: " + (lines[-1] if lines else "no output"))
+        out.print(done.stdout.strip())
 
 
 def _project_dir() -> Path:

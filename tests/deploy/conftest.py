@@ -39,13 +39,6 @@ from civiclake.testing.socrata import SocrataServer, bnt_rows
 _WORKERS: list[Worker] = []  # for the failure report hook below
 
 
-@pytest.fixture(scope="session")
-def live_prefect() -> Iterator[PrefectServer]:
-    """One real Prefect server (API + UI on 127.0.0.1) for every deployment test."""
-    with PrefectServer() as server:
-        yield server
-
-
 @pytest.fixture(autouse=True)
 def _client_settings(live_prefect: PrefectServer) -> Iterator[None]:
     """In-process Prefect clients (blocks, reads) talk to the live server.
