@@ -10,7 +10,7 @@ import csv
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -609,13 +609,7 @@ def list_tables(
         }
         for s in summaries
     ]
-    if output is OutputFormat.json:
-        sys.stdout.write(json.dumps(records) + "\n")
-        return
-    if output is OutputFormat.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(_TABLE_FIELDS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
+    if _wrote_records(records, _TABLE_FIELDS, output):
         return
     if not summaries:
         out.print("no tables yet: run `civiclake bnt run ...` first")
@@ -632,6 +626,21 @@ def list_tables(
             s.last_source or "",
         )
     out.print(table)
+
+
+def _wrote_records(
+    records: list[dict[str, Any]], fields: Sequence[str], output: OutputFormat
+) -> bool:
+    """``records`` as JSON or CSV on stdout for scripts; False for the table format (people)."""
+    if output is OutputFormat.json:
+        sys.stdout.write(json.dumps(records) + "\n")
+        return True
+    if output is OutputFormat.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(fields), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        return True
+    return False
 
 
 _TABLE_FIELDS = ("table", "rows", "snapshots", "last_load_at", "last_run_id", "last_source")
@@ -725,13 +734,7 @@ def history_command(
     _, iceberg = _table_arg(_settings(lake), table)
     entries = snapshot_history(iceberg, limit)
     records = [e.as_json() for e in entries]
-    if output is OutputFormat.json:
-        sys.stdout.write(json.dumps(records) + "\n")
-        return
-    if output is OutputFormat.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(JSON_KEYS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
+    if _wrote_records(records, JSON_KEYS, output):
         return
     if not entries:
         out.print(f"{table} has no snapshot yet", highlight=False)
