@@ -283,3 +283,63 @@ def test_bigquery_cannot_merge_and_says_so(
     assert result.exit_code == 2
     assert "--to bigquery: this warehouse replaces date/time ranges only" in result.output
     assert not (civiclake_home / "lake").exists()
+
+
+def test_range_mode_replaces_a_date_window(server: SocrataServer) -> None:
+    """``--date-field --start-date --stop-date``: the rows of that range are replaced, as
+    ``bnt run`` does; rows outside it stay; rejects of the fetched rows are replaced by id."""
+    first = cli(
+        "socrata", "run", DATASET, "--date-field", "created_date",
+        "--start-date", "2024-03-01", "--stop-date", "2024-03-05",
+    )  # fmt: skip
+    assert first.exit_code == 0, first.output
+    days = {r["created_date"].day for r in rows_of()}
+    assert days == {1, 2, 3, 4}
+    in_window = [r for r in sample_rows(ROWS) if r["created_date"] < "2024-03-05"]
+    assert len(rows_of()) == len(in_window)
+
+    # the source revises a row of March 2 and drops one of March 3; a second window covers both
+    rows = sample_rows(ROWS)
+    rows[1] = {**sample_row(1, minutes=800), "zip": "REV1"}  # created 2024-03-02
+    del rows[2]  # created 2024-03-03
+    server.add_dataset(DATASET, rows, columns=COLUMNS, name="Every type")
+    second = cli(
+        "socrata", "run", DATASET, "--date-field", "created_date",
+        "--start-date", "2024-03-02", "--stop-date", "2024-03-10",
+    )  # fmt: skip
+    assert second.exit_code == 0, second.output
+    loaded = by_id(rows_of())
+    assert loaded["row-00001"]["zip"] == "REV1"
+    assert "row-00002" not in loaded  # deleted inside the replaced window
+    assert "row-00000" in loaded  # March 1: outside the second window, kept
+    expected = [r for r in rows if r["created_date"] < "2024-03-10"]
+    assert len(loaded) == len(expected)
+    table = tables.load_catalog(get_settings()).load_table(TABLE)
+    props = table.current_snapshot().summary.additional_properties
+    assert props["civiclake.range"] == (
+        "created_date in [2024-03-02T00:00:00, 2024-03-10T00:00:00)"
+    )
+    assert "civiclake.high-water-mark" not in props  # a window never starts incremental loads
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--date-field", "created_date"], "needs --date-field COLUMN and --start-date"),
+        (["--date-field", "zip", "--start-date", "2024-03-01"], "zip is text, not a date"),
+        (["--date-field", "nope", "--start-date", "2024-03-01"], "has no column 'nope'"),
+        (
+            ["--date-field", "created_date", "--start-date", "2024-03-05", "--stop-date",
+             "2024-03-01"],
+            "must be after --start-date",
+        ),
+        (["--date-field", "created_date", "--start-date", "2024-3-1x"], "is not a date"),
+    ],
+)  # fmt: skip
+def test_bad_range_options(
+    server: SocrataServer, civiclake_home: Path, args: list[str], message: str
+) -> None:
+    result = cli("socrata", "run", DATASET, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (civiclake_home / "lake").exists()

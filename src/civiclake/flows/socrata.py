@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
@@ -23,9 +23,11 @@ from pydantic import Field
 
 from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
+from civiclake.errors import ParameterError
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import (
     AlsoWarehouseParam,
+    DateParam,
     LakeBlockParam,
     LakeParam,
     PageSizeParam,
@@ -33,11 +35,17 @@ from civiclake.flows._params import (
     WarehouseBlockParam,
 )
 from civiclake.lake import iter_table_chunks
-from civiclake.slices import RowIds, Slice, WholeTable
+from civiclake.slices import RowIds, Slice, WholeTable, Window
 from civiclake.sources import socrata_dataset as datasets
 from civiclake.sources.socrata import SocrataClient
 from civiclake.sources.socrata_dataset import DatasetSpec, LoadMode
-from civiclake.sources.socrata_plan import HWM_PROPERTY, plan, resolve_spec
+from civiclake.sources.socrata_plan import (
+    HWM_PROPERTY,
+    Plan,
+    date_window,
+    plan,
+    resolve_spec,
+)
 from civiclake.sources.socrata_stage import Staged, fetch_and_stage, staged_ids
 
 FLOW_NAME = "socrata-dataset"
@@ -65,25 +73,24 @@ def fetch_stage(
 
 @task(name="load", cache_policy=NO_CACHE)
 def load(
-    spec: DatasetSpec,
-    staged: dict[str, Any],
-    mode: LoadMode,
-    run_id: str,
-    previous_hwm: str | None,
-    blocks: Blocks = None,
+    planned: Plan, staged: dict[str, Any], run_id: str, blocks: Blocks = None
 ) -> dict[str, Any]:
-    """Replace the slice (whole table, or the fetched ids) in the table and its rejects."""
+    """Replace the slice (whole table, fetched ids, a date range) in the table and rejects."""
     from civiclake import tables
 
+    spec = planned.spec
     settings = settings_for(blocks)
     lake = settings.lake()
     result = Staged(**staged)
-    replaced = _replaced(mode, lake, result)
-    hwm = max(filter(None, (result.high_water_mark, previous_hwm)), default=None)
+    replaced, rejects_replaced = _slices(planned, lake, result)
+    carried = [planned.high_water_mark]
+    if planned.mode is not LoadMode.window:  # a window's rows do not say what else changed
+        carried.append(result.high_water_mark)
+    hwm = max(filter(None, carried), default=None)
     props = {
         "run-id": run_id,
         "source": spec.source,
-        "range": mode.value if mode is LoadMode.full else f"updated since {previous_hwm}",
+        "range": _range_text(planned),
         "rows-fetched": str(result.rows_fetched),
         "rows-loaded": str(result.rows_valid),
         "rows-rejected": str(result.rows_rejected),
@@ -109,7 +116,7 @@ def load(
         )
         tables.replace_range(
             rejects_table,
-            replaced.iceberg_filter(),
+            rejects_replaced.iceberg_filter(),
             lambda: iter_table_chunks(lake, result.rejects_url),
             props,
         )
@@ -126,31 +133,50 @@ def load(
     }
 
 
-def _replaced(mode: LoadMode, lake: Any, staged: Staged) -> Slice:
-    """The slice a load replaces: the whole table, or every id the fetch saw."""
-    if mode is LoadMode.full:
-        return WholeTable()
-    return RowIds.of(datasets.ID_COLUMN, staged_ids(lake, staged))
+def _slices(planned: Plan, lake: Any, staged: Staged) -> tuple[Slice, Slice]:
+    """The slices a load replaces in the table and in its rejects: the whole table (full), the
+    ids the fetch saw (incremental), or the date range (window; its rejects by id: a rejects
+    row has no date to range on)."""
+    if planned.mode is LoadMode.full:
+        return WholeTable(), WholeTable()
+    ids = RowIds.of(datasets.ID_COLUMN, staged_ids(lake, staged))
+    if planned.mode is LoadMode.window and planned.window is not None:
+        return planned.window, ids
+    return ids, ids
+
+
+def _range_text(planned: Plan) -> str:
+    if planned.mode is LoadMode.window and planned.window is not None:
+        return str(planned.window)
+    if planned.mode is LoadMode.incremental:
+        return f"updated since {planned.high_water_mark}"
+    return LoadMode.full.value
 
 
 @task(name="load-warehouse", cache_policy=NO_CACHE)
 def load_warehouse(
-    spec: DatasetSpec, staged: dict[str, Any], mode: LoadMode, to: str, blocks: Blocks = None
+    planned: Plan, staged: dict[str, Any], to: str, blocks: Blocks = None
 ) -> dict[str, Any]:
-    """The same slice replaced in the warehouse from the same staged Parquet, one transaction
-    per table (new columns added first)."""
+    """The same slices replaced in the warehouse from the same staged Parquet, one
+    transaction per table (new columns added first)."""
     from civiclake.warehouse import open_warehouse
 
+    spec = planned.spec
     settings = settings_for(blocks)
     lake = settings.lake()
     result = Staged(**staged)
-    replaced = _replaced(mode, lake, result)
+    replaced, rejects_replaced = _slices(planned, lake, result)
+    merges = not isinstance(replaced, Window)
     with table_lock(f"{to}:{spec.table}"), open_warehouse(to, settings) as warehouse:
         rows = warehouse.replace(
-            spec.table, spec.arrow_schema(), [result.valid_url], lake, replaced, evolve=True
+            spec.table, spec.arrow_schema(), [result.valid_url], lake, replaced, evolve=merges
         )
         warehouse.replace(
-            spec.rejects_table, datasets.REJECTS_SCHEMA, [result.rejects_url], lake, replaced
+            spec.rejects_table,
+            datasets.REJECTS_SCHEMA,
+            [result.rejects_url],
+            lake,
+            rejects_replaced,
         )
     get_run_logger().info("%s %s: %s rows loaded (%s)", to, spec.table, f"{rows:,}", replaced)
     return {"warehouse": to, "rows": rows}
@@ -167,6 +193,15 @@ def socrata_dataset(
         str | None, Field(description="month(COL), day(COL), year(COL) or none")
     ] = None,
     where: Annotated[str | None, Field(description="SoQL $where filter")] = None,
+    date_field: Annotated[
+        str | None, Field(description="Range mode: the date column of start/stop")
+    ] = None,
+    start_date: Annotated[
+        DateParam | None, Field(description="Range mode: first date (YYYY-MM-DD)")
+    ] = None,
+    stop_date: Annotated[
+        DateParam | None, Field(description="Range mode: date after the last; empty: today")
+    ] = None,
     portal: Annotated[str | None, Field(description="Portal URL; empty: settings")] = None,
     page_size: PageSizeParam = None,
     lake: LakeParam = None,
@@ -185,33 +220,30 @@ def socrata_dataset(
     }
     settings = settings_for(blocks)
     if to is not None:
-        from civiclake.warehouse import check_merges
+        from civiclake.warehouse import check_configured, check_merges
 
-        check_merges(to.value, settings)
+        (check_configured if date_field else check_merges)(to.value, settings)
     log = get_run_logger()
     run_id = str(flow_run.id or f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}")
     settings.lake().check_writable()
     spec = resolve_spec(
         settings, dataset, portal=portal, table=table, partition=partition, where=where
     )
-    planned = plan(settings, spec, full=full)
-    mode, previous_hwm, fetch_where = planned.mode, planned.high_water_mark, planned.where
-    log.info(
-        "%s (%s) -> %s: %s load%s",
-        spec.dataset_id,
-        spec.name,
-        spec.table,
-        mode.value,
-        f" of rows updated since {previous_hwm}" if previous_hwm else "",
-    )
-    staged = fetch_stage(spec, fetch_where, run_id, page_size or settings.page_size, blocks=blocks)
-    loaded = load(spec, staged, mode, run_id, previous_hwm, blocks=blocks)
-    warehouse = (
-        load_warehouse(spec, staged, mode, to.value, blocks=blocks) if to is not None else None
-    )
+    window = None
+    if date_field or start_date or stop_date:
+        if not (date_field and start_date):
+            raise ParameterError("a range load needs date_field and start_date")
+        window = date_window(spec, date_field, start_date, stop_date, today=date.today())
+    planned = plan(settings, spec, full=full, window=window)
+    log.info("%s (%s) -> %s: %s", spec.dataset_id, spec.name, spec.table, planned.mode_text)
+    page = page_size or settings.page_size
+    staged = fetch_stage(spec, planned.where, run_id, page, blocks=blocks)
+    loaded = load(planned, staged, run_id, blocks=blocks)
+    warehouse = load_warehouse(planned, staged, to.value, blocks=blocks) if to else None
+    mode = planned.mode
     summary = {
         "table": spec.table,
-        "range": mode.value if mode is LoadMode.full else f"incremental since {previous_hwm}",
+        "range": _range_text(planned),
         "dataset": f"{spec.portal}/{spec.dataset_id}",
         "mode": mode.value,
         "rows_fetched": staged["rows_fetched"],

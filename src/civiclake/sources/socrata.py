@@ -48,7 +48,7 @@ def floating_timestamp(day: date | datetime) -> str:
     return f"'{day.strftime('%Y-%m-%dT%H:%M:%S')}.000'"
 
 
-def date_range_where(field: str, start: date, stop: date) -> str:
+def date_range_where(field: str, start: date | datetime, stop: date | datetime) -> str:
     """``$where`` for ``start <= field < stop`` on a floating-timestamp column."""
     return f"{field} >= {floating_timestamp(start)} AND {field} < {floating_timestamp(stop)}"
 

@@ -75,6 +75,7 @@ class LoadMode(StrEnum):
 
     full = "full"  # everything; replaces the whole table (deleted source rows disappear)
     incremental = "incremental"  # rows updated since the high-water mark, merged by socrata_id
+    window = "window"  # rows with a date column in [start, stop): replaces that range (B&T)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,15 @@ high-water mark is a snapshot property of the last load, so finding it reads no 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+
+import pyarrow as pa
 
 from civiclake.config import Settings
+from civiclake.errors import ParameterError
+from civiclake.slices import Window
 from civiclake.sources import socrata_dataset as datasets
-from civiclake.sources.socrata import SocrataClient, floating_timestamp
+from civiclake.sources.socrata import SocrataClient, date_range_where, floating_timestamp
 from civiclake.sources.socrata_dataset import DatasetSpec, LoadMode
 
 OVERLAP = timedelta(minutes=10)  # re-fetched before the high-water mark: clock skew, late commits
@@ -26,11 +30,14 @@ class Plan:
     mode: LoadMode
     high_water_mark: str | None
     where: str | None  # the $where the fetch sends
+    window: Window | None = None  # the range a window load replaces
 
     @property
     def mode_text(self) -> str:
         if self.mode is LoadMode.full:
             return "everything, replacing the table (full)"
+        if self.mode is LoadMode.window and self.window is not None:
+            return f"rows with {self.window}, replacing that range"
         return f"rows updated since {self.high_water_mark}, merged by {datasets.ID_COLUMN}"
 
 
@@ -83,8 +90,40 @@ def incremental_where(hwm: str, where: str | None) -> str:
     return f"({where}) AND {clause}" if where else clause
 
 
-def plan(settings: Settings, spec: DatasetSpec, *, full: bool = False) -> Plan:
+def date_window(
+    spec: DatasetSpec, date_field: str, start: date, stop: date | None, *, today: date
+) -> Window:
+    """``[start, stop)`` on a date or timestamp column of the dataset (stop: through today)."""
+    column = spec.column(date_field)
+    if not pa.types.is_timestamp(column.arrow_type):
+        raise ParameterError(
+            f"--date-field {date_field}: {column.name} is {column.socrata_type}, "
+            "not a date or timestamp"
+        )
+    stop = stop or today + timedelta(days=1)
+    if stop <= start:
+        raise ParameterError(
+            f"--stop-date {stop} must be after --start-date {start} (the range is [start, stop))"
+        )
+    zone = UTC if column.arrow_type.tz is not None else None
+    bounds = (datetime.combine(d, datetime.min.time(), tzinfo=zone) for d in (start, stop))
+    return Window(column.name, *bounds)
+
+
+def window_where(spec: DatasetSpec, window: Window) -> str:
+    field = spec.column(window.column).field
+    clause = date_range_where(field, window.start, window.stop)
+    return f"({spec.where}) AND {clause}" if spec.where else clause
+
+
+def plan(
+    settings: Settings, spec: DatasetSpec, *, full: bool = False, window: Window | None = None
+) -> Plan:
     hwm = None if full else high_water_mark(settings, spec)
+    if window is not None:
+        # a window load carries the high-water mark forward but never starts one: rows outside
+        # the window were not fetched, so a later incremental run needs a full load first
+        return Plan(spec, LoadMode.window, hwm, window_where(spec, window), window)
     if hwm is None:
         return Plan(spec, LoadMode.full, None, spec.where)
     return Plan(spec, LoadMode.incremental, hwm, incremental_where(hwm, spec.where))
@@ -98,8 +137,16 @@ def describe(
     table: str | None = None,
     partition: str | None = None,
     full: bool = False,
+    date_field: str | None = None,
+    start: date | None = None,
+    stop: date | None = None,
 ) -> Plan:
     spec = resolve_spec(settings, dataset, portal=portal, table=table, partition=partition)
+    window = None
+    if date_field or start or stop:
+        if not (date_field and start):
+            raise ParameterError("a range load needs --date-field COLUMN and --start-date")
+        window = date_window(spec, date_field, start, stop, today=date.today())
     with SocrataClient.from_settings(settings, base_url=spec.portal) as client:
         rows = client.count(spec.dataset_id, where=spec.where)  # exact, unlike cached metadata
-    return plan(settings, replace(spec, row_count=rows), full=full)
+    return plan(settings, replace(spec, row_count=rows), full=full, window=window)
