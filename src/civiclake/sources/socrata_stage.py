@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from civiclake._private.prefetch import Prefetch
 from civiclake._private.progress import Progress
 from civiclake.errors import SourceError
 from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake
@@ -114,14 +115,21 @@ def _fetch_once(
             rejects_out, REJECTS_SCHEMA, compression=PARQUET_COMPRESSION
         ) as rejects_writer,
         Progress(f"fetch {spec.dataset_id}", total=expected, logger=log) as progress,
+        # the next page downloads while this one is typed and written (one page ahead: memory
+        # holds two pages at most)
+        Prefetch(
+            client.iter_pages(
+                spec.dataset_id,
+                order=PAGE_ORDER,
+                where=where,
+                page_size=page_size,
+                select=SYSTEM_SELECT,
+            ),
+            depth=1,
+            name="civiclake-socrata-pages",
+        ) as pages_ahead,
     ):
-        for page in client.iter_pages(
-            spec.dataset_id,
-            order=PAGE_ORDER,
-            where=where,
-            page_size=page_size,
-            select=SYSTEM_SELECT,
-        ):
+        for page in pages_ahead:
             pages += 1
             lake.write_bytes(f"{raw}/page-{page.number:06d}.json", page.body)
             good, bad = transform(page.rows, spec, run_id=run_id, source=source, now=now)

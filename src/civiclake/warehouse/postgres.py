@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from psycopg.types.numeric import DecimalBinaryDumper
 from pydantic import SecretStr
 
+from civiclake._private.prefetch import Prefetch
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
@@ -269,7 +270,9 @@ class PostgresWarehouse:
             encode = _ENCODERS[self.copy_format]
             with (
                 cur.copy(statement) as copy,
-                _Prefetch(encode(parquet.iter_batches(batch_size=self.batch_rows))) as chunks,
+                Prefetch(
+                    encode(parquet.iter_batches(batch_size=self.batch_rows)), name="civiclake-copy"
+                ) as chunks,
             ):
                 for chunk in chunks:
                     copy.write(chunk)
@@ -325,7 +328,7 @@ class RangeLoad:
     Opened by ``PostgresWarehouse.range_load``. Entering starts a COPY thread: it begins the
     transaction's work (the table's advisory lock, CREATE TABLE if missing, DELETE of the
     range) and then streams every batch given to ``write`` through one ``COPY FROM STDIN``,
-    encoding in a second thread (``_Prefetch``) while the previous chunk is sent. The caller's
+    encoding in a second thread (``Prefetch``) while the previous chunk is sent. The caller's
     thread only queues batches (bounded: ``write`` waits while the queue is full), so it keeps
     producing while PostgreSQL ingests. Leaving the block commits after the COPY has ended;
     an exception in the block, or a COPY that failed, rolls back: readers see the old range
@@ -471,7 +474,7 @@ class RangeLoad:
                 encode = _ENCODERS[self._warehouse.copy_format]
                 with (
                     cur.copy(self._statement) as copy,
-                    _Prefetch(encode(self._batches())) as chunks,
+                    Prefetch(encode(self._batches()), name="civiclake-copy") as chunks,
                 ):
                     for chunk in chunks:
                         copy.write(chunk)
@@ -526,61 +529,6 @@ class RangeLoad:
 
 class _Aborted(Exception):
     """The producer of a ``RangeLoad`` failed; the COPY is abandoned (and rolled back)."""
-
-
-class _Prefetch:
-    """Encode the next chunks in a thread while the current one is sent.
-
-    Arrow, NumPy and the socket release the GIL, so encoding overlaps the server's work. The
-    queue is short (bounded memory); leaving the block stops the thread, whatever happened.
-    """
-
-    def __init__(self, chunks: Iterator[Chunk], depth: int = 2) -> None:
-        self._chunks = chunks
-        self._queue: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, name="civiclake-copy", daemon=True)
-
-    def _produce(self) -> None:
-        try:
-            for chunk in self._chunks:
-                if not self._put((True, chunk)):
-                    return
-            self._put((False, None))
-        except BaseException as exc:
-            self._put((False, exc))
-
-    def _put(self, item: tuple[bool, Any]) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator[Chunk]:
-        while True:
-            more, item = self._queue.get()
-            if more:
-                yield item
-            elif item is None:
-                return
-            else:
-                raise item
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # PostgreSQL's binary COPY: signature, flags, header extension; each tuple is an int16 field
