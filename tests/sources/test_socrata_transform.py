@@ -6,12 +6,13 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import orjson
 import pyarrow as pa
 import pytest
 
 from civiclake.errors import ParameterError
 from civiclake.sources import socrata_dataset as datasets
-from civiclake.sources.socrata_transform import transform
+from civiclake.sources.socrata_transform import decode_page, transform
 from civiclake.testing.socrata import tabular_view
 from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_row, sample_rows
 
@@ -21,6 +22,11 @@ NOW = datetime(2024, 3, 2, tzinfo=UTC)
 def spec(**kwargs: str) -> datasets.DatasetSpec:
     view = tabular_view(DATASET, COLUMNS, "Sample", 10)
     return datasets.spec_from_view(view, portal="https://data.example.org", **kwargs)
+
+
+def page(rows: list[dict]) -> pa.Table:
+    """Rows as the API's JSON body, decoded as the pipeline decodes it."""
+    return decode_page(orjson.dumps(rows), spec())
 
 
 def test_types_come_from_metadata() -> None:
@@ -46,7 +52,7 @@ def test_types_come_from_metadata() -> None:
 
 
 def test_values_are_exact_and_missing_keys_are_null() -> None:
-    valid, rejects = transform(sample_rows(4), spec(), run_id="r", source="s", now=NOW)
+    valid, rejects = transform(page(sample_rows(4)), spec(), run_id="r", source="s", now=NOW)
     assert rejects.num_rows == 0
     rows = valid.to_pylist()
     first, second = rows[0], rows[1]
@@ -84,7 +90,7 @@ def test_values_are_exact_and_missing_keys_are_null() -> None:
 def test_values_that_do_not_fit_are_rejects(field: str, value: str, reason: str) -> None:
     rows = sample_rows(3)
     rows[1][field] = value
-    valid, rejects = transform(rows, spec(), run_id="run-1", source="src", now=NOW)
+    valid, rejects = transform(page(rows), spec(), run_id="run-1", source="src", now=NOW)
     assert valid.column("socrata_id").to_pylist() == ["row-00000", "row-00002"]
     (reject,) = rejects.to_pylist()
     assert reject["socrata_id"] == "row-00001"
@@ -96,7 +102,7 @@ def test_values_that_do_not_fit_are_rejects(field: str, value: str, reason: str)
 def test_numbers_beyond_float_precision_stay_exact() -> None:
     row = sample_row(1)
     row["count"] = "12345678901234567890.123456789"
-    valid, _ = transform([row], spec(), run_id="r", source="s", now=NOW)
+    valid, _ = transform(page([row]), spec(), run_id="r", source="s", now=NOW)
     assert valid.column("count")[0].as_py() == Decimal("12345678901234567890.123456789")
 
 
@@ -147,3 +153,12 @@ def test_a_view_that_is_not_tabular_is_refused() -> None:
     view = {"id": DATASET, "name": "A chart", "assetType": "chart", "viewType": "tabular"}
     with pytest.raises(ParameterError, match="is a chart"):
         datasets.spec_from_view(view, portal="https://x")
+
+
+def test_a_truncated_page_is_a_body_error() -> None:
+    from civiclake.sources.socrata import BodyError
+
+    body = orjson.dumps(sample_rows(3))
+    with pytest.raises(BodyError):
+        decode_page(body[: len(body) // 2], spec())
+    assert decode_page(b"[]", spec()).num_rows == 0

@@ -33,12 +33,17 @@ USER_AGENT = "civiclake (+https://github.com/civiclake)"
 
 @dataclass(frozen=True)
 class Page:
-    """One page as the portal sent it, plus its parsed rows."""
+    """One page as the portal sent it, plus its decoded rows (a list of dicts by default, or
+    what the ``decode`` given to ``iter_pages`` made of the body, e.g. an Arrow table)."""
 
     number: int
     offset: int
     body: bytes
-    rows: list[dict[str, Any]]
+    rows: Any
+
+
+class BodyError(ValueError):
+    """A decoder's word that a body is not a complete JSON answer (retried as truncated)."""
 
 
 def floating_timestamp(day: date | datetime) -> str:
@@ -134,10 +139,13 @@ class SocrataClient:
         where: str | None = None,
         page_size: int = 50_000,
         select: str | None = None,
+        decode: Callable[[bytes], Any] | None = None,
     ) -> Iterator[Page]:
         """Pages of ``page_size`` rows in a stable ``order`` until a short page ends the result.
 
         ``select=":*, *"`` adds the system fields (``:id``, ``:created_at``, ``:updated_at``).
+        ``decode`` turns a body into rows (anything with a length; ``BodyError`` when the body
+        is cut short): by default orjson's Python objects.
         """
         if not order:
             raise ValueError("paging without $order returns duplicates and misses rows")
@@ -148,18 +156,23 @@ class SocrataClient:
                 params["$where"] = where
             if select:
                 params["$select"] = select
-            body, rows = self._get(dataset_id, params)
-            if not isinstance(rows, list):
+            body, rows = self._get(dataset_id, params, decode=decode)
+            if decode is None and not isinstance(rows, list):
                 raise SourceError(f"Socrata dataset '{dataset_id}' answered a non-list page")
             number += 1
-            if rows:
+            if len(rows):
                 yield Page(number=number, offset=offset, body=body, rows=rows)
             offset += len(rows)
             if len(rows) < page_size:
                 return
 
     def _get(
-        self, dataset_id: str, params: dict[str, str], *, path: str | None = None
+        self,
+        dataset_id: str,
+        params: dict[str, str],
+        *,
+        path: str | None = None,
+        decode: Callable[[bytes], Any] | None = None,
     ) -> tuple[bytes, Any]:
         path = path or f"/resource/{dataset_id}.json"
         what = f"GET {self.base_url}{path}"
@@ -177,8 +190,8 @@ class SocrataClient:
                 if status == 200:
                     body = response.content
                     try:
-                        return body, orjson.loads(body)
-                    except orjson.JSONDecodeError:
+                        return body, (decode or orjson.loads)(body)
+                    except (orjson.JSONDecodeError, BodyError):
                         last_reason = f"invalid JSON body ({len(body)} bytes, truncated?)"
                 elif status == 404:
                     raise SourceError(

@@ -29,7 +29,7 @@ from civiclake.sources.socrata_dataset import (
     UPDATED_COLUMN,
     DatasetSpec,
 )
-from civiclake.sources.socrata_transform import transform
+from civiclake.sources.socrata_transform import decode_page, transform
 
 logger = logging.getLogger("civiclake.sources.socrata")
 
@@ -124,6 +124,7 @@ def _fetch_once(
                 where=where,
                 page_size=page_size,
                 select=SYSTEM_SELECT,
+                decode=lambda body: decode_page(body, spec),
             ),
             depth=1,
             name="civiclake-socrata-pages",
@@ -138,10 +139,10 @@ def _fetch_once(
                 newest = _latest(newest, good.column(UPDATED_COLUMN))
             if bad.num_rows:
                 rejects_writer.write_table(bad)
-            fetched += len(page.rows)
+            fetched += page.rows.num_rows
             valid += good.num_rows
             rejected += bad.num_rows
-            progress.advance(len(page.rows))
+            progress.advance(page.rows.num_rows)
         if fetched != expected:
             raise _CountMismatch(f"fetched {fetched:,} rows but the portal counts {expected:,}")
     log.info(

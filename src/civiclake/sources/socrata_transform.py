@@ -1,15 +1,18 @@
-"""The Socrata transform: one page of JSON rows -> (typed valid rows, rejects). Pure: no I/O.
+"""The Socrata transform: one page as an Arrow batch of strings -> (typed valid rows, rejects).
 
-Separate from fetching and writing so another engine can run the same rules. Every column is
-cast as a whole Arrow array (the fast path); only when a cast fails are that column's values
-cast one by one to find the rows that do not fit, which become rejects with the column, the
-value and the type in their reason. A missing key is NULL (Socrata omits null fields).
+``decode_page`` is the I/O edge: DuckDB's JSON reader turns a page's bytes into one string
+column per field without building a Python object per row (measured on 50,000 every-type rows,
+30 MB: 0.16-0.27 s, where ``orjson.loads`` took 1.7 s and a per-row Python transform another
+1.65 s). ``transform`` is pure Arrow, so another engine can run the same rules: every column is
+cast as a whole array (the fast path); only when a cast fails are that column's values cast one
+by one to find the rows that do not fit, which become rejects with the column, the value and
+the type in their reason. A missing key is NULL (Socrata omits null fields).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+import contextlib
+import io
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +20,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from civiclake.sources.socrata import BodyError
 from civiclake.sources.socrata_dataset import (
     ID_COLUMN,
     REJECTS_SCHEMA,
@@ -25,39 +29,60 @@ from civiclake.sources.socrata_dataset import (
 )
 
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+_NUMBER = r"(-?[0-9][0-9.eE+-]*)"
+_COORDINATES = rf'"coordinates"\s*:\s*\[\s*{_NUMBER}\s*,\s*{_NUMBER}'
+_LATITUDE = rf'"latitude"\s*:\s*"?{_NUMBER}"?'
+_LONGITUDE = rf'"longitude"\s*:\s*"?{_NUMBER}"?'
+_URL = r'^\s*\{.*"url"\s*:\s*"(?P<url>(?:[^"\\]|\\.)*)"'
+
+
+def decode_page(body: bytes, spec: DatasetSpec) -> pa.Table:
+    """A page's JSON array -> a table with one string column per field of ``spec`` (nested
+    values as their JSON text, booleans as ``true``/``false``; missing keys NULL)."""
+    import duckdb
+
+    columns = {column.field: "VARCHAR" for column in spec.columns}
+    con = duckdb.connect()
+    try:
+        relation = con.read_json(io.BytesIO(body), format="array", columns=columns)
+        return relation.to_arrow_table()
+    except duckdb.Error as exc:
+        raise BodyError(f"not a complete JSON array of rows ({type(exc).__name__})") from exc
+    finally:
+        con.close()
 
 
 def transform(
-    records: Sequence[dict[str, Any]],
+    batch: pa.Table,
     spec: DatasetSpec,
     *,
     run_id: str,
     source: str,
     now: datetime,
 ) -> tuple[pa.Table, pa.Table]:
-    """``records`` (as the API sent them) -> (rows in ``spec.arrow_schema()``, rejects)."""
-    reasons: list[str | None] = [None] * len(records)
+    """A decoded page (``decode_page``) -> (rows in ``spec.arrow_schema()``, rejects)."""
+    rows = batch.num_rows
+    reasons: list[str | None] = [None] * rows
     arrays: list[pa.Array] = []
     for column in spec.columns:
-        raw = [record.get(column.field) for record in records]
+        strings = _strings(batch, column.field, rows)
         if column.is_geo:
-            arrays.append(pa.array([_geojson(v) for v in raw], pa.string()))
+            arrays.append(_geojson(strings))
             if column.has_coordinates:
-                longitude, latitude = _coordinates(raw)
-                arrays += [longitude, latitude]
+                arrays += _coordinates(strings)
             continue
-        arrays.append(_typed(column, raw, reasons))
-    schema = spec.arrow_schema()
-    table = pa.Table.from_arrays(arrays, schema=schema)
+        arrays.append(_typed(column, strings, reasons))
+    table = pa.Table.from_arrays(arrays, schema=spec.arrow_schema())
     bad = [i for i, reason in enumerate(reasons) if reason is not None]
     if not bad:
         return table, REJECTS_SCHEMA.empty_table()
     keep = pa.array([reason is None for reason in reasons], pa.bool_())
+    records = batch.take(pa.array(bad, pa.int64())).to_pylist()
     rejects = pa.table(
         {
-            ID_COLUMN: [_text(records[i].get(":id")) for i in bad],
+            ID_COLUMN: [record.get(":id") for record in records],
             "reason": [reasons[i] for i in bad],
-            "raw_record": [orjson.dumps(records[i]).decode() for i in bad],
+            "raw_record": [_raw_record(record) for record in records],
             "load_run_id": [run_id] * len(bad),
             "load_source": [source] * len(bad),
             "rejected_at": pa.repeat(
@@ -69,19 +94,25 @@ def transform(
     return table.filter(keep), rejects
 
 
-def _typed(column: Column, raw: list[Any], reasons: list[str | None]) -> pa.Array:
+def _strings(batch: pa.Table, field: str, rows: int) -> pa.Array:
+    if field not in batch.column_names:
+        return pa.nulls(rows, pa.string())
+    column = batch.column(field)
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return array.cast(pa.string())
+
+
+def _typed(column: Column, strings: pa.Array, reasons: list[str | None]) -> pa.Array:
     target = column.arrow_type
     if pa.types.is_string(target):
-        return pa.array(
-            [_text(v) if column.socrata_type != "url" else _url(v) for v in raw], target
-        )
-    strings = pa.array([_scalar_text(v) for v in raw], pa.string())
+        return _url(strings) if column.socrata_type == "url" else strings
+    trimmed = pc.utf8_trim_whitespace(strings)
     try:
-        return pc.cast(strings, target)
+        return pc.cast(trimmed, target)
     except _CAST_ERRORS:
         pass
-    values: list[Any] = []
-    for i, value in enumerate(strings.to_pylist()):
+    values: list[Any] = []  # the slow path, only for a column holding a value that does not fit
+    for i, value in enumerate(trimmed.to_pylist()):
         if value is None:
             values.append(None)
             continue
@@ -96,59 +127,70 @@ def _typed(column: Column, raw: list[Any], reasons: list[str | None]) -> pa.Arra
     return pa.array(values, target)
 
 
-def _scalar_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(value)  # a nested value where a scalar was declared: fails the cast
+def _url(strings: pa.Array) -> pa.Array:
+    """A url value ``{"url": ..., "description": ...}`` -> its URL; plain text stays."""
+    found = _group(strings, _URL, "url")
+    unescaped = pc.replace_substring(found, "\\/", "/")
+    return pc.if_else(pc.is_valid(found), unescaped, strings)
 
 
-def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return orjson.dumps(value).decode()
+def _geojson(strings: pa.Array) -> pa.Array:
+    """GeoJSON text; an old ``location`` value (``latitude``/``longitude``) becomes a Point."""
+    legacy = pc.and_(
+        pc.invert(pc.match_substring(strings, '"type"')),
+        pc.match_substring(strings, '"latitude"'),
+    )
+    latitude = _group(strings, _LATITUDE, "v")
+    longitude = _group(strings, _LONGITUDE, "v")
+    point = pc.binary_join_element_wise(
+        '{"type":"Point","coordinates":[', longitude, ",", latitude, "]}", ""
+    )
+    legacy = pc.fill_null(legacy, False)
+    return pc.if_else(legacy, point, strings)
 
 
-def _url(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return value.get("url")
-    return _text(value)
+def _coordinates(strings: pa.Array) -> list[pa.Array]:
+    """``[longitude, latitude]`` doubles of a Point or an old location (NULL otherwise)."""
+    x, y = _group(strings, _COORDINATES, "v"), _group(strings, _COORDINATES, "w")
+    latitude, longitude = _group(strings, _LATITUDE, "v"), _group(strings, _LONGITUDE, "v")
+    x = pc.if_else(pc.is_valid(x), x, longitude)
+    y = pc.if_else(pc.is_valid(y), y, latitude)
+    return [_to_double(x), _to_double(y)]
 
 
-def _geojson(value: Any) -> str | None:
-    """GeoJSON text of a geometry; old ``location`` values become a GeoJSON Point."""
-    if value is None:
-        return None
-    if isinstance(value, dict) and "type" not in value and "latitude" in value:
-        point = _location_point(value)
-        return orjson.dumps({"type": "Point", "coordinates": point}).decode() if point else None
-    return _text(value)
+def _group(strings: pa.Array, pattern: str, name: str) -> pa.Array:
+    """The named group of ``pattern`` (``v``, ``w``: its first and second number) or NULL."""
+    numbered = pattern.replace(_NUMBER, f"(?P<v>{_NUMBER[1:-1]})", 1).replace(
+        _NUMBER, f"(?P<w>{_NUMBER[1:-1]})", 1
+    )
+    matched = pc.extract_regex(strings, numbered)
+    return pc.struct_field(matched, name)
 
 
-def _location_point(value: dict[str, Any]) -> list[float] | None:
+def _to_double(strings: pa.Array) -> pa.Array:
     try:
-        return [float(value["longitude"]), float(value["latitude"])]
-    except (KeyError, TypeError, ValueError):
+        return pc.cast(strings, pa.float64())
+    except _CAST_ERRORS:
+        return pa.array(
+            [_float_or_none(v) for v in strings.to_pylist()], pa.float64()
+        )  # a malformed number in a geometry: NULL coordinates, the GeoJSON text stays
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
         return None
 
 
-def _coordinates(raw: list[Any]) -> tuple[pa.Array, pa.Array]:
-    longitudes: list[float | None] = []
-    latitudes: list[float | None] = []
-    for value in raw:
-        point: list[float] | None = None
-        if isinstance(value, dict):
-            if value.get("type") == "Point":
-                coordinates = value.get("coordinates") or []
-                if len(coordinates) >= 2:
-                    point = [float(coordinates[0]), float(coordinates[1])]
-            elif "latitude" in value:
-                point = _location_point(value)
-        longitudes.append(point[0] if point else None)
-        latitudes.append(point[1] if point else None)
-    return pa.array(longitudes, pa.float64()), pa.array(latitudes, pa.float64())
+def _raw_record(record: dict[str, Any]) -> str:
+    """The record as JSON (nested values decoded again), for the rejects table."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if value is None:
+            continue
+        if isinstance(value, str) and value[:1] in "{[":
+            with contextlib.suppress(orjson.JSONDecodeError):
+                value = orjson.loads(value)
+        out[key] = value
+    return orjson.dumps(out).decode()
