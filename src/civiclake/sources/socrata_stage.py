@@ -1,10 +1,13 @@
 """Any Socrata dataset: API pages -> raw zone -> staged Parquet (valid rows + rejects).
 
-One pass, streamed: each page is kept in the raw zone as received, transformed (the pure
-``socrata_transform``) and appended to the stage Parquet files, so memory holds one page and
-fetching overlaps converting. The rows fetched are checked against ``count(*)`` for the same
-``$where``; a mismatch is fetched again once, then fails the run. The stage files appear only
-when the whole fetch succeeded (atomic lake writes).
+One pass, streamed: each page is decoded into Arrow by DuckDB (in the fetching thread, one page
+ahead), kept in the raw zone as received, transformed (the pure ``socrata_transform``) and
+appended to the stage Parquet files, so memory holds two pages and fetching overlaps
+converting. Measured (bench/socrata_bench.py, 100k every-type rows, a running Prefect server):
+the flow's fetch + stage + commit took 3.0 s where a bare loop fetching and counting the same
+pages took 2.8 s; the whole command 9.3 s (start-up, metadata, Prefect). The rows fetched are
+checked against ``count(*)`` for the same ``$where``; a mismatch is fetched again once, then
+fails the run. The stage files appear only when the whole fetch succeeded (atomic lake writes).
 """
 
 from __future__ import annotations
