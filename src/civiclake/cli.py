@@ -281,35 +281,23 @@ def socrata_run(
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
 ) -> None:
     """Load a dataset into Iceberg: everything first, then rows updated since the last run."""
-    from civiclake.sources.socrata_plan import describe
+    from civiclake.sources.socrata_plan import range_window, resolve_spec
 
     start = parse_date("--start-date", start_date)
     stop = parse_date("--stop-date", stop_date)
-    if (date_field or start or stop) and not (date_field and start):
-        raise ParameterError("a range load needs --date-field COLUMN and --start-date")
-    if full and date_field:
-        raise ParameterError("--full replaces the whole table: drop the range options")
     if warehouse_block and not to:
         raise ParameterError("--warehouse-block names the warehouse of --to: give --to as well")
+    settings = _settings(lake)
     if to:
         from civiclake.warehouse import check_merges
 
-        _check_warehouse(to, _settings(lake), warehouse_block)
+        _check_warehouse(to, settings, warehouse_block)
         if not date_field:  # a range load replaces a window: every warehouse can
-            check_merges(to, _settings(lake), block=bool(warehouse_block))
+            check_merges(to, settings, block=bool(warehouse_block))
     if not lake_block:  # fail before Prefect starts: a bad id, a 404, a wrong column, the lake
-        settings = _settings(lake)
         settings.lake().check_writable()
-        describe(
-            settings,
-            dataset,
-            portal=portal,
-            table=table,
-            partition=partition,
-            date_field=date_field,
-            start=start,
-            stop=stop,
-        )
+        spec = resolve_spec(settings, dataset, portal=portal, table=table, partition=partition)
+        range_window(spec, date_field, start, stop, full=full)
 
     from civiclake.flows.socrata import socrata_dataset
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
@@ -23,7 +23,6 @@ from pydantic import Field
 
 from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
-from civiclake.errors import ParameterError
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import (
     AlsoWarehouseParam,
@@ -42,11 +41,11 @@ from civiclake.sources.socrata_dataset import DatasetSpec, LoadMode
 from civiclake.sources.socrata_plan import (
     HWM_PROPERTY,
     Plan,
-    date_window,
     plan,
+    range_window,
     resolve_spec,
 )
-from civiclake.sources.socrata_stage import Staged, fetch_and_stage, staged_ids
+from civiclake.sources.socrata_stage import StageResult, fetch_and_stage, staged_ids
 
 FLOW_NAME = "socrata-dataset"
 
@@ -81,7 +80,7 @@ def load(
     spec = planned.spec
     settings = settings_for(blocks)
     lake = settings.lake()
-    result = Staged(**staged)
+    result = StageResult(**staged)
     replaced, rejects_replaced = _slices(planned, lake, result)
     carried = [planned.high_water_mark]
     if planned.mode is not LoadMode.window:  # a window's rows do not say what else changed
@@ -102,8 +101,8 @@ def load(
     )
     catalog = tables.load_catalog(settings)
     with table_lock(spec.table):
-        table = tables.ensure_table_from_arrow(
-            catalog, spec.table, spec.arrow_schema(), partition=partition
+        table = tables.ensure_table_for(
+            catalog, spec.table, spec.arrow_schema(), partition=partition, evolve=True
         )
         main = tables.replace_range(
             table,
@@ -111,7 +110,7 @@ def load(
             lambda: (tables.conform(c, table) for c in iter_table_chunks(lake, result.valid_url)),
             props,
         )
-        rejects_table = tables.ensure_table_from_arrow(
+        rejects_table = tables.ensure_table_for(
             catalog, spec.rejects_table, datasets.REJECTS_SCHEMA
         )
         tables.replace_range(
@@ -133,7 +132,7 @@ def load(
     }
 
 
-def _slices(planned: Plan, lake: Any, staged: Staged) -> tuple[Slice, Slice]:
+def _slices(planned: Plan, lake: Any, staged: StageResult) -> tuple[Slice, Slice]:
     """The slices a load replaces in the table and in its rejects: the whole table (full), the
     ids the fetch saw (incremental), or the date range (window; its rejects by id: a rejects
     row has no date to range on)."""
@@ -164,7 +163,7 @@ def load_warehouse(
     spec = planned.spec
     settings = settings_for(blocks)
     lake = settings.lake()
-    result = Staged(**staged)
+    result = StageResult(**staged)
     replaced, rejects_replaced = _slices(planned, lake, result)
     merges = not isinstance(replaced, Window)
     with table_lock(f"{to}:{spec.table}"), open_warehouse(to, settings) as warehouse:
@@ -229,11 +228,7 @@ def socrata_dataset(
     spec = resolve_spec(
         settings, dataset, portal=portal, table=table, partition=partition, where=where
     )
-    window = None
-    if date_field or start_date or stop_date:
-        if not (date_field and start_date):
-            raise ParameterError("a range load needs date_field and start_date")
-        window = date_window(spec, date_field, start_date, stop_date, today=date.today())
+    window = range_window(spec, date_field, start_date, stop_date, full=full)
     planned = plan(settings, spec, full=full, window=window)
     log.info("%s (%s) -> %s: %s", spec.dataset_id, spec.name, spec.table, planned.mode_text)
     page = page_size or settings.page_size

@@ -90,9 +90,9 @@ class Column:
     @property
     def iceberg_type(self) -> str:
         """The Iceberg type of the column (what PyIceberg makes of the Arrow type)."""
-        from pyiceberg.io.pyarrow import _ConvertToIcebergWithoutIDs, visit_pyarrow
+        from civiclake.tables import iceberg_type
 
-        return str(visit_pyarrow(self.arrow_type, _ConvertToIcebergWithoutIDs()))
+        return str(iceberg_type(self.arrow_type))
 
     @property
     def is_geo(self) -> bool:

@@ -129,6 +129,25 @@ def plan(
     return Plan(spec, LoadMode.incremental, hwm, incremental_where(hwm, spec.where))
 
 
+def range_window(
+    spec: DatasetSpec,
+    date_field: str | None,
+    start: date | None,
+    stop: date | None,
+    *,
+    full: bool = False,
+) -> Window | None:
+    """The window a range load replaces; None without range options; a one-line error for
+    incomplete or contradictory ones."""
+    if not (date_field or start or stop):
+        return None
+    if not (date_field and start):
+        raise ParameterError("a range load needs --date-field COLUMN and --start-date")
+    if full:
+        raise ParameterError("--full replaces the whole table: drop the range options")
+    return date_window(spec, date_field, start, stop, today=date.today())
+
+
 def describe(
     settings: Settings,
     dataset: str,
@@ -136,17 +155,9 @@ def describe(
     portal: str | None = None,
     table: str | None = None,
     partition: str | None = None,
-    full: bool = False,
-    date_field: str | None = None,
-    start: date | None = None,
-    stop: date | None = None,
 ) -> Plan:
+    """What ``socrata run`` would do, with the dataset's exact row count."""
     spec = resolve_spec(settings, dataset, portal=portal, table=table, partition=partition)
-    window = None
-    if date_field or start or stop:
-        if not (date_field and start):
-            raise ParameterError("a range load needs --date-field COLUMN and --start-date")
-        window = date_window(spec, date_field, start, stop, today=date.today())
     with SocrataClient.from_settings(settings, base_url=spec.portal) as client:
         rows = client.count(spec.dataset_id, where=spec.where)  # exact, unlike cached metadata
-    return plan(settings, replace(spec, row_count=rows), full=full, window=window)
+    return plan(settings, replace(spec, row_count=rows))

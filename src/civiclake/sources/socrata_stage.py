@@ -42,7 +42,7 @@ PARQUET_COMPRESSION = "zstd"
 
 
 @dataclass(frozen=True)
-class Staged:
+class StageResult:
     """What one fetch produced, by lake URL (tasks pass URLs, not data)."""
 
     valid_url: str
@@ -74,7 +74,7 @@ def fetch_and_stage(
     source: str,
     page_size: int,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger] = logger,
-) -> Staged:
+) -> StageResult:
     """Fetch every row matching ``where`` into the raw zone and the stage Parquet files."""
     last_error = ""
     for attempt in range(1, FETCH_ATTEMPTS + 1):
@@ -101,7 +101,7 @@ def _fetch_once(
     page_size: int,
     expected: int,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> Staged:
+) -> StageResult:
     now = datetime.now(UTC)
     folder = stage_dir(lake, spec, run_id)
     valid_url, rejects_url = f"{folder}/valid.parquet", f"{folder}/rejects.parquet"
@@ -155,7 +155,7 @@ def _fetch_once(
         f"{valid:,}",
         f"{rejected:,}",
     )
-    return Staged(
+    return StageResult(
         valid_url=valid_url,
         rejects_url=rejects_url,
         rows_fetched=fetched,
@@ -174,7 +174,7 @@ def _latest(current: datetime | None, column: pa.ChunkedArray) -> datetime | Non
     return value if current is None or value > current else current
 
 
-def staged_ids(lake: Lake, staged: Staged) -> set[str]:
+def staged_ids(lake: Lake, staged: StageResult) -> set[str]:
     """Every ``socrata_id`` the fetch saw, valid or rejected: the ids a merge replaces."""
     ids: set[str] = set()
     for url in (staged.valid_url, staged.rejects_url):

@@ -67,9 +67,7 @@ def transform(
     for column in spec.columns:
         strings = _strings(batch, column.field, rows)
         if column.is_geo:
-            arrays.append(_geojson(strings))
-            if column.has_coordinates:
-                arrays += _coordinates(strings)
+            arrays += _geometry(strings, coordinates=column.has_coordinates)
             continue
         arrays.append(_typed(column, strings, reasons))
     table = pa.Table.from_arrays(arrays, schema=spec.arrow_schema())
@@ -134,28 +132,24 @@ def _url(strings: pa.Array) -> pa.Array:
     return pc.if_else(pc.is_valid(found), unescaped, strings)
 
 
-def _geojson(strings: pa.Array) -> pa.Array:
-    """GeoJSON text; an old ``location`` value (``latitude``/``longitude``) becomes a Point."""
+def _geometry(strings: pa.Array, *, coordinates: bool) -> list[pa.Array]:
+    """GeoJSON text (an old ``location`` value, ``latitude``/``longitude``, becomes a Point),
+    then with ``coordinates`` its longitude and latitude as doubles (NULL when there are none)."""
+    latitude, longitude = _group(strings, _LATITUDE, "v"), _group(strings, _LONGITUDE, "v")
     legacy = pc.and_(
         pc.invert(pc.match_substring(strings, '"type"')),
         pc.match_substring(strings, '"latitude"'),
     )
-    latitude = _group(strings, _LATITUDE, "v")
-    longitude = _group(strings, _LONGITUDE, "v")
     point = pc.binary_join_element_wise(
         '{"type":"Point","coordinates":[', longitude, ",", latitude, "]}", ""
     )
-    legacy = pc.fill_null(legacy, False)
-    return pc.if_else(legacy, point, strings)
-
-
-def _coordinates(strings: pa.Array) -> list[pa.Array]:
-    """``[longitude, latitude]`` doubles of a Point or an old location (NULL otherwise)."""
+    geojson = pc.if_else(pc.fill_null(legacy, False), point, strings)
+    if not coordinates:
+        return [geojson]
     x, y = _group(strings, _COORDINATES, "v"), _group(strings, _COORDINATES, "w")
-    latitude, longitude = _group(strings, _LATITUDE, "v"), _group(strings, _LONGITUDE, "v")
     x = pc.if_else(pc.is_valid(x), x, longitude)
     y = pc.if_else(pc.is_valid(y), y, latitude)
-    return [_to_double(x), _to_double(y)]
+    return [geojson, _to_double(x), _to_double(y)]
 
 
 def _group(strings: pa.Array, pattern: str, name: str) -> pa.Array:

@@ -101,12 +101,21 @@ def ensure_table(
 
 
 def ensure_table_for(
-    catalog: Catalog, identifier: str, schema: pa.Schema, *, month_of: str | None = None
+    catalog: Catalog,
+    identifier: str,
+    schema: pa.Schema,
+    *,
+    month_of: str | None = None,
+    partition: tuple[str, str] | None = None,
+    evolve: bool = False,
 ) -> Table:
-    """A table for an Arrow schema (PyIceberg assigns ids), partitioned by month(``month_of``)."""
-    from pyiceberg.transforms import MonthTransform
+    """A table for an Arrow schema (PyIceberg assigns ids), partitioned by month(``month_of``)
+    or by ``partition`` = (``day``/``month``/``year``, column) while it is unpartitioned.
+    ``evolve``: an existing table gains the schema's new columns (added, never dropped, so a
+    column that disappears at the source stays, NULL from then on)."""
+    from pyiceberg.transforms import DayTransform, MonthTransform, YearTransform
 
-    if catalog.table_exists(identifier):
+    if catalog.table_exists(identifier):  # (see ensure_table: no orphan metadata per load)
         table = catalog.load_table(identifier)
     else:
         namespace = identifier.rsplit(".", 1)[0]
@@ -114,10 +123,28 @@ def ensure_table_for(
         table = catalog.create_table_if_not_exists(
             identifier, schema=schema, properties=METADATA_PROPERTIES
         )
-    if month_of and table.spec().is_unpartitioned():
+    if month_of:
+        partition = ("month", month_of)
+    if partition and table.spec().is_unpartitioned():
+        transform_name, column = partition
+        transform = {"day": DayTransform, "month": MonthTransform, "year": YearTransform}[
+            transform_name
+        ]()
         with table.update_spec() as update:
-            update.add_field(month_of, MonthTransform(), f"{month_of}_month")
+            update.add_field(column, transform, f"{column}_{transform_name}")
+    missing = [f for f in schema if f.name not in set(table.schema().column_names)]
+    if evolve and missing:
+        with table.update_schema() as update:
+            for arrow_field in missing:
+                update.add_column(arrow_field.name, iceberg_type(arrow_field.type))
     return table
+
+
+def iceberg_type(arrow_type: pa.DataType) -> IcebergType:
+    """The Iceberg type PyIceberg gives an Arrow type when it creates a table from one."""
+    from pyiceberg.io.pyarrow import _ConvertToIcebergWithoutIDs, visit_pyarrow
+
+    return visit_pyarrow(arrow_type, _ConvertToIcebergWithoutIDs())  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -201,50 +228,6 @@ def summarize(catalog: Catalog) -> list[TableSummary]:
                 )
             )
     return out
-
-
-def ensure_table_from_arrow(
-    catalog: Catalog,
-    identifier: str,
-    schema: pa.Schema,
-    *,
-    partition: tuple[str, str] | None = None,
-    properties: dict[str, str] | None = None,
-) -> Table:
-    """A table for an Arrow schema, partitioned by ``(transform, column)`` when created; an
-    existing table gains the schema's new columns (schema evolution: added, never dropped, so
-    a column that disappears at the source stays, NULL from then on)."""
-    from pyiceberg.transforms import DayTransform, MonthTransform, YearTransform
-
-    if catalog.table_exists(identifier):  # (see ensure_table: no orphan metadata per load)
-        table = catalog.load_table(identifier)
-    else:
-        namespace = identifier.rsplit(".", 1)[0]
-        catalog.create_namespace_if_not_exists(namespace)
-        table = catalog.create_table_if_not_exists(
-            identifier, schema=schema, properties={**METADATA_PROPERTIES, **(properties or {})}
-        )
-    if partition and table.spec().is_unpartitioned() and table.current_snapshot() is None:
-        transform_name, column = partition
-        transform = {"day": DayTransform, "month": MonthTransform, "year": YearTransform}[
-            transform_name
-        ]()
-        with table.update_spec() as update:
-            update.add_field(column, transform, f"{column}_{transform_name}")
-    known = set(table.schema().column_names)
-    missing = [f for f in schema if f.name not in known]
-    if missing:
-        with table.update_schema() as update:
-            for arrow_field in missing:
-                update.add_column(arrow_field.name, _iceberg_type(arrow_field.type))
-    return table
-
-
-def _iceberg_type(arrow_type: pa.DataType) -> IcebergType:
-    """The Iceberg type PyIceberg gives an Arrow type when it creates a table from one."""
-    from pyiceberg.io.pyarrow import _ConvertToIcebergWithoutIDs, visit_pyarrow
-
-    return visit_pyarrow(arrow_type, _ConvertToIcebergWithoutIDs())  # type: ignore[no-any-return]
 
 
 def conform(chunk: pa.Table, table: Table) -> pa.Table:
