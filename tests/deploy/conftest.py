@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +22,11 @@ from deploy_support import (
     DAYS,
     FAST_RETRIES,
     FIRST_DAY,
-    ROOT,
     TLC_FILE,
     Worker,
     clean_env,
     run_deploy,
+    start_worker,
 )
 
 import civiclake.flows  # noqa: F401  (Prefect's offline defaults, before Prefect is imported)
@@ -107,16 +106,7 @@ def worker(
         }
     )
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "civiclake"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its flow-run subprocesses go with it
-        )
+    process = start_worker("civiclake", env, log_path)
     handle = Worker(process, log_path, shared_home, env)
     _WORKERS.append(handle)
     try:

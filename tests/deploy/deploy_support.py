@@ -71,10 +71,10 @@ def prefect_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
     )
 
 
-def run_deploy(server: PrefectServer) -> subprocess.CompletedProcess[str]:
-    """``civiclake deploy`` from the repo root against ``server``."""
+def run_deploy(server: PrefectServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """``civiclake deploy [args]`` from the repo root against ``server``."""
     return subprocess.run(
-        [sys.executable, "-m", "civiclake.cli", "deploy"],
+        [sys.executable, "-m", "civiclake.cli", "deploy", *args],
         cwd=ROOT,
         env=clean_env(server),
         capture_output=True,
@@ -82,3 +82,18 @@ def run_deploy(server: PrefectServer) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
+
+
+def start_worker(pool: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``prefect worker start --pool POOL`` from the repo root, its output in ``log_path``;
+    a session of its own, so its flow-run subprocesses are stopped with it."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

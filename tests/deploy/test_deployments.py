@@ -34,6 +34,7 @@ from deploy_support import (
 from civiclake import tables
 from civiclake.config import get_settings
 from civiclake.sources import bnt
+from civiclake.testing.browser import CHROMIUM, chromium_page
 from civiclake.testing.prefect_server import PrefectServer
 from civiclake.testing.socrata import RequestRecord, SocrataServer
 
@@ -51,7 +52,6 @@ LAKE_TOKEN = "s3cret-lake-token"
 PG_PASSWORD = "s3cret-pg-password"
 APP_TOKEN = "s3cret-app-token"
 SECRETS = (LAKE_TOKEN, PG_PASSWORD, APP_TOKEN)
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "test-artifacts"
 
 
@@ -504,30 +504,11 @@ def browser_page(tmp_path: Path) -> Iterator[Any]:
             f"{CHROMIUM} is missing: scripts/test installs Debian's chromium "
             "(apt-get install -y chromium)"
         )
-    sync_api = pytest.importorskip(
+    pytest.importorskip(
         "playwright.sync_api", reason="the playwright package (dev extra) is not installed"
     )
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-            viewport={"width": 1400, "height": 1000},
-        )
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
+    with chromium_page(tmp_path / "chromium-profile", width=1400) as page:
+        yield page
 
 
 def test_completed_run_and_its_summary_in_the_prefect_ui(

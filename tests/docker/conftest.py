@@ -28,6 +28,8 @@ from deploy_support import (
     ROOT,
     Worker,
     clean_env,
+    run_deploy,
+    start_worker,
 )
 from docker_support import (
     BASE_CACHE,
@@ -36,7 +38,6 @@ from docker_support import (
     IMAGE,
     Engine,
     Image,
-    run_deploy_docker,
 )
 
 import civiclake.flows  # noqa: F401  (Prefect's offline defaults, before Prefect)
@@ -105,7 +106,7 @@ def volume_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def docker_deployed(live_prefect: PrefectServer) -> subprocess.CompletedProcess[str]:
     """`civiclake deploy --docker` once: the docker pool and both docker deployments."""
-    done = run_deploy_docker(live_prefect)
+    done = run_deploy(live_prefect, "--docker")
     assert done.returncode == 0, f"civiclake deploy --docker failed:\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -127,16 +128,7 @@ def docker_worker(
     env = engine.daemon.env(clean_env(live_prefect))
     env.update({"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5"})
     log_path = tmp_path_factory.mktemp("docker-worker") / "worker.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "civiclake-docker"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start_worker("civiclake-docker", env, log_path)
     container_env = {**FAST_RETRIES, "CIVICLAKE_HOME": str(volume_home)}
     handle = Worker(process, log_path, volume_home, container_env)
     _WORKERS.append(handle)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy_support import ROOT, clean_env
+from deploy_support import ROOT
 
 from civiclake.testing.dockerd import DockerDaemon
-from civiclake.testing.prefect_server import PrefectServer
 
 IMAGE = "civiclake:latest"  # what prefect.yaml's docker deployments run
 BASE_CACHE = ROOT / ".emulators" / "docker"
@@ -46,15 +44,3 @@ class Image:
     base: str
     build_seconds: float
     build_log: str
-
-
-def run_deploy_docker(server: PrefectServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "civiclake.cli", "deploy", "--docker", *args],
-        cwd=ROOT,
-        env=clean_env(server),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )

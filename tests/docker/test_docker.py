@@ -19,8 +19,8 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from deploy_support import FIRST_DAY, ROOT, ROWS_PER_DAY, Worker, clean_env, prefect_cli
-from docker_support import CONTAINER_UID, Engine, Image, run_deploy_docker
+from deploy_support import FIRST_DAY, ROOT, ROWS_PER_DAY, Worker, clean_env, prefect_cli, run_deploy
+from docker_support import CONTAINER_UID, Engine, Image
 
 from civiclake.testing.objectstores import ObjectStore
 from civiclake.testing.prefect_server import PrefectServer
@@ -265,7 +265,7 @@ def test_deploy_docker_creates_the_pool_and_both_deployments(
     assert first[TLC].parameters == {"color": "green", "to": "duckdb"}
 
     # again, with another pull policy: the same deployments, updated; the pool is kept
-    again = run_deploy_docker(live_prefect, "--pull-policy", "IfNotPresent")
+    again = run_deploy(live_prefect, "--docker", "--pull-policy", "IfNotPresent")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "work pool 'civiclake-docker' exists" in again.stderr
     for name, deployment in first.items():
@@ -278,7 +278,7 @@ def test_deploy_docker_creates_the_pool_and_both_deployments(
 
 
 def test_deploy_docker_refuses_a_bad_pull_policy(live_prefect: PrefectServer) -> None:
-    done = run_deploy_docker(live_prefect, "--pull-policy", "Sometimes")
+    done = run_deploy(live_prefect, "--docker", "--pull-policy", "Sometimes")
     assert done.returncode == 2
     assert "--pull-policy: 'Sometimes' is not one of IfNotPresent, Always, Never" in done.stderr
     plain = subprocess.run(
