@@ -2,8 +2,10 @@
 
 A load deletes its slice and appends its rows in one commit, so a re-run replaces instead of
 duplicating. The slice is a date/time window on a column (B&T days, TLC months), a set of row
-ids (a Socrata incremental merge by ``:id``), or the whole table (a full refresh, which is how
-rows deleted at the source disappear). Iceberg and warehouses take the same object.
+ids (a Socrata incremental merge by ``:id``), a set of windows on one column (the days a file
+actually holds: a file with days 1 and 14 replaces those two days, never 2-13), or the whole
+table (a full refresh, which is how rows deleted at the source disappear). Iceberg and
+warehouses take the same object.
 """
 
 from __future__ import annotations
@@ -72,4 +74,60 @@ class RowIds:
         return f"{len(self.ids)} ids of {self.column}"
 
 
-Slice = WholeTable | Window | RowIds
+@dataclass(frozen=True)
+class Windows:
+    """The union of disjoint windows on one column: ``start <= column < stop`` for any of them.
+
+    What a file load replaces: the days (or months) the file actually holds, not the span
+    between its first and last date. Build it with :meth:`of`, which sorts the windows and
+    merges adjacent or overlapping ones, so equal coverage gives an equal value.
+    """
+
+    column: str
+    windows: tuple[Window, ...]
+
+    @classmethod
+    def of(cls, column: str, spans: Iterable[tuple[date | datetime, date | datetime]]) -> Windows:
+        merged: list[list[date | datetime]] = []
+        for start, stop in sorted(spans):
+            if not start < stop:
+                raise ValueError(f"empty window [{start}, {stop}) on {column}")
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], stop)
+            else:
+                merged.append([start, stop])
+        return cls(column, tuple(Window(column, a, b) for a, b in merged))
+
+    @classmethod
+    def of_days(cls, column: str, days: Iterable[date]) -> Windows:
+        """One window ``[day, day + 1)`` per day (adjacent days merge into one window)."""
+        from datetime import timedelta
+
+        return cls.of(column, ((d, d + timedelta(days=1)) for d in days))
+
+    @property
+    def start(self) -> date | datetime:
+        return self.windows[0].start
+
+    @property
+    def stop(self) -> date | datetime:
+        return self.windows[-1].stop
+
+    def iceberg_filter(self) -> BooleanExpression:
+        from pyiceberg.expressions import AlwaysFalse, Or
+
+        if not self.windows:
+            return AlwaysFalse()  # nothing to delete
+        expr = self.windows[0].iceberg_filter()
+        for window in self.windows[1:]:
+            expr = Or(expr, window.iceberg_filter())
+        return expr
+
+    def __str__(self) -> str:
+        if len(self.windows) == 1:
+            return str(self.windows[0])
+        spans = ", ".join(f"[{w.start.isoformat()}, {w.stop.isoformat()})" for w in self.windows)
+        return f"{self.column} in {spans}"
+
+
+Slice = WholeTable | Window | RowIds | Windows
