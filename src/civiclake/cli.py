@@ -90,6 +90,11 @@ WAREHOUSE_BLOCK_OPTION = typer.Option(
 PAGE_SIZE_OPTION = typer.Option(
     None, "--page-size", min=1, help="Rows per API page ($limit) [default: 50000]."
 )
+ALLOW_EMPTY_OPTION = typer.Option(
+    False,
+    "--allow-empty",
+    help="Let a load that holds no row empty a range that has rows (refused otherwise).",
+)
 
 
 def _settings(lake: str | None = None) -> Settings:
@@ -134,6 +139,7 @@ def bnt_run(
         help="Also load a warehouse: duckdb (embedded), postgres or bigquery [default: none].",
     ),
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
+    allow_empty: bool = ALLOW_EMPTY_OPTION,
 ) -> None:
     """Load MTA B&T hourly traffic into mta.bnt_traffic_hourly (replaces the date range)."""
     start = parse_date("--start-date", start_date)
@@ -167,6 +173,7 @@ def bnt_run(
         socrata_token_block=socrata_token_block,
         to=to,
         warehouse_block=warehouse_block,
+        allow_empty=allow_empty,
     )
     _print_summary(summary)
 
@@ -279,6 +286,7 @@ def socrata_run(
         None, "--to", help="Also load a warehouse: duckdb or postgres [default: none]."
     ),
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
+    allow_empty: bool = ALLOW_EMPTY_OPTION,
 ) -> None:
     """Load a dataset into Iceberg: everything first, then rows updated since the last run."""
     from civiclake.sources.socrata_plan import range_window, resolve_spec
@@ -317,6 +325,7 @@ def socrata_run(
         socrata_token_block=socrata_token_block,
         to=to,
         warehouse_block=warehouse_block,
+        allow_empty=allow_empty,
     )
     _print_summary(summary)
 
@@ -369,6 +378,7 @@ def taxi_run(
     lake: str | None = LAKE_OPTION,
     lake_block: str | None = LAKE_BLOCK_OPTION,
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
+    allow_empty: bool = ALLOW_EMPTY_OPTION,
 ) -> None:
     """Load TLC months: web -> lake (Parquet) -> Iceberg tlc.{color}_trips -> warehouse."""
     import re
@@ -406,6 +416,7 @@ def taxi_run(
             lake=lake,
             lake_block=lake_block,
             warehouse_block=warehouse_block,
+            allow_empty=allow_empty,
         )
     except MonthsFailed as exc:
         if exc.summary:

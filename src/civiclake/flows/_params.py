@@ -40,6 +40,10 @@ TokenBlockParam = Annotated[
 AlsoWarehouseParam = Annotated[
     WarehouseKind | None, Field(description="Also load this warehouse; empty: Iceberg only")
 ]
+AllowEmptyParam = Annotated[
+    bool,
+    Field(description="Let a load with no row empty a range that has rows (refused otherwise)"),
+]
 WarehouseBlockParam = Annotated[
     str | None, Field(description="civiclake-postgres or civiclake-bigquery block name")
 ]

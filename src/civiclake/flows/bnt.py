@@ -23,6 +23,7 @@ from civiclake.config import Settings
 from civiclake.errors import ParameterError
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import (
+    AllowEmptyParam,
     AlsoWarehouseParam,
     DateParam,
     LakeBlockParam,
@@ -31,6 +32,8 @@ from civiclake.flows._params import (
     TokenBlockParam,
     WarehouseBlockParam,
 )
+from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
+from civiclake.slices import Slice, Window, Windows
 from civiclake.sources import bnt_fetch
 from civiclake.sources.socrata import SocrataClient
 
@@ -149,8 +152,11 @@ def load(
     rows_fetched: int,
     load_key: str,
     blocks: Blocks = None,
+    replaced: Slice | None = None,
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
-    """Replace the range in the table and its rejects table, each in one Iceberg commit."""
+    """Replace the range (or ``replaced``: a file's days) in the table and its rejects table,
+    each in one Iceberg commit; an empty stage never deletes rows unless ``allow_empty``."""
     from civiclake import tables
     from civiclake.sources import bnt
 
@@ -166,7 +172,15 @@ def load(
         "rows-loaded": str(staged["rows_valid"]),
         "rows-rejected": str(staged["rows_rejected"]),
     }
+    replaced = replaced or Window(bnt_fetch.DATE_FIELD, start, stop)
     with table_lock(bnt_fetch.TABLE):
+        refuse_empty(
+            catalog.load_table(bnt_fetch.TABLE) if catalog.table_exists(bnt_fetch.TABLE) else None,
+            bnt_fetch.TABLE,
+            replaced,
+            staged["rows_valid"],
+            allow_empty=allow_empty,
+        )
         main, rejects = bnt.commit_staged(
             catalog,
             lake,
@@ -175,6 +189,7 @@ def load(
             load_range,
             load_key,
             props,
+            replaced,
         )
     get_run_logger().info(
         "committed snapshot %s to %s (%s rows now)",
@@ -193,10 +208,16 @@ def load(
 
 @task(name="load-warehouse", cache_policy=NO_CACHE)
 def load_warehouse(
-    staged: dict[str, Any], start: date, stop: date, to: str, blocks: Blocks = None
+    staged: dict[str, Any],
+    start: date,
+    stop: date,
+    to: str,
+    blocks: Blocks = None,
+    replaced: Slice | None = None,
 ) -> dict[str, Any]:
-    """Replace ``[start, stop)`` of the table in the warehouse from the same staged Parquet:
-    delete + bulk load in one transaction. (Rejects stay in Iceberg, read with civiclake sql.)"""
+    """Replace ``[start, stop)`` (or ``replaced``) of the table in the warehouse from the same
+    staged Parquet: delete + bulk load in one transaction. (Rejects stay in Iceberg, read with
+    civiclake sql.)"""
     from civiclake.sources import bnt
     from civiclake.warehouse import open_warehouse
 
@@ -205,17 +226,19 @@ def load_warehouse(
         table_lock(f"{to}:{bnt_fetch.TABLE}"),
         open_warehouse(to, settings) as warehouse,
     ):
-        rows = warehouse.replace_range(
+        rows = warehouse.replace(
             bnt_fetch.TABLE,
             bnt.ARROW_SCHEMA,
             [staged["valid_url"]],
             settings.lake(),
-            column=bnt_fetch.DATE_FIELD,
-            start=start,
-            stop=stop,
+            replaced or Window(bnt_fetch.DATE_FIELD, start, stop),
         )
     get_run_logger().info(
-        "replaced [%s, %s) in %s %s: %s rows", start, stop, to, bnt_fetch.TABLE, f"{rows:,}"
+        "replaced %s in %s %s: %s rows",
+        replaced or f"[{start}, {stop})",
+        to,
+        bnt_fetch.TABLE,
+        f"{rows:,}",
     )
     return {"warehouse": to, "rows": rows}
 
@@ -269,12 +292,46 @@ def bnt_hourly_traffic(
     socrata_token_block: TokenBlockParam = None,
     to: AlsoWarehouseParam = None,
     warehouse_block: WarehouseBlockParam = None,
+    allow_empty: AllowEmptyParam = False,
 ) -> dict[str, Any]:
     """MTA Bridges & Tunnels hourly traffic into ``mta.bnt_traffic_hourly``.
 
     Dates ``[start_date, stop_date)``; without ``start_date`` the run is incremental (high-water
-    mark minus ``lookback_days``); ``from_file`` loads a bulk export (CSV or JSON) instead.
+    mark minus ``lookback_days``); ``from_file`` loads a bulk export (CSV or JSON) instead and
+    replaces the days it holds. A load with no row for a range that has rows is refused (the
+    run ends Failed with that line) unless ``allow_empty``.
     """
+    try:
+        return _bnt_hourly_traffic(
+            start_date,
+            stop_date,
+            from_file,
+            lookback_days,
+            page_size,
+            lake,
+            lake_block,
+            socrata_token_block,
+            to,
+            warehouse_block,
+            allow_empty,
+        )
+    except EmptyLoadRefused as exc:
+        return refused(exc)  # type: ignore[no-any-return]
+
+
+def _bnt_hourly_traffic(
+    start_date: date | None,
+    stop_date: date | None,
+    from_file: str | None,
+    lookback_days: int | None,
+    page_size: int | None,
+    lake: str | None,
+    lake_block: str | None,
+    socrata_token_block: str | None,
+    to: Any,
+    warehouse_block: str | None,
+    allow_empty: bool,
+) -> dict[str, Any]:
     began = time.monotonic()
     blocks = {
         "lake": lake,
@@ -308,6 +365,8 @@ def bnt_hourly_traffic(
         start = staged["min_date"]
         stop = staged["max_date"] + timedelta(days=1)
         fetched = staged["rows_read"]
+        # the days the file holds, not the span between its first and last date
+        replaced: Slice = Windows.of_days(bnt_fetch.DATE_FIELD, staged["days"])
     else:
         lookback = settings.bnt_lookback_days if lookback_days is None else lookback_days
         hwm = None if start_date else high_water_mark(settings)
@@ -337,15 +396,30 @@ def bnt_hourly_traffic(
             blocks=blocks,
         )
         fetched = fetched_info["rows"]
+        replaced = Window(bnt_fetch.DATE_FIELD, start, stop)
 
     load_key = source if from_file else str(bnt_fetch.LoadRange(start, stop))
-    loaded = load(staged, run_id, source, start, stop, fetched, load_key, blocks=blocks)
+    loaded = load(
+        staged,
+        run_id,
+        source,
+        start,
+        stop,
+        fetched,
+        load_key,
+        blocks=blocks,
+        replaced=replaced,
+        allow_empty=allow_empty,
+    )
     warehouse = (
-        load_warehouse(staged, start, stop, to.value, blocks=blocks) if to is not None else None
+        load_warehouse(staged, start, stop, to.value, blocks=blocks, replaced=replaced)
+        if to is not None
+        else None
     )
     summary = {
         "table": bnt_fetch.TABLE,
         "range": f"[{start}, {stop})",
+        **({"replaced": str(replaced)} if isinstance(replaced, Windows) else {}),
         "rows_fetched": fetched,
         "rows_loaded": loaded["rows_loaded"],
         "rows_rejected": staged["rows_rejected"],

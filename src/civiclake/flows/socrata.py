@@ -25,6 +25,7 @@ from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import (
+    AllowEmptyParam,
     AlsoWarehouseParam,
     DateParam,
     LakeBlockParam,
@@ -33,6 +34,7 @@ from civiclake.flows._params import (
     TokenBlockParam,
     WarehouseBlockParam,
 )
+from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
 from civiclake.lake import iter_table_chunks
 from civiclake.slices import RowIds, Slice, WholeTable, Window
 from civiclake.sources import socrata_dataset as datasets
@@ -72,9 +74,14 @@ def fetch_stage(
 
 @task(name="load", cache_policy=NO_CACHE)
 def load(
-    planned: Plan, staged: dict[str, Any], run_id: str, blocks: Blocks = None
+    planned: Plan,
+    staged: dict[str, Any],
+    run_id: str,
+    blocks: Blocks = None,
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
-    """Replace the slice (whole table, fetched ids, a date range) in the table and rejects."""
+    """Replace the slice (whole table, fetched ids, a date range) in the table and rejects;
+    an empty fetch never empties the table or a range unless ``allow_empty``."""
     from civiclake import tables
 
     spec = planned.spec
@@ -101,6 +108,13 @@ def load(
     )
     catalog = tables.load_catalog(settings)
     with table_lock(spec.table):
+        refuse_empty(
+            catalog.load_table(spec.table) if catalog.table_exists(spec.table) else None,
+            spec.table,
+            replaced,
+            result.rows_valid,
+            allow_empty=allow_empty,
+        )
         table = tables.ensure_table_for(
             catalog, spec.table, spec.arrow_schema(), partition=partition, evolve=True
         )
@@ -208,8 +222,54 @@ def socrata_dataset(
     socrata_token_block: TokenBlockParam = None,
     to: AlsoWarehouseParam = None,
     warehouse_block: WarehouseBlockParam = None,
+    allow_empty: AllowEmptyParam = False,
 ) -> dict[str, Any]:
-    """Any Socrata dataset into an Iceberg table: full the first time, incremental after."""
+    """Any Socrata dataset into an Iceberg table: full the first time, incremental after.
+
+    A full or range load that fetched no row is refused (Failed, that line) when the table or
+    range has rows, unless ``allow_empty``.
+    """
+    try:
+        return _socrata_dataset(
+            dataset,
+            table,
+            full,
+            partition,
+            where,
+            date_field,
+            start_date,
+            stop_date,
+            portal,
+            page_size,
+            lake,
+            lake_block,
+            socrata_token_block,
+            to,
+            warehouse_block,
+            allow_empty,
+        )
+    except EmptyLoadRefused as exc:
+        return refused(exc)  # type: ignore[no-any-return]
+
+
+def _socrata_dataset(
+    dataset: str,
+    table: str | None,
+    full: bool,
+    partition: str | None,
+    where: str | None,
+    date_field: str | None,
+    start_date: Any,
+    stop_date: Any,
+    portal: str | None,
+    page_size: int | None,
+    lake: str | None,
+    lake_block: str | None,
+    socrata_token_block: str | None,
+    to: Any,
+    warehouse_block: str | None,
+    allow_empty: bool,
+) -> dict[str, Any]:
     began = time.monotonic()
     blocks = {
         "lake": lake,
@@ -233,7 +293,7 @@ def socrata_dataset(
     log.info("%s (%s) -> %s: %s", spec.dataset_id, spec.name, spec.table, planned.mode_text)
     page = page_size or settings.page_size
     staged = fetch_stage(spec, planned.where, run_id, page, blocks=blocks)
-    loaded = load(planned, staged, run_id, blocks=blocks)
+    loaded = load(planned, staged, run_id, blocks=blocks, allow_empty=allow_empty)
     warehouse = load_warehouse(planned, staged, to.value, blocks=blocks) if to else None
     mode = planned.mode
     summary = {

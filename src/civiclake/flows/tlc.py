@@ -31,13 +31,16 @@ from civiclake.blocks import Blocks, settings_for
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import (
+    AllowEmptyParam,
     LakeBlockParam,
     LakeParam,
     MonthNumber,
     WarehouseBlockParam,
     WarehouseKind,
 )
+from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
 from civiclake.lake import iter_table_chunks
+from civiclake.slices import Window
 from civiclake.sources import tlc
 from civiclake.warehouse import check_configured
 
@@ -55,9 +58,25 @@ class Color(StrEnum):
 class MonthsFailed(CivicLakeError):
     """Some months failed; the others are loaded. Carries the run summary for the CLI."""
 
-    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, summary: dict[str, Any] | None = None, *, refused: bool = False
+    ) -> None:
         super().__init__(message)
         self.summary = summary
+        if refused:  # every failed month was refused input (empty, truncated): exit 2
+            self.exit_code = 2
+
+
+def _refuse_empty_month(
+    settings: Any, spec: tlc.TripSchema, the_month: tlc.Month, rows: int, allow_empty: bool
+) -> None:
+    """A month that converted to no row must not empty a month that has rows."""
+    if rows or allow_empty:
+        return
+    catalog = tables.load_catalog(settings)
+    table = catalog.load_table(spec.table) if catalog.table_exists(spec.table) else None
+    month = Window(spec.pickup, the_month.start, the_month.stop)
+    refuse_empty(table, spec.table, month, rows, allow_empty=allow_empty)
 
 
 def _is_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
@@ -125,7 +144,13 @@ def _converted(result: tlc.Conversion) -> dict[str, Any]:
 
 @task(name="convert-load-postgres", cache_policy=NO_CACHE)
 def convert_load_postgres(
-    raw_url: str, color: str, year: int, month: int, run_id: str, blocks: Blocks = None
+    raw_url: str,
+    color: str,
+    year: int,
+    month: int,
+    run_id: str,
+    blocks: Blocks = None,
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
     """``convert`` and ``load_warehouse`` overlapped, for PostgreSQL.
 
@@ -157,6 +182,8 @@ def convert_load_postgres(
             lake, raw_url, spec, the_month, run_id=run_id, log=get_run_logger(), sink=load.write
         )
         rows = load.finish()
+        # before the COMMIT: a refusal rolls the warehouse back too
+        _refuse_empty_month(settings, spec, the_month, result.rows_valid, allow_empty)
         load.replace_range(
             spec.rejects_table,
             tlc.rejects_schema(spec),
@@ -265,23 +292,45 @@ def tlc_month(
     lake: str | None = None,
     lake_block: str | None = None,
     warehouse_block: str | None = None,
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
     """One month: download (or stage a local file), convert, load Iceberg, load the warehouse.
 
     PostgreSQL: convert and load it at once, then load Iceberg from the same Parquet. If Iceberg
-    then fails, PostgreSQL keeps the month, as when the two loads ran side by side.
+    then fails, PostgreSQL keeps the month, as when the two loads ran side by side. A month
+    with no valid row is refused (Failed, that line) when the table has rows for it, unless
+    ``allow_empty``.
     """
+    try:
+        return _tlc_month(
+            color, year, month, to, from_file, lake, lake_block, warehouse_block, allow_empty
+        )
+    except EmptyLoadRefused as exc:
+        return refused(exc)  # type: ignore[no-any-return]
+
+
+def _tlc_month(
+    color: Color,
+    year: int,
+    month: int,
+    to: WarehouseKind,
+    from_file: str | None,
+    lake: str | None,
+    lake_block: str | None,
+    warehouse_block: str | None,
+    allow_empty: bool,
+) -> dict[str, Any]:
     began = time.monotonic()
     blocks = {"lake": lake, "lake_block": lake_block, "warehouse_block": warehouse_block}
     settings = settings_for(blocks)
     the_month = tlc.Month(year, month)
     run_id = str(flow_run.id or "local")
-    lake = settings.lake()
+    the_lake = settings.lake()
     if from_file:
         raw_url = stage_file(from_file, color.value, year, month, blocks=blocks)
     else:
         url = tlc.source_url(settings.tlc_url, color.value, the_month)
-        raw_target = tlc.raw_url_for(lake, color.value, the_month, url)
+        raw_target = tlc.raw_url_for(the_lake, color.value, the_month, url)
         fetch = download.with_options(
             retries=settings.download_retries,
             retry_delay_seconds=[
@@ -290,16 +339,20 @@ def tlc_month(
             ],
         )
         raw_url = fetch(url, raw_target, blocks=blocks)
-        if not lake.exists(raw_url):  # cached, but someone cleaned the raw zone since
+        if not the_lake.exists(raw_url):  # cached, but someone cleaned the raw zone since
             raw_url = fetch.with_options(refresh_cache=True)(url, raw_target, blocks=blocks)
     if to is WarehouseKind.postgres:
         # PostgreSQL loads while the file converts (committed once it all converted); Iceberg
         # then commits the same Parquet
-        converted = convert_load_postgres(raw_url, color.value, year, month, run_id, blocks=blocks)
+        converted = convert_load_postgres(
+            raw_url, color.value, year, month, run_id, blocks=blocks, allow_empty=allow_empty
+        )
         iceberg = load_iceberg(converted, color.value, year, month, run_id, blocks=blocks)
         warehouse = {"warehouse": converted["warehouse"], "rows": converted["warehouse_rows"]}
     else:
         converted = convert(raw_url, color.value, year, month, run_id, blocks=blocks)
+        spec = tlc.spec_for(color.value)
+        _refuse_empty_month(settings, spec, the_month, converted["rows_valid"], allow_empty)
         # Iceberg and the warehouse load the same Parquet independently: side by side
         iceberg_future = load_iceberg.submit(
             converted, color.value, year, month, run_id, blocks=blocks
@@ -330,6 +383,7 @@ def run_month(
     to: WarehouseKind,
     from_file: str | None,
     blocks: Blocks = None,
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
     """Runs a month's subflow as a task, so months run on the parent's bounded thread pool."""
     return tlc_month(
@@ -338,17 +392,23 @@ def run_month(
         month=month,
         to=to,
         from_file=from_file,
+        allow_empty=allow_empty,
         **{k: v for k, v in (blocks or {}).items() if v},
     )
 
 
-def _error_line(state: State[Any]) -> str:
+def _error_of(state: State[Any]) -> BaseException | None:
     error = state.data if isinstance(state.data, BaseException) else None
     if error is None:
         try:
             state.result(raise_on_failure=True)
         except BaseException as exc:
             error = exc
+    return error
+
+
+def _error_line(state: State[Any]) -> str:
+    error = _error_of(state)
     text = str(error) if error else (state.message or "failed")
     return " ".join(text.split())
 
@@ -367,6 +427,7 @@ def tlc_taxi_trips(
     lake: LakeParam = None,
     lake_block: LakeBlockParam = None,
     warehouse_block: WarehouseBlockParam = None,
+    allow_empty: AllowEmptyParam = False,
 ) -> dict[str, Any]:
     """TLC trips of ``color`` for ``months`` of ``year`` into ``tlc.{color}_trips``.
 
@@ -407,6 +468,7 @@ def tlc_taxi_trips(
                         "to": to,
                         "from_file": from_file,
                         "blocks": blocks,
+                        "allow_empty": allow_empty,
                     },
                 ),
             )
@@ -420,7 +482,11 @@ def tlc_taxi_trips(
             else:
                 reason = _error_line(state)
                 log.error("%s %s failed: %s", color.value, the_month, reason)
-                results.append({"month": str(the_month), "status": "failed", "error": reason})
+                refusal = isinstance(_error_of(state), ParameterError)  # refused input
+                results.append(
+                    {"month": str(the_month), "status": "failed", "error": reason}
+                    | ({"refused": True} if refusal else {})
+                )
     summary = {
         "table": tlc.spec_for(color.value).table,
         "color": color.value,
@@ -433,7 +499,14 @@ def tlc_taxi_trips(
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         detail = "; ".join(f"{color.value} {r['month']}: {r['error']}" for r in failed)
-        raise MonthsFailed(f"{len(failed)} of {len(results)} months failed: {detail}", summary)
+        error = MonthsFailed(
+            f"{len(failed)} of {len(results)} months failed: {detail}",
+            summary,
+            refused=all(r.get("refused") for r in failed),
+        )
+        if error.exit_code == 2:  # refused: the run's message is the refusal's one line
+            return refused(error)  # type: ignore[no-any-return]
+        raise error
     return summary
 
 

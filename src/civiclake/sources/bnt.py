@@ -21,7 +21,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -62,6 +62,7 @@ from civiclake.sources.bnt_fetch import (
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
+    from civiclake.slices import Slice
     from civiclake.tables import CommitResult
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,20 @@ def stage_file(lake: Lake, path: str, *, run_id: str) -> list[str]:
         lake.copy_from(path, url)
     except FileNotFoundError:
         raise SourceError(f"{path}: no such file") from None
+    if _file_format(name) == "csv":
+        _refuse_truncated(lake, url, path)
     return [url]
+
+
+def _refuse_truncated(lake: Lake, url: str, path: str) -> None:
+    """A cut-off file would replace its last day with part of it: refused, copy removed."""
+    from civiclake.sources.csv_check import TruncatedFile, check_complete
+
+    try:
+        check_complete(lake, url, path)
+    except TruncatedFile:
+        lake.remove(url)
+        raise
 
 
 def _file_format(name: str) -> str | None:
@@ -473,6 +487,10 @@ def normalize(batch: RawBatch, ctx: LoadContext) -> Normalized:
             False,
         )
     )
+    # a date past tomorrow (any time zone's today) is a typo or a test row: a reject with its
+    # reason, never the end of the range a file load replaces
+    latest = ctx.loaded_at.date() + timedelta(days=FUTURE_DAYS)
+    not_future = pc.fill_null(pc.less_equal(day, pa.scalar(latest, pa.date32())), True)
     checks: list[tuple[str, pa.Array]] = [
         ("plaza_id", plaza_ok),
         ("date", day_ok),
@@ -480,7 +498,7 @@ def normalize(batch: RawBatch, ctx: LoadContext) -> Normalized:
         ("direction", direction_ok),
         *counts_ok.items(),
     ]
-    ok = in_range
+    ok = pc.and_(in_range, not_future)
     for _, check in checks:
         ok = pc.and_(ok, check)
 
@@ -513,9 +531,12 @@ def normalize(batch: RawBatch, ctx: LoadContext) -> Normalized:
     )
 
     bad_indices = pc.indices_nonzero(pc.invert(valid_mask)).to_pylist()
-    rejects = _rejects(batch, ctx, bad_indices, s, checks, in_range, day)
+    rejects = _rejects(batch, ctx, bad_indices, s, checks, in_range, not_future, day)
     return Normalized(valid, rejects, unknown_ids)
 
+
+FUTURE_DAYS = 1
+"""A record dated later than this many days after the load is rejected."""
 
 _RULE_TEXT = {
     "plaza_id": "plaza_id missing or not a positive integer",
@@ -534,6 +555,7 @@ def _rejects(
     strings: dict[str, pa.Array],
     checks: list[tuple[str, pa.Array]],
     in_range: pa.Array,
+    not_future: pa.Array,
     day: pa.Array,
 ) -> pa.Table:
     if not indices:
@@ -542,6 +564,7 @@ def _rejects(
     check_values = {name: pc.take(check, take).to_pylist() for name, check in checks}
     raw_values = {name: pc.take(strings[name], take).to_pylist() for name, _ in checks}
     range_values = pc.take(in_range, take).to_pylist()
+    future_values = [not ok for ok in pc.take(not_future, take).to_pylist()]
     days = pc.take(day, take).to_pylist()
     reasons: list[str] = []
     for row, _ in enumerate(indices):
@@ -552,8 +575,13 @@ def _rejects(
         ]
         if not why and not range_values[row]:
             why.append(f"date {days[row]} outside the load range {ctx.range}")
+        if not why and future_values[row]:
+            why.append(f"date {days[row]} is more than a day in the future")
         reasons.append("; ".join(why))
-    dated = [d if ok else None for d, ok in zip(days, range_values, strict=True)]
+    dated = [
+        d if ok and not future else None
+        for d, ok, future in zip(days, range_values, future_values, strict=True)
+    ]
     k = len(indices)
     return pa.table(
         {
@@ -583,6 +611,8 @@ class StageResult:
     max_date: date | None
     unknown_fields: list[str]
     unknown_plaza_ids: list[int]
+    days: list[date] = field(default_factory=list)
+    """Every date with a valid row: what a file load replaces (never the days between)."""
 
 
 def stage_dir(lake: Lake, run_id: str) -> str:
@@ -608,6 +638,7 @@ def stage(
     hi: date | None = None
     seen: set[str] = set()
     unknown_plazas: set[int] = set()
+    days: set[date] = set()
     with (
         lake.open_atomic(valid_url) as valid_out,
         lake.open_atomic(rejects_url) as rejects_out,
@@ -627,6 +658,7 @@ def stage(
                 bounds = pc.min_max(result.valid.column("date")).as_py()
                 lo = bounds["min"] if lo is None else min(lo, bounds["min"])
                 hi = bounds["max"] if hi is None else max(hi, bounds["max"])
+                days.update(pc.unique(result.valid.column("date")).to_pylist())
             if result.rejects.num_rows:
                 reject_writer.write_table(result.rejects)
                 rejected += result.rejects.num_rows
@@ -650,6 +682,7 @@ def stage(
         hi,
         unknown_fields,
         sorted(unknown_plazas),
+        sorted(days),
     )
 
 
@@ -664,26 +697,37 @@ def commit_staged(
     load_range: LoadRange,
     load_key: str,
     snapshot_properties: dict[str, str],
+    replaced: Slice | None = None,
 ) -> tuple[CommitResult, CommitResult]:
     """Replace the range in the table and its rejects table, each in one Iceberg commit.
+
+    ``replaced``: the slice to replace instead of the range (a file load: the days it holds).
 
     No Prefect here: the flow's ``load`` task calls it under the table's lock, and tests and
     benchmarks drive many daily loads through it without a flow run each.
     """
+    from pyiceberg.expressions import EqualTo, Or
+
     from civiclake import tables
     from civiclake.lake import iter_table_chunks
 
     table = tables.ensure_table(catalog, TABLE, SCHEMA, PARTITION_SPEC)
+    table_filter = load_range.table_filter() if replaced is None else replaced.iceberg_filter()
+    rejects_filter = (
+        load_range.rejects_filter(load_key)
+        if replaced is None
+        else Or(replaced.iceberg_filter(), EqualTo("load_range", load_key))
+    )
     main = tables.replace_range(
         table,
-        load_range.table_filter(),
+        table_filter,
         lambda: iter_table_chunks(lake, valid_url),
         snapshot_properties,
     )
     rejects_table = tables.ensure_table(catalog, REJECTS_TABLE, REJECTS_SCHEMA)
     rejects = tables.replace_range(
         rejects_table,
-        load_range.rejects_filter(load_key),
+        rejects_filter,
         lambda: iter_table_chunks(lake, rejects_url),
         snapshot_properties,
     )

@@ -342,6 +342,14 @@ def stage_local_file(lake: Lake, path: str, color: str, month: Month) -> str:
         lake.copy_from(path, url)
     except FileNotFoundError:
         raise SourceError(f"{path}: no such file") from None
+    if not name.endswith(".parquet"):  # a cut-off CSV would replace the month with part of it
+        from civiclake.sources.csv_check import TruncatedFile, check_complete
+
+        try:
+            check_complete(lake, url, path)
+        except TruncatedFile:
+            lake.remove(url)
+            raise
     return url
 
 

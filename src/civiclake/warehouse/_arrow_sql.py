@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
-from civiclake.slices import RowIds, Slice, Window
+from civiclake.slices import RowIds, Slice, Window, Windows
 
 Dialect = Literal["duckdb", "postgres"]
 
@@ -111,6 +111,9 @@ def check_slice(table: str, schema: pa.Schema, replaced: Slice) -> None:
     """The slice's column exists (and a window's bounds are ordered)."""
     if isinstance(replaced, Window):
         check_range(table, schema, replaced.column, replaced.start, replaced.stop)
+    elif isinstance(replaced, Windows):
+        for window in replaced.windows:
+            check_range(table, schema, window.column, window.start, window.stop)
     elif isinstance(replaced, RowIds) and replaced.column not in schema.names:
         raise ParameterError(f"table {table} has no column {replaced.column!r} to merge by")
 

@@ -53,7 +53,7 @@ from civiclake._private.net import unreachable
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake, scheme_of
-from civiclake.slices import Slice, Window
+from civiclake.slices import Slice, Window, Windows
 from civiclake.warehouse._arrow_sql import (
     check_file_columns,
     check_range,
@@ -303,6 +303,18 @@ class BigQueryWarehouse:
         """Load the files into staging, then in one transaction delete ``start <= column <
         stop`` and insert the staged rows; the target is untouched when anything fails."""
         check_range(table, schema, column, start, stop)
+        return self._replace_windows(table, schema, parquet_urls, lake, column, [(start, stop)])
+
+    def _replace_windows(
+        self,
+        table: str,
+        schema: pa.Schema,
+        parquet_urls: list[str],
+        lake: Lake,
+        column: str,
+        spans: list[tuple[datetime | date, datetime | date]],
+    ) -> int:
+        """``replace_range`` for the union of ``spans`` (the days a file holds)."""
         fields = bigquery_schema(table, schema)
         dataset, _ = self._split(table)
         by_order: dict[tuple[str, ...], list[str]] = {}
@@ -322,7 +334,7 @@ class BigQueryWarehouse:
                     stages.append(stage)
                     self._load(stage, stage_fields, urls, lake, location)
                     loaded += self._rows(stage)
-                script = self._replace_script(target, fields, column, start, stop, stages)
+                script = self._replace_script(target, fields, column, spans, stages)
                 self._client.query(script, location=location, retry=self._retry).result(
                     retry=self._retry, timeout=self.job_timeout_s
                 )
@@ -343,6 +355,11 @@ class BigQueryWarehouse:
         evolve: bool = False,
     ) -> int:
         """The load contract: BigQuery replaces date/time windows (``replace_range``) only."""
+        if isinstance(replaced, Windows) and not evolve:
+            for window in replaced.windows:
+                check_range(table, schema, window.column, window.start, window.stop)
+            spans = [(w.start, w.stop) for w in replaced.windows]
+            return self._replace_windows(table, schema, parquet_urls, lake, replaced.column, spans)
         if not isinstance(replaced, Window) or evolve:
             raise ParameterError(
                 "the bigquery warehouse replaces date/time ranges only: a whole-table refresh, "
@@ -451,8 +468,7 @@ class BigQueryWarehouse:
         target: bigquery.Table,
         fields: list[bigquery.SchemaField],
         column: str,
-        start: datetime | date,
-        stop: datetime | date,
+        spans: list[tuple[datetime | date, datetime | date]],
         stages: list[str],
     ) -> str:
         """One transaction: BigQuery rolls it back by itself if any statement fails."""
@@ -460,11 +476,13 @@ class BigQueryWarehouse:
         col = _quote_column(column)
         into = self._quoted(f"{target.project}.{target.dataset_id}.{target.table_id}")
         columns = ", ".join(_quote_column(f.name) for f in fields)
-        lines = [
-            "BEGIN TRANSACTION;",
-            f"DELETE FROM {into} WHERE {col} >= {_literal(start, kind)} "
-            f"AND {col} < {_literal(stop, kind)};",
-        ]
+        lines = ["BEGIN TRANSACTION;"]
+        if spans:
+            where = " OR ".join(
+                f"({col} >= {_literal(start, kind)} AND {col} < {_literal(stop, kind)})"
+                for start, stop in spans
+            )
+            lines.append(f"DELETE FROM {into} WHERE {where};")
         lines += [
             f"INSERT INTO {into} ({columns}) SELECT {columns} FROM {self._quoted(stage)};"
             for stage in stages

@@ -22,7 +22,7 @@ from fsspec.implementations.local import LocalFileSystem
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError
 from civiclake.lake import Lake
-from civiclake.slices import Slice, WholeTable, Window
+from civiclake.slices import Slice, WholeTable, Window, Windows
 from civiclake.warehouse._arrow_sql import (
     check_file_schema,
     check_slice,
@@ -160,6 +160,12 @@ class DuckDBWarehouse:
                 f"DELETE FROM {target} WHERE {col} >= ? AND {col} < ?",
                 [replaced.start, replaced.stop],
             )
+        elif isinstance(replaced, Windows):  # the days a file holds, not the span between
+            if replaced.windows:
+                col = quote_ident(replaced.column)
+                where = " OR ".join([f"({col} >= ? AND {col} < ?)"] * len(replaced.windows))
+                bounds = [b for w in replaced.windows for b in (w.start, w.stop)]
+                con.execute(f"DELETE FROM {target} WHERE {where}", bounds)
         elif replaced.ids:  # RowIds: the ids as an Arrow table DuckDB joins against
             con.register(_IDS_VIEW, pa.table({"id": pa.array(sorted(replaced.ids), pa.string())}))
             try:

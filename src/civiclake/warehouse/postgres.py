@@ -49,7 +49,7 @@ from civiclake._private.prefetch import Prefetch
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
-from civiclake.slices import RowIds, Slice, WholeTable, Window
+from civiclake.slices import RowIds, Slice, WholeTable, Window, Windows
 from civiclake.warehouse._arrow_sql import (
     check_file_schema,
     check_range,
@@ -214,6 +214,12 @@ class PostgresWarehouse:
                 f"DELETE FROM {target} WHERE {col} >= %s AND {col} < %s",
                 [replaced.start, replaced.stop],
             )
+        elif isinstance(replaced, Windows):  # the days a file holds, not the span between
+            if replaced.windows:
+                col = quote_ident(replaced.column)
+                where = " OR ".join([f"({col} >= %s AND {col} < %s)"] * len(replaced.windows))
+                bounds = [b for w in replaced.windows for b in (w.start, w.stop)]
+                cur.execute(f"DELETE FROM {target} WHERE {where}", bounds)
         elif replaced.ids:
             cur.execute(
                 f"DELETE FROM {target} WHERE {quote_ident(replaced.column)} = ANY(%s)",
@@ -244,7 +250,7 @@ class PostgresWarehouse:
         row = cur.fetchone()
         if row is None or row[0] is None:
             cur.execute(create)
-            if isinstance(replaced, Window):
+            if isinstance(replaced, (Window, Windows)):
                 # BRIN: tiny, nearly free to maintain, turns the range DELETE into a range scan
                 column = quote_ident(replaced.column)
                 cur.execute(f"CREATE INDEX ON {qualified(table)} USING brin ({column})")

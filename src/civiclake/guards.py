@@ -1,0 +1,61 @@
+"""Checks that stop a load before it can silently lose data.
+
+A load deletes its slice and appends the staged rows in one commit: with an empty stage (a
+header-only file, a typo in a filter, a source that answered nothing) that commit is a delete.
+Every pipeline asks :func:`refuse_empty` before it commits, to Iceberg and to a warehouse.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from civiclake.errors import CivicLakeError, ParameterError
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+    from civiclake.slices import Slice
+
+ALLOW_EMPTY_OPTION = "--allow-empty"
+
+
+class EmptyLoadRefused(ParameterError):
+    """The load holds no row for a slice that has rows: committing would only delete them."""
+
+
+def rows_in(table: Table, replaced: Slice) -> int:
+    """Rows of the table's current snapshot inside the slice (metadata first, data if needed)."""
+    from civiclake.slices import WholeTable
+
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return 0
+    if isinstance(replaced, WholeTable) and snapshot.summary is not None:
+        return int(snapshot.summary["total-records"])
+    return int(table.scan(row_filter=replaced.iceberg_filter()).count())
+
+
+def refuse_empty(
+    table: Table | None, identifier: str, replaced: Slice, staged_rows: int, *, allow_empty: bool
+) -> None:
+    """Raise :class:`EmptyLoadRefused` when ``staged_rows`` is 0 and the slice holds rows.
+
+    One line naming the slice and what it would delete; ``allow_empty`` (the ``--allow-empty``
+    option, the flows' ``allow_empty`` parameter) lets the user empty the slice on purpose.
+    """
+    if staged_rows or allow_empty or table is None:
+        return
+    existing = rows_in(table, replaced)
+    if existing:
+        raise EmptyLoadRefused(
+            f"refusing to replace {replaced} of {identifier} with nothing: the load holds 0 rows "
+            f"and would delete {existing:,} (pass {ALLOW_EMPTY_OPTION} to empty it)"
+        )
+
+
+def refused(exc: CivicLakeError) -> Any:
+    """The flow's final state for a refusal: Failed, its message the one line (a scheduled run
+    shows it as is); a direct call (the CLI) still raises ``exc``."""
+    from prefect.states import Failed
+
+    return Failed(message=str(exc), data=exc)

@@ -1,0 +1,301 @@
+"""Issue 17, silent data loss: no input may silently empty or shrink a table.
+
+Each numbered case of the issue reproduced through the CLI and the real flows (real Iceberg,
+DuckDB, PostgreSQL, the Socrata replay server), with the real B&T sample and TLC month, plus
+principle tests with inputs of our own.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from civiclake import tables
+from civiclake.cli import app
+from civiclake.config import get_settings
+from civiclake.sources import bnt
+from civiclake.testing.socrata import SocrataServer, bnt_rows
+from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_rows
+from civiclake.warehouse import open_warehouse
+
+pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_CSV = ROOT / "examples" / "bnt_sample.csv"
+TLC_DATA = ROOT.parent / "shared" / "data" / "tlc"
+GREEN = TLC_DATA / "green_tripdata_2020-10.csv.gz"
+YELLOW = TLC_DATA / "yellow_tripdata_2020-07_sample.csv"
+ROWS_PER_DAY = 480
+SAMPLE_DAYS = 14  # 2024-03-01 .. 2024-03-14
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def table_rows(name: str = bnt.TABLE) -> list[dict]:
+    return tables.load_catalog(get_settings()).load_table(name).scan().to_arrow().to_pylist()
+
+
+def rows_per_day(rows: list[dict]) -> Counter[date]:
+    return Counter(r["date"] for r in rows)
+
+
+def error_line(result: Result) -> str:
+    """The CLI's ``error:`` line (Prefect's run logs come before it in the captured output)."""
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: "), result.output
+    return line
+
+
+def sample_lines() -> tuple[str, list[str]]:
+    header, *lines = SAMPLE_CSV.read_text().splitlines()
+    return header, lines
+
+
+def write_csv(path: Path, header: str, lines: list[str]) -> Path:
+    path.write_text("\n".join([header, *lines]) + "\n")
+    return path
+
+
+@pytest.fixture
+def loaded_sample() -> list[dict]:
+    result = cli("bnt", "run", "--from-file", str(SAMPLE_CSV))
+    assert result.exit_code == 0, result.output
+    rows = table_rows()
+    assert len(rows) == SAMPLE_DAYS * ROWS_PER_DAY
+    return rows
+
+
+# ---------------------------------------------------------------- case 2: B&T file loads
+
+
+def test_cut_off_export_is_refused_and_changes_nothing(
+    loaded_sample: list[dict], tmp_path: Path
+) -> None:
+    """Case 2: ``head -c 100000 examples/bnt_sample.csv`` (ends right after a comma)."""
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes(SAMPLE_CSV.read_bytes()[:100_000])
+    result = cli("bnt", "run", "--from-file", str(cut))
+    assert result.exit_code == 2
+    assert "cut.csv: truncated file" in error_line(result)
+    assert rows_per_day(table_rows()) == rows_per_day(loaded_sample)
+
+
+@pytest.mark.parametrize(
+    ("tail", "why"),
+    [
+        ("21,03/08/2024,4,O,20", "has 5 of 6 fields"),
+        ("21,03/08/20", "has 2 of 6 fields"),
+        ('21,03/08/2024,4,O,2004,"12', "quoted value"),
+    ],
+)
+def test_any_cut_inside_the_last_record_is_refused(tmp_path: Path, tail: str, why: str) -> None:
+    header, lines = sample_lines()
+    cut = tmp_path / "cut.csv"
+    cut.write_text("\n".join([header, *lines[:100], tail]))  # no final newline
+    result = cli("bnt", "run", "--from-file", str(cut))
+    assert result.exit_code == 2
+    assert why in error_line(result)
+    assert not tables.load_catalog(get_settings()).table_exists(bnt.TABLE)
+
+
+def test_complete_last_line_without_final_newline_is_fine(tmp_path: Path) -> None:
+    header, lines = sample_lines()
+    day_one = [line for line in lines if ",03/01/2024," in line]
+    path = tmp_path / "day1.csv"
+    path.write_text("\n".join([header, *day_one]))
+    result = cli("bnt", "run", "--from-file", str(path))
+    assert result.exit_code == 0, result.output
+    assert rows_per_day(table_rows()) == {date(2024, 3, 1): ROWS_PER_DAY}
+
+
+def test_stray_future_date_is_a_reject_not_a_range(
+    loaded_sample: list[dict], tmp_path: Path
+) -> None:
+    """Case 2: one row dated 03/02/2099 made the range [2024-03-02, 2099-03-03)."""
+    header, lines = sample_lines()
+    day_two = [line for line in lines if ",03/02/2024," in line]
+    stray = "21,03/02/2099,0,I,10,10"
+    result = cli(
+        "bnt", "run", "--from-file", str(write_csv(tmp_path / "f.csv", header, [*day_two, stray]))
+    )
+    assert result.exit_code == 0, result.output
+    assert rows_per_day(table_rows()) == rows_per_day(loaded_sample)
+    reasons = [r["reason"] for r in table_rows(bnt.REJECTS_TABLE)]
+    assert "date 2099-03-02 is more than a day in the future" in reasons
+
+
+def test_file_with_days_1_and_14_replaces_only_those_days(
+    loaded_sample: list[dict], tmp_path: Path
+) -> None:
+    """Case 2: a file with days 1 and 14 only deleted days 2-13."""
+    header, lines = sample_lines()
+    # the same keys with new counts, so a replaced day is visible
+    edges = [
+        line.rsplit(",", 1)[0] + ",987654"
+        for line in lines
+        if ",03/01/2024," in line or ",03/14/2024," in line
+    ]
+    path = write_csv(tmp_path / "edges.csv", header, edges)
+    result = cli("bnt", "run", "--from-file", str(path), "--to", "duckdb")
+    assert result.exit_code == 0, result.output
+    rows = table_rows()
+    assert rows_per_day(rows) == rows_per_day(loaded_sample)
+    changed = {r["date"] for r in rows if r["vehicles_vtoll"] == 987654}
+    assert changed == {date(2024, 3, 1), date(2024, 3, 14)}
+    with open_warehouse("duckdb", get_settings()) as warehouse:
+        assert warehouse.count(bnt.TABLE) == ROWS_PER_DAY * 2  # only the file's days
+        assert warehouse.count(bnt.TABLE, "date BETWEEN '2024-03-02' AND '2024-03-13'") == 0
+
+
+def test_file_days_into_postgres_keep_the_days_between(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Windows slice in PostgreSQL: a file of days 1 and 14 leaves days 2-13 alone."""
+    import psycopg
+
+    monkeypatch.setenv("CIVICLAKE_POSTGRES_URL", postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {bnt.TABLE}")
+    assert cli("bnt", "run", "--from-file", str(SAMPLE_CSV), "--to", "postgres").exit_code == 0
+    header, lines = sample_lines()
+    first = [line for line in lines if ",03/01/2024," in line][:50]
+    last = [line for line in lines if ",03/14/2024," in line][:50]
+    path = write_csv(tmp_path / "edges.csv", header, first + last)
+    result = cli("bnt", "run", "--from-file", str(path), "--to", "postgres")
+    assert result.exit_code == 0, result.output
+    with open_warehouse("postgres", get_settings()) as warehouse:
+        assert warehouse.count(bnt.TABLE, "date BETWEEN '2024-03-02' AND '2024-03-13'") == (
+            12 * ROWS_PER_DAY
+        )
+        assert warehouse.count(bnt.TABLE, "date IN ('2024-03-01', '2024-03-14')") == 100
+    assert len(table_rows()) == 12 * ROWS_PER_DAY + 100
+
+
+# ---------------------------------------------------------------- allow-empty, B&T API
+
+
+@pytest.fixture
+def bnt_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SocrataServer]:
+    """A portal whose B&T dataset holds 2024-03-20 .. 2024-03-21 only."""
+    with SocrataServer({"qzve-kjga": bnt_rows(date(2024, 3, 20), 2)}) as srv:
+        monkeypatch.setenv("CIVICLAKE_SOCRATA_URL", srv.url)
+        monkeypatch.setenv("CIVICLAKE_PAGE_SIZE", "2000")
+        yield srv
+
+
+def test_api_range_with_no_rows_refuses_to_empty_it(
+    loaded_sample: list[dict], bnt_server: SocrataServer
+) -> None:
+    args = ("bnt", "run", "--start-date", "2024-03-01", "--stop-date", "2024-03-08")
+    result = cli(*args)
+    assert result.exit_code == 2
+    line = error_line(result)
+    assert "date in [2024-03-01, 2024-03-08)" in line and "mta.bnt_traffic_hourly" in line
+    assert f"would delete {7 * ROWS_PER_DAY:,}" in line and "--allow-empty" in line
+    assert rows_per_day(table_rows()) == rows_per_day(loaded_sample)
+
+    allowed = cli(*args, "--allow-empty")
+    assert allowed.exit_code == 0, allowed.output
+    assert len(table_rows()) == 7 * ROWS_PER_DAY  # days 8-14 left
+
+
+def test_refusal_ends_the_flow_run_failed_with_that_line(
+    loaded_sample: list[dict], bnt_server: SocrataServer
+) -> None:
+    from civiclake.flows.bnt import bnt_hourly_traffic
+
+    state = bnt_hourly_traffic(
+        start_date=date(2024, 3, 1), stop_date=date(2024, 3, 2), return_state=True
+    )
+    assert state.is_failed()
+    assert state.message == (
+        "refusing to replace date in [2024-03-01, 2024-03-02) of mta.bnt_traffic_hourly with "
+        f"nothing: the load holds 0 rows and would delete {ROWS_PER_DAY} "
+        "(pass --allow-empty to empty it)"
+    )
+
+
+# ---------------------------------------------------------------- case 1: TLC
+
+
+def iceberg_count(name: str) -> int:
+    return tables.load_catalog(get_settings()).load_table(name).scan().to_arrow().num_rows
+
+
+def test_header_only_tlc_month_is_refused(tmp_path: Path) -> None:
+    """Case 1: a header-only green_tripdata_2020-10.csv.gz emptied the month, exit 0."""
+    assert cli("taxi", "run", "--from-file", str(GREEN)).exit_code == 0
+    trips, rejects = iceberg_count("tlc.green_trips"), iceberg_count("tlc.green_trips_rejects")
+    assert trips > 90_000
+    header = gzip.decompress(GREEN.read_bytes()).split(b"\n", 1)[0] + b"\n"
+    empty = tmp_path / GREEN.name
+    empty.write_bytes(gzip.compress(header))
+
+    result = cli("taxi", "run", "--from-file", str(empty))
+    assert result.exit_code == 2, result.output
+    assert f"would delete {trips:,}" in result.output
+    assert "tlc.green_trips" in result.output and "--allow-empty" in result.output
+    assert iceberg_count("tlc.green_trips") == trips
+    assert iceberg_count("tlc.green_trips_rejects") == rejects
+    with open_warehouse("duckdb", get_settings()) as warehouse:
+        assert warehouse.count("tlc.green_trips") == trips
+
+    allowed = cli("taxi", "run", "--from-file", str(empty), "--allow-empty")
+    assert allowed.exit_code == 0, allowed.output
+    assert iceberg_count("tlc.green_trips") == 0
+
+
+def test_header_only_tlc_month_into_postgres_is_refused_and_rolled_back(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CIVICLAKE_POSTGRES_URL", postgres_url)
+    assert cli("taxi", "run", "--from-file", str(YELLOW), "--to", "postgres").exit_code == 0
+    trips = iceberg_count("tlc.yellow_trips")
+    empty = tmp_path / YELLOW.name
+    empty.write_text(YELLOW.read_text().split("\n", 1)[0] + "\n")
+    result = cli("taxi", "run", "--from-file", str(empty), "--to", "postgres")
+    assert result.exit_code == 2, result.output
+    assert f"would delete {trips:,}" in result.output
+    assert iceberg_count("tlc.yellow_trips") == trips
+    with open_warehouse("postgres", get_settings()) as warehouse:
+        assert warehouse.count("tlc.yellow_trips") == trips
+
+
+def test_cut_off_tlc_csv_is_refused(tmp_path: Path) -> None:
+    text = YELLOW.read_bytes()
+    cut = tmp_path / YELLOW.name
+    cut.write_bytes(text[: len(text) // 2].rsplit(b",", 1)[0] + b",")
+    result = cli("taxi", "run", "--from-file", str(cut))
+    assert result.exit_code == 2, result.output
+    assert "truncated file" in result.output
+    assert not tables.load_catalog(get_settings()).table_exists("tlc.yellow_trips")
+
+
+# ---------------------------------------------------------------- Socrata
+
+
+@pytest.fixture
+def portal(monkeypatch: pytest.MonkeyPatch) -> Iterator[SocrataServer]:
+    srv = SocrataServer()
+    srv.add_dataset(DATASET, sample_rows(25), columns=COLUMNS, name="Every type")
+    with srv:
+        monkeypatch.setenv("CIVICLAKE_SOCRATA_URL", srv.url)
+        yield srv
+
+
+def test_full_refresh_that_fetches_nothing_is_refused(portal: SocrataServer) -> None:
+    assert cli("socrata", "run", DATASET).exit_code == 0
+    table = "socrata.abcd_1234"
+    result = cli("socrata", "run", DATASET, "--full", "--where", "zip = 'no such zip'")
+    assert result.exit_code == 2, result.output
+    assert f"refusing to replace all of {table} with nothing" in error_line(result)
+    assert "would delete 25" in result.output
+    assert len(table_rows(table)) == 25
