@@ -304,7 +304,9 @@ def socrata_run(
             check_merges(to, settings, block=bool(warehouse_block))
     if not lake_block:  # fail before Prefect starts: a bad id, a 404, a wrong column, the lake
         settings.lake().check_writable()
-        spec = resolve_spec(settings, dataset, portal=portal, table=table, partition=partition)
+        spec = resolve_spec(
+            settings, dataset, portal=portal, table=table, partition=partition, where=where
+        )
         range_window(spec, date_field, start, stop, full=full)
 
     from civiclake.flows.socrata import socrata_dataset

@@ -299,3 +299,35 @@ def test_full_refresh_that_fetches_nothing_is_refused(portal: SocrataServer) -> 
     assert f"refusing to replace all of {table} with nothing" in error_line(result)
     assert "would delete 25" in result.output
     assert len(table_rows(table)) == 25
+
+
+def test_where_with_a_typo_fails_before_anything_is_fetched(portal: SocrataServer) -> None:
+    """Case 3: ``--full --where "creatd_date >= '2024-01-01'"`` fetched 0 rows, emptied it."""
+    assert cli("socrata", "run", DATASET).exit_code == 0
+    portal.requests.clear()
+    result = cli("socrata", "run", DATASET, "--full", "--where", "creatd_date >= '2024-01-01'")
+    assert result.exit_code == 2, result.output
+    assert f"--where: {DATASET} has no column 'creatd_date'" in error_line(result)
+    assert not [r for r in portal.requests if "$limit" in r.params]  # nothing fetched
+    assert len(table_rows("socrata.abcd_1234")) == 25
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "zip = 'x' AND upper(zip) = 'X'",
+        "`zip` IS NOT NULL AND :updated_at > '2020-01-01T00:00:00'",
+        "zip in ('a', 'b''c') OR count between 1 and 2",
+    ],
+)
+def test_where_naming_real_columns_passes_the_check(portal: SocrataServer, where: str) -> None:
+    from civiclake.sources.socrata_plan import resolve_spec
+
+    assert resolve_spec(get_settings(), DATASET, where=where).where == where
+
+
+def test_portal_400_is_one_line_exit_2(portal: SocrataServer) -> None:
+    result = cli("socrata", "run", DATASET, "--where", "zip = 'x' ) (")
+    assert result.exit_code == 2, result.output
+    assert "the portal refused the query (HTTP 400)" in error_line(result)
+    assert not tables.load_catalog(get_settings()).table_exists("socrata.abcd_1234")

@@ -19,7 +19,7 @@ import httpx
 import orjson
 from pydantic import SecretStr
 
-from civiclake.errors import SourceError
+from civiclake.errors import ParameterError, SourceError
 
 if TYPE_CHECKING:
     from civiclake.config import Settings
@@ -200,6 +200,11 @@ class SocrataClient:
                 elif status in RETRYABLE_STATUS:
                     last_reason = f"HTTP {status}"
                     retry_after = _retry_after_seconds(response)
+                elif status == 400:  # the portal refused the query itself: bad input
+                    raise ParameterError(
+                        f"{what}: the portal refused the query (HTTP 400): "
+                        f"{_error_message(response)}"
+                    )
                 else:
                     raise SourceError(f"{what} failed: HTTP {status}: {_error_message(response)}")
             if attempt == self._max_attempts:

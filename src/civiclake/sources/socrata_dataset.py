@@ -267,6 +267,8 @@ def spec_from_view(
         where=where or None,
         row_count=_row_count(view),
     )
+    if spec.where:
+        check_where(spec.where, spec)
     if spec.partition.column:
         chosen = spec.column(spec.partition.column)
         if not pa.types.is_timestamp(chosen.arrow_type):
@@ -275,6 +277,50 @@ def spec_from_view(
                 "not a date or timestamp"
             )
     return spec
+
+
+# SoQL words that are not column names (operators, literals); a name followed by "(" is a
+# function. Anything else outside a string literal must be a field of the dataset.
+_SOQL_WORDS = frozenset(
+    [
+        "and",
+        "or",
+        "not",
+        "is",
+        "null",
+        "in",
+        "between",
+        "like",
+        "true",
+        "false",
+        "asc",
+        "desc",
+        "case",
+        "when",
+        "then",
+        "else",
+        "end",
+    ]
+)
+_SOQL_TOKEN = re.compile(r"'(?:[^']|'')*'|`[^`]*`|[A-Za-z_:@][A-Za-z0-9_:@.]*\s*\(?|\S")
+
+
+def check_where(where: str, spec: DatasetSpec) -> None:
+    """Every column ``where`` names is a field of the dataset: a typo fails here, before
+    anything is fetched, instead of fetching 0 rows (a full refresh would then empty the table)."""
+    fields = {c.field.lower() for c in spec.columns}
+    for found in _SOQL_TOKEN.findall(where):
+        token = found.strip()
+        if token.startswith("'") or token.endswith("("):
+            continue  # a string literal, a function call
+        name = (token.strip("`") if token.startswith("`") else token).split(".")[0]
+        if not (name[:1].isalpha() or name[:1] in "_:@") or name.lower() in _SOQL_WORDS:
+            continue
+        if name.lower() not in fields:
+            known = ", ".join(sorted(c.field for c in spec.columns if c.field[0] != ":")[:20])
+            raise ParameterError(
+                f"--where: {spec.dataset_id} has no column {name!r} (its columns: {known})"
+            )
 
 
 def _row_count(view: dict[str, Any]) -> int | None:
