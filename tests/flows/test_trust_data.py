@@ -331,3 +331,31 @@ def test_portal_400_is_one_line_exit_2(portal: SocrataServer) -> None:
     assert result.exit_code == 2, result.output
     assert "the portal refused the query (HTTP 400)" in error_line(result)
     assert not tables.load_catalog(get_settings()).table_exists("socrata.abcd_1234")
+
+
+def test_metadata_without_columns_types_from_soda2_headers(portal: SocrataServer) -> None:
+    """Case 4: view metadata without a column list nulled every data column of re-fetched
+    rows in an incremental run. The data pages' X-SODA2 headers type them instead."""
+    from civiclake.testing.socrata_samples import sample_row
+
+    assert cli("socrata", "run", DATASET).exit_code == 0
+    revised = sample_rows(25)
+    revised[4] = {**sample_row(4, minutes=500), "zip": "REV4"}
+    portal.add_dataset(DATASET, revised, columns=COLUMNS, name="Every type")
+    portal.add_view(DATASET, {"id": DATASET, "name": "Every type", "viewType": "tabular"})
+    result = cli("socrata", "run", DATASET)
+    assert result.exit_code == 0, result.output
+    rows = {r["socrata_id"]: r for r in table_rows("socrata.abcd_1234")}
+    assert len(rows) == 25
+    assert rows["row-00004"]["zip"] == "REV4"
+    for row in rows.values():  # every re-fetched row keeps its data
+        assert row["zip"] is not None and row["count"] is not None and row["blob"] is not None
+
+
+def test_metadata_without_columns_or_headers_is_refused(portal: SocrataServer) -> None:
+    portal.add_dataset("bare-1234", sample_rows(3))  # no columns: no metadata, no headers
+    portal.add_view("bare-1234", {"id": "bare-1234", "name": "Bare", "viewType": "tabular"})
+    result = cli("socrata", "run", "bare-1234")
+    assert result.exit_code == 1, result.output
+    assert "metadata lists no columns" in error_line(result)
+    assert not tables.load_catalog(get_settings()).table_exists("socrata.bare_1234")

@@ -85,6 +85,7 @@ class SocrataClient:
         self._backoff_max = backoff_max
         self._sleep = sleep
         self.retries = 0  # retries made so far, for the run summary
+        self.last_headers: httpx.Headers = httpx.Headers()  # of the last 200 answer
 
     @classmethod
     def from_settings(
@@ -123,6 +124,24 @@ class SocrataClient:
             raise SourceError(
                 f"Socrata dataset '{dataset_id}' gave an unreadable count: {str(rows)[:200]}"
             ) from None
+
+    def soda2_columns(self, dataset_id: str) -> list[dict[str, str]] | None:
+        """The columns a data page declares in its ``X-SODA2-Fields`` / ``X-SODA2-Types``
+        headers, as metadata columns (``fieldName``, ``dataTypeName``); None without them."""
+        self._get(dataset_id, {"$limit": "1"})
+        try:
+            fields = orjson.loads(self.last_headers.get("x-soda2-fields", ""))
+            types = orjson.loads(self.last_headers.get("x-soda2-types", ""))
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(fields, list) or not isinstance(types, list) or not fields:
+            return None
+        if len(fields) != len(types):
+            return None
+        return [
+            {"fieldName": str(f), "dataTypeName": str(t)}
+            for f, t in zip(fields, types, strict=True)
+        ]
 
     def view(self, dataset_id: str) -> dict[str, Any]:
         """The dataset's metadata (``/api/views/ID.json``): name, view type, typed columns."""
@@ -188,6 +207,7 @@ class SocrataClient:
             else:
                 status = response.status_code
                 if status == 200:
+                    self.last_headers = response.headers
                     body = response.content
                     try:
                         return body, (decode or orjson.loads)(body)

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 import pyarrow as pa
 
 from civiclake.config import Settings
-from civiclake.errors import ParameterError
+from civiclake.errors import ParameterError, SourceError
 from civiclake.slices import Window
 from civiclake.sources import socrata_dataset as datasets
 from civiclake.sources.socrata import SocrataClient, date_range_where, floating_timestamp
@@ -65,9 +65,24 @@ def resolve_spec(
         datasets.check_table_name(table)
     with SocrataClient.from_settings(settings, base_url=portal_url) as client:
         view = client.view(dataset_id)
+        tabular = view.get("viewType", "tabular") == "tabular"
+        if not view.get("columns") and tabular and view.get("assetType", "dataset") == "dataset":
+            view = {**view, "columns": _columns_from_headers(client, dataset_id)}
     return datasets.spec_from_view(
         view, portal=portal_url, table=table, partition=partition, where=where
     )
+
+
+def _columns_from_headers(client: SocrataClient, dataset_id: str) -> list[dict[str, str]]:
+    """Metadata without a column list: the SODA2 field/type headers of a data page, or a
+    refusal (typed from nothing, every data column would load as NULL)."""
+    columns = client.soda2_columns(dataset_id)
+    if not columns:
+        raise SourceError(
+            f"{dataset_id}: its metadata lists no columns and its data pages carry no "
+            "X-SODA2-Fields/X-SODA2-Types headers: cannot type its columns, nothing loaded"
+        )
+    return columns
 
 
 def high_water_mark(settings: Settings, spec: DatasetSpec) -> str | None:

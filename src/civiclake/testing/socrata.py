@@ -448,6 +448,9 @@ class SocrataServer:
         self._lock = threading.Lock()
         self._datasets: dict[str, _Dataset] = {}
         self._views: dict[str, dict[str, Any]] = {}
+        # the data pages' X-SODA2 headers: the dataset's columns, even when add_view replaces
+        # its metadata by one without a column list (as some portals' views are)
+        self._soda2: dict[str, list[tuple[str, str]]] = {}
         self._generation = 0
         self._cache: OrderedDict[Hashable, Sequence[int]] = OrderedDict()
         self._building: dict[Hashable, threading.Lock] = {}
@@ -527,6 +530,7 @@ class SocrataServer:
             self._datasets[dataset_id] = dataset
             if columns is not None:
                 self._views[dataset_id] = tabular_view(dataset_id, columns, name, len(rows))
+                self._soda2[dataset_id] = list(columns)
             self._generation += 1
             self._cache.clear()
 
@@ -635,12 +639,16 @@ class SocrataServer:
     def _soda2_headers(self, dataset_id: str, status: int) -> dict[str, str]:
         with self._lock:
             view = self._views.get(dataset_id)
-        if status != 200 or view is None:
+            declared = self._soda2.get(dataset_id)
+        if status != 200 or (view is None and declared is None):
             return {}
-        columns = view.get("columns", [])
+        if declared is not None:
+            pairs = declared
+        else:
+            pairs = [(c["fieldName"], c["dataTypeName"]) for c in (view or {}).get("columns", [])]
         return {
-            "X-SODA2-Fields": json.dumps([c["fieldName"] for c in columns]),
-            "X-SODA2-Types": json.dumps([c["dataTypeName"] for c in columns]),
+            "X-SODA2-Fields": json.dumps([f for f, _ in pairs]),
+            "X-SODA2-Types": json.dumps([t for _, t in pairs]),
         }
 
     def _query(self, dataset_id: str, params: dict[str, str], counter: int) -> tuple[int, bytes]:
