@@ -6,11 +6,12 @@ and ephemeral server cost seconds on a small machine. Flows are imported inside 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -160,22 +161,36 @@ def bnt_run(
         if not from_file and start is None:
             _check_incremental_possible(settings)
 
+    from civiclake.flows._sync import WarehouseNotSynced
     from civiclake.flows.bnt import bnt_hourly_traffic
 
-    summary = bnt_hourly_traffic(
-        start_date=start,
-        stop_date=stop,
-        from_file=from_file,
-        lookback_days=lookback_days,
-        page_size=page_size,
-        lake=lake,
-        lake_block=lake_block,
-        socrata_token_block=socrata_token_block,
-        to=to,
-        warehouse_block=warehouse_block,
-        allow_empty=allow_empty,
-    )
+    with _summary_on(WarehouseNotSynced):
+        summary = bnt_hourly_traffic(
+            start_date=start,
+            stop_date=stop,
+            from_file=from_file,
+            lookback_days=lookback_days,
+            page_size=page_size,
+            lake=lake,
+            lake_block=lake_block,
+            socrata_token_block=socrata_token_block,
+            to=to,
+            warehouse_block=warehouse_block,
+            allow_empty=allow_empty,
+        )
     _print_summary(summary)
+
+
+@contextlib.contextmanager
+def _summary_on(error: type[Exception]) -> Iterator[None]:
+    """The run's summary, when ``error`` carries one, printed before its one-line message."""
+    try:
+        yield
+    except error as exc:
+        summary = getattr(exc, "summary", None)
+        if summary:
+            _print_summary(summary)
+        raise
 
 
 def _check_warehouse(to: str, settings: Settings, warehouse_block: str | None) -> None:
@@ -309,26 +324,28 @@ def socrata_run(
         )
         range_window(spec, date_field, start, stop, full=full)
 
+    from civiclake.flows._sync import WarehouseNotSynced
     from civiclake.flows.socrata import socrata_dataset
 
-    summary = socrata_dataset(
-        dataset=dataset,
-        table=table,
-        full=full,
-        partition=partition,
-        where=where,
-        date_field=date_field,
-        start_date=start,
-        stop_date=stop,
-        portal=portal,
-        page_size=page_size,
-        lake=lake,
-        lake_block=lake_block,
-        socrata_token_block=socrata_token_block,
-        to=to,
-        warehouse_block=warehouse_block,
-        allow_empty=allow_empty,
-    )
+    with _summary_on(WarehouseNotSynced):
+        summary = socrata_dataset(
+            dataset=dataset,
+            table=table,
+            full=full,
+            partition=partition,
+            where=where,
+            date_field=date_field,
+            start_date=start,
+            stop_date=stop,
+            portal=portal,
+            page_size=page_size,
+            lake=lake,
+            lake_block=lake_block,
+            socrata_token_block=socrata_token_block,
+            to=to,
+            warehouse_block=warehouse_block,
+            allow_empty=allow_empty,
+        )
     _print_summary(summary)
 
 

@@ -359,3 +359,86 @@ def test_metadata_without_columns_or_headers_is_refused(portal: SocrataServer) -
     assert result.exit_code == 1, result.output
     assert "metadata lists no columns" in error_line(result)
     assert not tables.load_catalog(get_settings()).table_exists("socrata.bare_1234")
+
+
+# ---------------------------------------------------------------- case 5: warehouses
+
+
+def test_dead_warehouse_fails_before_the_lake_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Case 5: ``--to postgres`` with a dead server changed the lake, then failed."""
+    import socket
+
+    with socket.socket() as probe:  # a free port: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("CIVICLAKE_POSTGRES_URL", f"postgresql://u:p@127.0.0.1:{port}/db")
+    result = cli("bnt", "run", "--from-file", str(SAMPLE_CSV), "--to", "postgres")
+    assert result.exit_code == 1, result.output
+    assert error_line(result).startswith("error: --to postgres: ")
+    assert "nothing loaded" in error_line(result)
+    assert not tables.load_catalog(get_settings()).table_exists(bnt.TABLE)
+
+
+@pytest.fixture
+def broken_postgres_table(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A warehouse that passes its check but whose load fails: the target table exists with
+    other columns (the load refuses it after the Iceberg commit)."""
+    import psycopg
+
+    monkeypatch.setenv("CIVICLAKE_POSTGRES_URL", postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for name in (bnt.TABLE, "socrata.abcd_1234", "socrata.abcd_1234_rejects"):
+            conn.execute(f"DROP TABLE IF EXISTS {name}")
+        conn.execute("CREATE SCHEMA IF NOT EXISTS mta")
+        conn.execute("CREATE SCHEMA IF NOT EXISTS socrata")
+        conn.execute(f"CREATE TABLE {bnt.TABLE} (x int)")
+        conn.execute("CREATE TABLE socrata.abcd_1234 (blob date)")  # a conflicting type
+    yield postgres_url
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for name in (bnt.TABLE, "socrata.abcd_1234", "socrata.abcd_1234_rejects"):
+            conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def drop(url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_warehouse_failing_after_the_commit_says_so_and_a_rerun_syncs(
+    broken_postgres_table: str, tmp_path: Path
+) -> None:
+    result = cli("bnt", "run", "--from-file", str(SAMPLE_CSV), "--to", "postgres")
+    assert result.exit_code == 1, result.output
+    snapshot = tables.load_catalog(get_settings()).load_table(bnt.TABLE).current_snapshot()
+    line = (
+        f"lake at snapshot {snapshot.snapshot_id}, warehouse not updated: "
+        "re-run with --to postgres to sync"
+    )
+    assert error_line(result).startswith(f"error: {line}")
+    assert "snapshot id" in result.output  # the summary was printed
+    assert len(table_rows()) == SAMPLE_DAYS * ROWS_PER_DAY
+
+    drop(broken_postgres_table, bnt.TABLE)  # the operator fixes the warehouse
+    header, lines = sample_lines()
+    day_one = write_csv(tmp_path / "d1.csv", header, [x for x in lines if ",03/01/2024," in x])
+    again = cli("bnt", "run", "--from-file", str(day_one), "--to", "postgres")
+    assert again.exit_code == 0, again.output
+    with open_warehouse("postgres", get_settings()) as warehouse:  # all of it, not day 1 only
+        assert warehouse.count(bnt.TABLE) == SAMPLE_DAYS * ROWS_PER_DAY
+    props = tables.load_catalog(get_settings()).load_table(bnt.TABLE).properties
+    assert not [k for k in props if "not-synced" in k]
+
+
+def test_socrata_rerun_with_nothing_new_syncs_the_warehouse(
+    broken_postgres_table: str, portal: SocrataServer
+) -> None:
+    first = cli("socrata", "run", DATASET, "--to", "postgres")
+    assert first.exit_code == 1, first.output
+    assert "warehouse not updated: re-run with --to postgres to sync" in error_line(first)
+    drop(broken_postgres_table, "socrata.abcd_1234")
+    again = cli("socrata", "run", DATASET, "--to", "postgres")  # incremental, nothing new
+    assert again.exit_code == 0, again.output
+    with open_warehouse("postgres", get_settings()) as warehouse:
+        assert warehouse.count("socrata.abcd_1234") == 25

@@ -32,6 +32,7 @@ from civiclake.flows._params import (
     TokenBlockParam,
     WarehouseBlockParam,
 )
+from civiclake.flows._sync import WarehouseNotSynced, check_warehouse, load_or_sync
 from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
 from civiclake.slices import Slice, Window, Windows
 from civiclake.sources import bnt_fetch
@@ -346,6 +347,8 @@ def _bnt_hourly_traffic(
         from civiclake.warehouse import check_configured  # (pyarrow: only when loading one)
 
         check_configured(to.value, settings)
+        # reachable, credentials, writable: before anything is fetched or committed
+        check_warehouse(to.value, settings)
     page_size = page_size or settings.page_size
     if page_size < 1:
         raise ParameterError("page size must be at least 1")
@@ -411,11 +414,16 @@ def _bnt_hourly_traffic(
         replaced=replaced,
         allow_empty=allow_empty,
     )
-    warehouse = (
-        load_warehouse(staged, start, stop, to.value, blocks=blocks, replaced=replaced)
-        if to is not None
-        else None
-    )
+    warehouse, not_synced = None, None
+    if to is not None:
+        warehouse, not_synced = load_or_sync(
+            lambda: load_warehouse(staged, start, stop, to.value, blocks=blocks, replaced=replaced),
+            settings=settings,
+            identifiers=[bnt_fetch.TABLE],
+            to=to.value,
+            run_id=run_id,
+            snapshot_id=loaded["snapshot_id"],
+        )
     summary = {
         "table": bnt_fetch.TABLE,
         "range": f"[{start}, {stop})",
@@ -429,7 +437,11 @@ def _bnt_hourly_traffic(
         **(
             {"warehouse": to.value, "warehouse_rows": warehouse["rows"]} if warehouse and to else {}
         ),
+        **({"warehouse": not_synced} if not_synced else {}),
         "run_id": run_id,
         "duration_s": round(time.monotonic() - began, 2),
     }
-    return report(summary, blocks=blocks)
+    report(summary, blocks=blocks)
+    if not_synced:
+        raise WarehouseNotSynced(not_synced, summary)
+    return summary

@@ -34,6 +34,7 @@ from civiclake.flows._params import (
     TokenBlockParam,
     WarehouseBlockParam,
 )
+from civiclake.flows._sync import WarehouseNotSynced, check_warehouse, load_or_sync
 from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
 from civiclake.lake import iter_table_chunks
 from civiclake.slices import RowIds, Slice, WholeTable, Window
@@ -282,6 +283,8 @@ def _socrata_dataset(
         from civiclake.warehouse import check_configured, check_merges
 
         (check_configured if date_field else check_merges)(to.value, settings)
+        # reachable, credentials, writable: before anything is fetched or committed
+        check_warehouse(to.value, settings)
     log = get_run_logger()
     run_id = str(flow_run.id or f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}")
     settings.lake().check_writable()
@@ -294,7 +297,16 @@ def _socrata_dataset(
     page = page_size or settings.page_size
     staged = fetch_stage(spec, planned.where, run_id, page, blocks=blocks)
     loaded = load(planned, staged, run_id, blocks=blocks, allow_empty=allow_empty)
-    warehouse = load_warehouse(planned, staged, to.value, blocks=blocks) if to else None
+    warehouse, not_synced = None, None
+    if to is not None:
+        warehouse, not_synced = load_or_sync(
+            lambda: load_warehouse(planned, staged, to.value, blocks=blocks),
+            settings=settings,
+            identifiers=[spec.table, spec.rejects_table],
+            to=to.value,
+            run_id=run_id,
+            snapshot_id=loaded["snapshot_id"],
+        )
     mode = planned.mode
     summary = {
         "table": spec.table,
@@ -310,6 +322,7 @@ def _socrata_dataset(
         **(
             {"warehouse": to.value, "warehouse_rows": warehouse["rows"]} if warehouse and to else {}
         ),
+        **({"warehouse": not_synced} if not_synced else {}),
         "run_id": run_id,
         "duration_s": round(time.monotonic() - began, 2),
     }
@@ -319,4 +332,6 @@ def _socrata_dataset(
         markdown=f"## {FLOW_NAME}: {spec.table}\n\n| metric | value |\n|---|---|\n{rows}\n",
         description=f"{spec.table} {mode.value} load",
     )
+    if not_synced:
+        raise WarehouseNotSynced(not_synced, summary)
     return summary

@@ -38,6 +38,7 @@ from civiclake.flows._params import (
     WarehouseBlockParam,
     WarehouseKind,
 )
+from civiclake.flows._sync import check_warehouse
 from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
 from civiclake.lake import iter_table_chunks
 from civiclake.slices import Window
@@ -446,6 +447,7 @@ def tlc_taxi_trips(
     if from_file and len(wanted) != 1:
         raise ParameterError("--from-file loads one month: give exactly one month")
     check_configured(to.value, settings)
+    check_warehouse(to.value, settings)  # reachable, credentials: before any month commits
     # Wrong credentials, a missing container or a dead endpoint fail here, before any write.
     settings.lake().check_writable()
     limit = min(settings.tlc_concurrency, len(wanted))
