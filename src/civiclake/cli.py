@@ -849,9 +849,13 @@ def rollback_command(
         if not typer.confirm(question, default=False):
             raise CivicLakeError("rollback cancelled: the table is unchanged")
     rollback(iceberg, plan)
+    from civiclake.flows._sync import after_rollback
+
+    warehouses = after_rollback(iceberg, plan.current, to)
     out.print(
         f"{table}: snapshot {to} is current again ({rows:,} rows); "
-        f"{plan.undone} later snapshot(s) undone (kept until maintain expires them)",
+        f"{plan.undone} later snapshot(s) undone (kept until maintain expires them); "
+        f"{warehouses}",
         highlight=False,
         soft_wrap=True,
     )

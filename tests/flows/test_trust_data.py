@@ -442,3 +442,38 @@ def test_socrata_rerun_with_nothing_new_syncs_the_warehouse(
     assert again.exit_code == 0, again.output
     with open_warehouse("postgres", get_settings()) as warehouse:
         assert warehouse.count("socrata.abcd_1234") == 25
+
+
+def test_rollback_says_the_warehouse_is_not_rolled_back_and_a_rerun_resyncs(
+    tmp_path: Path,
+) -> None:
+    """Case 5: ``rollback`` restored Iceberg, not the warehouse, silently."""
+    assert cli("bnt", "run", "--from-file", str(SAMPLE_CSV), "--to", "duckdb").exit_code == 0
+    before = tables.load_catalog(get_settings()).load_table(bnt.TABLE).current_snapshot()
+    header, lines = sample_lines()
+    day_one = write_csv(tmp_path / "d1.csv", header, [x for x in lines if ",03/01/2024,0," in x])
+    assert cli("bnt", "run", "--from-file", str(day_one), "--to", "duckdb").exit_code == 0
+    with open_warehouse("duckdb", get_settings()) as warehouse:
+        shrunk = warehouse.count(bnt.TABLE)
+    assert shrunk < SAMPLE_DAYS * ROWS_PER_DAY
+
+    result = cli("rollback", bnt.TABLE, "--to", str(before.snapshot_id), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "warehouses are not rolled back: re-run the load with --to duckdb to re-sync" in (
+        " ".join(result.output.split())
+    )
+    # a re-run of another day (day 1 untouched by it) re-syncs the whole table
+    day_14 = write_csv(tmp_path / "d14.csv", header, [x for x in lines if ",03/14/2024," in x])
+    again = cli("bnt", "run", "--from-file", str(day_14), "--to", "duckdb")
+    assert again.exit_code == 0, again.output
+    with open_warehouse("duckdb", get_settings()) as warehouse:
+        assert warehouse.count(bnt.TABLE) == SAMPLE_DAYS * ROWS_PER_DAY
+
+
+def test_rollback_of_lake_only_loads_says_no_warehouse_was_touched() -> None:
+    assert cli("bnt", "run", "--from-file", str(SAMPLE_CSV)).exit_code == 0
+    before = tables.load_catalog(get_settings()).load_table(bnt.TABLE).current_snapshot()
+    assert cli("bnt", "run", "--from-file", str(SAMPLE_CSV)).exit_code == 0
+    result = cli("rollback", bnt.TABLE, "--to", str(before.snapshot_id), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "no warehouse was loaded by the undone snapshots" in " ".join(result.output.split())

@@ -13,16 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from civiclake.errors import CivicLakeError
 
 if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
     from civiclake.config import Settings
 
 PENDING_PROPERTY = "civiclake.warehouse-not-synced."
 """+ the warehouse kind: the lake snapshot a failed warehouse load left behind."""
+WAREHOUSE_PROPERTY = "warehouse"
+"""Snapshot property (``civiclake.warehouse``): the warehouse the load also went to."""
 
 
 class WarehouseNotSynced(CivicLakeError):
@@ -54,6 +55,31 @@ def mark_not_synced(settings: Settings, identifier: str, to: str, snapshot_id: i
     table = tables.load_catalog(settings).load_table(identifier)
     with table.transaction() as tx:
         tx.set_properties({PENDING_PROPERTY + to: str(snapshot_id)})
+
+
+def after_rollback(table: Table, current: int, target: int) -> str:
+    """What a rollback from ``current`` to ``target`` means for the warehouses: the loads it
+    undoes that also went to a warehouse mark it not synced (the next run with that ``--to``
+    copies the table whole), and the line says so."""
+    from pyiceberg.table.snapshots import ancestors_of
+
+    from civiclake.tables import SNAPSHOT_PROPERTY_PREFIX
+
+    kinds: set[str] = set()
+    snapshot = table.snapshot_by_id(current)
+    for ancestor in ancestors_of(snapshot, table.metadata) if snapshot else []:
+        if ancestor.snapshot_id == target:
+            break
+        props = ancestor.summary.additional_properties if ancestor.summary else {}
+        kind = props.get(SNAPSHOT_PROPERTY_PREFIX + WAREHOUSE_PROPERTY)
+        if kind:
+            kinds.add(kind)
+    if not kinds:
+        return "no warehouse was loaded by the undone snapshots"
+    with table.transaction() as tx:
+        tx.set_properties({PENDING_PROPERTY + kind: str(target) for kind in sorted(kinds)})
+    options = " / ".join(f"--to {kind}" for kind in sorted(kinds))
+    return f"warehouses are not rolled back: re-run the load with {options} to re-sync"
 
 
 def not_synced(settings: Settings, identifier: str, to: str) -> bool:
@@ -107,11 +133,13 @@ def load_or_sync(
     """After the Iceberg commit: the warehouse load (``load``), or the whole table when an
     earlier run left the warehouse behind. Returns (its result, None) or (None, the line that
     says the lake moved and the warehouse did not, with the cause)."""
-    from prefect import get_run_logger
+    from prefect import get_run_logger, task
+    from prefect.cache_policies import NO_CACHE
 
     try:
         if not_synced(settings, identifiers[0], to):
-            rows = sync_warehouse(identifiers, to, run_id, settings)
+            sync = task(name="sync-warehouse", cache_policy=NO_CACHE)(sync_whole_table)
+            rows = sync(settings, identifiers, to, run_id)
             get_run_logger().info(
                 "%s: %s re-synced from the lake (%s rows)", to, identifiers[0], rows
             )
@@ -121,9 +149,3 @@ def load_or_sync(
         mark_not_synced(settings, identifiers[0], to, snapshot_id)
         cause = " ".join(str(exc).split()) or type(exc).__name__
         return None, f"{not_synced_line(snapshot_id, to)} ({cause})"
-
-
-@task(name="sync-warehouse", cache_policy=NO_CACHE)
-def sync_warehouse(identifiers: list[str], to: str, run_id: str, settings: Settings) -> int:
-    """The whole table copied from Iceberg into the warehouse (see ``sync_whole_table``)."""
-    return sync_whole_table(settings, identifiers, to, run_id)

@@ -32,7 +32,12 @@ from civiclake.flows._params import (
     TokenBlockParam,
     WarehouseBlockParam,
 )
-from civiclake.flows._sync import WarehouseNotSynced, check_warehouse, load_or_sync
+from civiclake.flows._sync import (
+    WAREHOUSE_PROPERTY,
+    WarehouseNotSynced,
+    check_warehouse,
+    load_or_sync,
+)
 from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
 from civiclake.slices import Slice, Window, Windows
 from civiclake.sources import bnt_fetch
@@ -155,6 +160,7 @@ def load(
     blocks: Blocks = None,
     replaced: Slice | None = None,
     allow_empty: bool = False,
+    warehouse: str | None = None,
 ) -> dict[str, Any]:
     """Replace the range (or ``replaced``: a file's days) in the table and its rejects table,
     each in one Iceberg commit; an empty stage never deletes rows unless ``allow_empty``."""
@@ -172,6 +178,7 @@ def load(
         "rows-fetched": str(rows_fetched),
         "rows-loaded": str(staged["rows_valid"]),
         "rows-rejected": str(staged["rows_rejected"]),
+        **({WAREHOUSE_PROPERTY: warehouse} if warehouse else {}),
     }
     replaced = replaced or Window(bnt_fetch.DATE_FIELD, start, stop)
     with table_lock(bnt_fetch.TABLE):
@@ -413,6 +420,7 @@ def _bnt_hourly_traffic(
         blocks=blocks,
         replaced=replaced,
         allow_empty=allow_empty,
+        warehouse=to.value if to is not None else None,
     )
     warehouse, not_synced = None, None
     if to is not None:

@@ -34,7 +34,12 @@ from civiclake.flows._params import (
     TokenBlockParam,
     WarehouseBlockParam,
 )
-from civiclake.flows._sync import WarehouseNotSynced, check_warehouse, load_or_sync
+from civiclake.flows._sync import (
+    WAREHOUSE_PROPERTY,
+    WarehouseNotSynced,
+    check_warehouse,
+    load_or_sync,
+)
 from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
 from civiclake.lake import iter_table_chunks
 from civiclake.slices import RowIds, Slice, WholeTable, Window
@@ -80,6 +85,7 @@ def load(
     run_id: str,
     blocks: Blocks = None,
     allow_empty: bool = False,
+    warehouse: str | None = None,
 ) -> dict[str, Any]:
     """Replace the slice (whole table, fetched ids, a date range) in the table and rejects;
     an empty fetch never empties the table or a range unless ``allow_empty``."""
@@ -101,6 +107,7 @@ def load(
         "rows-fetched": str(result.rows_fetched),
         "rows-loaded": str(result.rows_valid),
         "rows-rejected": str(result.rows_rejected),
+        **({WAREHOUSE_PROPERTY: warehouse} if warehouse else {}),
     }
     if hwm:
         props[HWM_PROPERTY] = hwm
@@ -296,7 +303,14 @@ def _socrata_dataset(
     log.info("%s (%s) -> %s: %s", spec.dataset_id, spec.name, spec.table, planned.mode_text)
     page = page_size or settings.page_size
     staged = fetch_stage(spec, planned.where, run_id, page, blocks=blocks)
-    loaded = load(planned, staged, run_id, blocks=blocks, allow_empty=allow_empty)
+    loaded = load(
+        planned,
+        staged,
+        run_id,
+        blocks=blocks,
+        allow_empty=allow_empty,
+        warehouse=to.value if to is not None else None,
+    )
     warehouse, not_synced = None, None
     if to is not None:
         warehouse, not_synced = load_or_sync(
