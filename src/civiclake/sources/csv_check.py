@@ -12,6 +12,7 @@ import contextlib
 import csv
 import gzip
 import io
+import zlib
 from typing import Any
 
 from civiclake.errors import ParameterError
@@ -35,18 +36,21 @@ def check_complete(lake: Lake, url: str, name: str) -> None:
     quotes = 0
     header = b""
     tail = b""
-    with (
-        lake.open(url) as handle,
-        (
-            gzip.open(handle) if url.lower().endswith(".gz") else contextlib.nullcontext(handle)
-        ) as stream,
-    ):
-        stream_: Any = stream
-        while chunk := stream_.read(CHUNK_BYTES):
-            quotes += chunk.count(b'"')
-            if b"\n" not in header and len(header) < TAIL_BYTES:
-                header += chunk[:TAIL_BYTES]
-            tail = (tail + chunk)[-TAIL_BYTES:]
+    try:
+        with (
+            lake.open(url) as handle,
+            (
+                gzip.open(handle) if url.lower().endswith(".gz") else contextlib.nullcontext(handle)
+            ) as stream,
+        ):
+            stream_: Any = stream
+            while chunk := stream_.read(CHUNK_BYTES):
+                quotes += chunk.count(b'"')
+                if b"\n" not in header and len(header) < TAIL_BYTES:
+                    header += chunk[:TAIL_BYTES]
+                tail = (tail + chunk)[-TAIL_BYTES:]
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        return  # a damaged gzip stream: the reader reports it, with what it could read
     if quotes % 2:
         raise TruncatedFile(
             f"{name}: truncated file: it ends inside a quoted value; download or export it again"
