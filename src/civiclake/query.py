@@ -110,6 +110,7 @@ def _as_of_snapshots(
         raise ParameterError("--as-of: the query mentions no table of the catalog")
     chosen: dict[str, int] = {}
     when: datetime
+    owner = ""
     if isinstance(as_of, int):
         owners = [(f"{ns}.{n}", t) for ns, n, t in mentioned if t.snapshot_by_id(as_of)]
         if not owners:
@@ -126,7 +127,43 @@ def _as_of_snapshots(
         key = f"{ns}.{name}"
         if key not in chosen:
             chosen[key] = history.snapshot_at(table, key, when).snapshot_id
-    return chosen
+    return _same_load(mentioned, chosen, owner=owner if isinstance(as_of, int) else None)
+
+
+def _same_load(
+    mentioned: list[tuple[str, str, Table]], chosen: dict[str, int], owner: str | None
+) -> dict[str, int]:
+    """A table and its rejects table are two commits of one load, a moment apart: read them
+    at the same load. The load is the chosen snapshot's run (``owner``'s, or the latest one
+    chosen); a table with a snapshot of that run is read at it, others as chosen."""
+    from civiclake.tables import SNAPSHOT_PROPERTY_PREFIX
+
+    key = SNAPSHOT_PROPERTY_PREFIX + "run-id"
+    tables_by_key = {f"{ns}.{n}": t for ns, n, t in mentioned}
+
+    def run_of(table: Table, snapshot_id: int) -> tuple[str | None, int]:
+        snap = table.snapshot_by_id(snapshot_id)
+        props = snap.summary.additional_properties if snap and snap.summary else {}
+        return props.get(key), snap.timestamp_ms if snap else 0
+
+    runs = {k: run_of(tables_by_key[k], s) for k, s in chosen.items()}
+    if owner is None:
+        owner = max(runs, key=lambda k: runs[k][1])
+    run_id = runs[owner][0]
+    if run_id is None:
+        return chosen
+    aligned = dict(chosen)
+    for name, table in tables_by_key.items():
+        if name == owner:
+            continue
+        same = [
+            s
+            for s in table.metadata.snapshots
+            if s.summary and s.summary.additional_properties.get(key) == run_id
+        ]
+        if same:
+            aligned[name] = max(same, key=lambda s: s.timestamp_ms).snapshot_id
+    return aligned
 
 
 def _register_filesystem(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:

@@ -477,3 +477,27 @@ def test_rollback_of_lake_only_loads_says_no_warehouse_was_touched() -> None:
     result = cli("rollback", bnt.TABLE, "--to", str(before.snapshot_id), "--yes")
     assert result.exit_code == 0, result.output
     assert "no warehouse was loaded by the undone snapshots" in " ".join(result.output.split())
+
+
+# ---------------------------------------------------------------- as-of: the same load
+
+
+def test_as_of_reads_a_table_and_its_rejects_at_the_same_load(tmp_path: Path) -> None:
+    """``--as-of`` a load's snapshot: its rejects table as that load left it, not one load
+    earlier (the rejects commit comes a moment after the table's)."""
+    from civiclake.query import run_sql
+
+    header, lines = sample_lines()
+    first = write_csv(tmp_path / "a.csv", header, lines[:960])  # day 1, 2: valid rows
+    bad = [f"21,03/01/2024,{hour},N,1,1" for hour in range(3)]  # 3 rejects on day 1
+    second = write_csv(tmp_path / "b.csv", header, lines[:960] + bad)
+    assert cli("bnt", "run", "--from-file", str(first)).exit_code == 0
+    assert cli("bnt", "run", "--from-file", str(second)).exit_code == 0
+    catalog = tables.load_catalog(get_settings())
+    snapshot = catalog.load_table(bnt.TABLE).current_snapshot().snapshot_id
+    sql = f"SELECT count(*) AS n FROM {bnt.REJECTS_TABLE}"
+    assert run_sql(sql, get_settings()).column("n").to_pylist() == [3]
+    joined = f"SELECT (SELECT count(*) FROM {bnt.TABLE}) AS rows, ({sql}) AS rejects"
+    assert run_sql(joined, get_settings(), as_of=snapshot).to_pylist() == [
+        {"rows": 960, "rejects": 3}
+    ]
