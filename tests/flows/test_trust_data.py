@@ -501,3 +501,54 @@ def test_as_of_reads_a_table_and_its_rejects_at_the_same_load(tmp_path: Path) ->
     assert run_sql(joined, get_settings(), as_of=snapshot).to_pylist() == [
         {"rows": 960, "rejects": 3}
     ]
+
+
+def test_crash_between_the_two_commits_is_repaired_by_the_next_load(tmp_path: Path) -> None:
+    """What a crash between a load's two commits leaves: the table at the new load, its
+    rejects at the previous one. The next load (of anything) completes the rejects commit."""
+    from datetime import UTC, datetime
+
+    from civiclake.query import run_sql
+    from civiclake.slices import Windows
+
+    header, lines = sample_lines()
+    assert (
+        cli(
+            "bnt", "run", "--from-file", str(write_csv(tmp_path / "a.csv", header, lines[:480]))
+        ).exit_code
+        == 0
+    )
+    # run "crashed": staged like a real run, then only the first of its two commits
+    bad = [f"21,03/01/2024,{hour},N,1,1" for hour in range(3)]
+    path = write_csv(tmp_path / "b.csv", header, lines[:480] + bad)
+    settings = get_settings()
+    lake, catalog = settings.lake(), tables.load_catalog(settings)
+    ctx = bnt.LoadContext("crashed", "file:b.csv", datetime.now(UTC))
+    staged = bnt.stage(lake, bnt.stage_file(lake, str(path), run_id="crashed"), ctx)
+    days = Windows.of_days(bnt.DATE_FIELD, staged.days)
+    props = {
+        "run-id": "crashed",
+        "rejects-url": staged.rejects_url,
+        "rejects-days": "2024-03-01/2024-03-02",
+        "load-key": ctx.load_key,
+    }
+    load_range = bnt.LoadRange(date(2024, 3, 1), date(2024, 3, 2))
+    crashed = bnt.commit_main(catalog, lake, staged.valid_url, load_range, props, days)
+    # what it leaves: the table at the crashed load, its rejects at the previous load
+    count = f"SELECT count(*) AS n FROM {bnt.REJECTS_TABLE}"
+    joined = f"SELECT (SELECT count(*) FROM {bnt.TABLE}) AS rows, ({count}) AS rejects"
+    assert run_sql(joined, settings, as_of=crashed.snapshot_id).to_pylist() == [
+        {"rows": 480, "rejects": 0}
+    ]
+    # the next load, of another day, completes the crashed one's rejects first
+    day_two = [line for line in lines if ",03/02/2024," in line]
+    assert (
+        cli(
+            "bnt", "run", "--from-file", str(write_csv(tmp_path / "c.csv", header, day_two))
+        ).exit_code
+        == 0
+    )
+    assert run_sql(joined, settings, as_of=crashed.snapshot_id).to_pylist() == [
+        {"rows": 480, "rejects": 3}
+    ]
+    assert run_sql(count, settings).column("n").to_pylist() == [3]

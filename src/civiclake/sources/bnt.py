@@ -703,32 +703,113 @@ def commit_staged(
 
     ``replaced``: the slice to replace instead of the range (a file load: the days it holds).
 
+    The two commits are a moment apart: a crash between them leaves the table at this load and
+    its rejects at the previous one (``sql --as-of`` this load then reads the older rejects).
+    The table's snapshot records what the rejects commit needs (``rejects-url``,
+    ``rejects-days``, ``load-key``), so the next load first completes it
+    (:func:`repair_rejects`).
+
     No Prefect here: the flow's ``load`` task calls it under the table's lock, and tests and
     benchmarks drive many daily loads through it without a flow run each.
     """
-    from pyiceberg.expressions import EqualTo, Or
+    from civiclake.slices import Windows
 
+    repair_rejects(catalog, lake)
+    spans = (
+        [(w.start, w.stop) for w in replaced.windows]
+        if isinstance(replaced, Windows)
+        else [(load_range.start, load_range.stop)]
+    )
+    props = {
+        **snapshot_properties,
+        "rejects-url": rejects_url,
+        "rejects-days": ",".join(f"{a.isoformat()}/{b.isoformat()}" for a, b in spans),
+        "load-key": load_key,
+    }
+    main = commit_main(catalog, lake, valid_url, load_range, props, replaced)
+    rejects = commit_rejects(catalog, lake, rejects_url, spans, load_key, props)
+    return main, rejects
+
+
+def commit_main(
+    catalog: Catalog,
+    lake: Lake,
+    valid_url: str,
+    load_range: LoadRange,
+    snapshot_properties: dict[str, str],
+    replaced: Slice | None = None,
+) -> CommitResult:
+    """The first of a load's two commits: the table's slice replaced by the staged rows."""
     from civiclake import tables
     from civiclake.lake import iter_table_chunks
 
     table = tables.ensure_table(catalog, TABLE, SCHEMA, PARTITION_SPEC)
     table_filter = load_range.table_filter() if replaced is None else replaced.iceberg_filter()
-    rejects_filter = (
-        load_range.rejects_filter(load_key)
-        if replaced is None
-        else Or(replaced.iceberg_filter(), EqualTo("load_range", load_key))
-    )
-    main = tables.replace_range(
+    return tables.replace_range(
         table,
         table_filter,
         lambda: iter_table_chunks(lake, valid_url),
         snapshot_properties,
     )
+
+
+def commit_rejects(
+    catalog: Catalog,
+    lake: Lake,
+    rejects_url: str,
+    spans: list[tuple[date, date]],
+    load_key: str,
+    snapshot_properties: dict[str, str],
+) -> CommitResult:
+    """The second commit: rejects dated in the replaced days, or of the same load key."""
+    from pyiceberg.expressions import EqualTo, Or
+
+    from civiclake import tables
+    from civiclake.lake import iter_table_chunks
+    from civiclake.slices import Windows
+
+    days = Windows.of(DATE_FIELD, spans)
     rejects_table = tables.ensure_table(catalog, REJECTS_TABLE, REJECTS_SCHEMA)
-    rejects = tables.replace_range(
+    return tables.replace_range(
         rejects_table,
-        rejects_filter,
+        Or(days.iceberg_filter(), EqualTo("load_range", load_key)),
         lambda: iter_table_chunks(lake, rejects_url),
         snapshot_properties,
     )
-    return main, rejects
+
+
+def repair_rejects(catalog: Catalog, lake: Lake) -> bool:
+    """Complete a load whose rejects commit never happened (a crash between the two commits):
+    the table's last load has no rejects snapshot of its run. True when it repaired one."""
+    from civiclake import tables
+
+    if not catalog.table_exists(TABLE):
+        return False
+    snapshot = catalog.load_table(TABLE).current_snapshot()
+    if snapshot is None or snapshot.summary is None:
+        return False
+    prefix = tables.SNAPSHOT_PROPERTY_PREFIX
+    props = {
+        k.removeprefix(prefix): v
+        for k, v in snapshot.summary.additional_properties.items()
+        if k.startswith(prefix)
+    }
+    run_id, url = props.get("run-id"), props.get("rejects-url")
+    if not run_id or not url or "rejects-days" not in props or not lake.exists(url):
+        return False
+    if catalog.table_exists(REJECTS_TABLE):
+        done = catalog.load_table(REJECTS_TABLE).metadata.snapshots
+        if any(
+            s.summary and s.summary.additional_properties.get(prefix + "run-id") == run_id
+            for s in done
+        ):
+            return False
+    spans = []
+    for span in filter(None, props["rejects-days"].split(",")):
+        a, b = span.split("/")
+        spans.append((date.fromisoformat(a), date.fromisoformat(b)))
+    commit_rejects(catalog, lake, url, spans, props.get("load-key", ""), props)
+    logger.warning(
+        "completed the rejects commit of run %s (interrupted between its commits)", run_id
+    )
+    return True
