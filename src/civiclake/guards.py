@@ -14,6 +14,7 @@ from civiclake.errors import CivicLakeError, ParameterError
 if TYPE_CHECKING:
     from pyiceberg.table import Table
 
+    from civiclake.lake import Lake
     from civiclake.slices import Slice
 
 ALLOW_EMPTY_OPTION = "--allow-empty"
@@ -59,3 +60,37 @@ def refused(exc: CivicLakeError) -> Any:
     from prefect.states import Failed
 
     return Failed(message=str(exc), data=exc)
+
+
+LINEAGE_COLUMNS = frozenset(
+    {"load_run_id", "load_source", "loaded_at", "rejected_at", "load_range"}
+)
+"""Columns a load stamps (which run, when): not content, so ignored by :func:`same_rows`."""
+
+
+def same_rows(table: Table | None, replaced: Slice, staged_url: str, lake: Lake) -> bool:
+    """The staged rows are exactly the rows the slice holds now (lineage columns aside): a
+    re-run with nothing new at the source, whose commit would change nothing but lineage.
+    Compared in memory: meant for the slices of incremental re-runs (a few days, the ids
+    fetched), not for a full refresh of a large table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if table is None or table.current_snapshot() is None:
+        return False
+    with lake.open(staged_url) as handle:
+        staged = pq.read_table(handle)
+    current = table.scan(row_filter=replaced.iceberg_filter()).to_arrow()
+    if staged.num_rows != current.num_rows:
+        return False
+    columns = [c for c in current.column_names if c not in LINEAGE_COLUMNS]
+    if any(c not in staged.column_names for c in columns):
+        return False
+    if staged.num_rows == 0:
+        return True
+    try:
+        a = current.select(columns).cast(staged.select(columns).schema)
+        keys = [(c, "ascending") for c in columns]
+        return bool(a.sort_by(keys).equals(staged.select(columns).sort_by(keys)))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return False  # a type that cannot be sorted or cast: treated as changed, committed

@@ -552,3 +552,35 @@ def test_crash_between_the_two_commits_is_repaired_by_the_next_load(tmp_path: Pa
         {"rows": 480, "rejects": 3}
     ]
     assert run_sql(count, settings).column("n").to_pylist() == [3]
+
+
+# ---------------------------------------------------------------- re-run: nothing new
+
+
+def test_socrata_rerun_with_nothing_new_commits_nothing(portal: SocrataServer) -> None:
+    """The README promises "a re-run changes nothing": no snapshot either."""
+    assert cli("socrata", "run", DATASET).exit_code == 0
+    catalog = tables.load_catalog(get_settings())
+    table = catalog.load_table("socrata.abcd_1234")
+    snapshots = len(table.metadata.snapshots)
+    rejects = len(catalog.load_table("socrata.abcd_1234_rejects").metadata.snapshots)
+    again = cli("socrata", "run", DATASET)  # incremental: re-fetches the overlap, all the same
+    assert again.exit_code == 0, again.output
+    assert "unchanged (nothing committed)" in " ".join(again.output.split())
+    table = tables.load_catalog(get_settings()).load_table("socrata.abcd_1234")
+    assert len(table.metadata.snapshots) == snapshots
+    assert len(catalog.load_table("socrata.abcd_1234_rejects").metadata.snapshots) == rejects
+    # a revised row is a change: committed
+    portal.add_dataset(DATASET, _revised(), columns=COLUMNS)
+    changed = cli("socrata", "run", DATASET)
+    assert changed.exit_code == 0, changed.output
+    table = tables.load_catalog(get_settings()).load_table("socrata.abcd_1234")
+    assert len(table.metadata.snapshots) > snapshots  # (a delete and an append snapshot)
+
+
+def _revised() -> list[dict]:
+    from civiclake.testing.socrata_samples import sample_row
+
+    rows = sample_rows(25)
+    rows[20] = {**sample_row(20, minutes=900), "zip": "NEW20"}
+    return rows

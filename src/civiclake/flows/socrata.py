@@ -40,7 +40,7 @@ from civiclake.flows._sync import (
     check_warehouse,
     load_or_sync,
 )
-from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
+from civiclake.guards import EmptyLoadRefused, refuse_empty, refused, same_rows
 from civiclake.lake import iter_table_chunks
 from civiclake.slices import RowIds, Slice, WholeTable, Window
 from civiclake.sources import socrata_dataset as datasets
@@ -126,6 +126,19 @@ def load(
         table = tables.ensure_table_for(
             catalog, spec.table, spec.arrow_schema(), partition=partition, evolve=True
         )
+        if planned.mode is not LoadMode.full and _unchanged(
+            catalog, spec, (replaced, rejects_replaced), result, lake
+        ):
+            # nothing new at the source: no commit (the README's "a re-run changes nothing")
+            snapshot = table.current_snapshot()
+            total = int(snapshot.summary["total-records"]) if snapshot and snapshot.summary else 0
+            get_run_logger().info("%s unchanged: nothing committed", spec.table)
+            return {
+                "snapshot_id": snapshot.snapshot_id if snapshot else None,
+                "table_rows": total,
+                "replaced": str(replaced),
+                "changes": "unchanged (nothing committed)",
+            }
         main = tables.replace_range(
             table,
             replaced.iceberg_filter(),
@@ -152,6 +165,22 @@ def load(
         "table_rows": main.total_rows,
         "replaced": str(replaced),
     }
+
+
+def _unchanged(
+    catalog: Any, spec: DatasetSpec, slices: tuple[Slice, Slice], staged: StageResult, lake: Any
+) -> bool:
+    """The fetched rows and rejects equal what the table and its rejects hold for them."""
+    replaced, rejects_replaced = slices
+    rejects = (
+        catalog.load_table(spec.rejects_table) if catalog.table_exists(spec.rejects_table) else None
+    )
+    if rejects is None and staged.rows_rejected == 0:
+        rejects_same = True
+    else:
+        rejects_same = same_rows(rejects, rejects_replaced, staged.rejects_url, lake)
+    table = catalog.load_table(spec.table)
+    return rejects_same and same_rows(table, replaced, staged.valid_url, lake)
 
 
 def _slices(planned: Plan, lake: Any, staged: StageResult) -> tuple[Slice, Slice]:
@@ -331,6 +360,7 @@ def _socrata_dataset(
         "rows_loaded": staged["rows_valid"],
         "rows_rejected": staged["rows_rejected"],
         "replaced": loaded["replaced"],
+        **({"changes": loaded["changes"]} if "changes" in loaded else {}),
         "snapshot_id": loaded["snapshot_id"],
         "table_rows": loaded["table_rows"],
         **(
