@@ -470,10 +470,16 @@ def test_rollback_says_the_warehouse_is_not_rolled_back_and_a_rerun_resyncs(
         assert warehouse.count(bnt.TABLE) == SAMPLE_DAYS * ROWS_PER_DAY
 
 
-def test_rollback_of_lake_only_loads_says_no_warehouse_was_touched() -> None:
+def test_rollback_of_lake_only_loads_says_no_warehouse_was_touched(tmp_path: Path) -> None:
     assert cli("bnt", "run", "--from-file", str(SAMPLE_CSV)).exit_code == 0
     before = tables.load_catalog(get_settings()).load_table(bnt.TABLE).current_snapshot()
-    assert cli("bnt", "run", "--from-file", str(SAMPLE_CSV)).exit_code == 0
+    header, lines = sample_lines()
+    assert (
+        cli(
+            "bnt", "run", "--from-file", str(write_csv(tmp_path / "d.csv", header, lines[:9]))
+        ).exit_code
+        == 0
+    )
     result = cli("rollback", bnt.TABLE, "--to", str(before.snapshot_id), "--yes")
     assert result.exit_code == 0, result.output
     assert "no warehouse was loaded by the undone snapshots" in " ".join(result.output.split())
@@ -584,3 +590,17 @@ def _revised() -> list[dict]:
     rows = sample_rows(25)
     rows[20] = {**sample_row(20, minutes=900), "zip": "NEW20"}
     return rows
+
+
+def test_bnt_rerun_with_nothing_new_commits_nothing(bnt_server: SocrataServer) -> None:
+    args = ("bnt", "run", "--start-date", "2024-03-20", "--stop-date", "2024-03-22")
+    assert cli(*args).exit_code == 0
+    catalog = tables.load_catalog(get_settings())
+    counts = [len(catalog.load_table(t).metadata.snapshots) for t in (bnt.TABLE, bnt.REJECTS_TABLE)]
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    assert "unchanged (nothing committed)" in " ".join(again.output.split())
+    catalog = tables.load_catalog(get_settings())
+    after = [len(catalog.load_table(t).metadata.snapshots) for t in (bnt.TABLE, bnt.REJECTS_TABLE)]
+    assert after == counts
+    assert len(table_rows()) == 2 * ROWS_PER_DAY
