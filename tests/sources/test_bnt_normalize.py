@@ -190,3 +190,23 @@ def test_load_range_months_and_filters() -> None:
     r = bnt.LoadRange(date(2023, 11, 20), date(2024, 2, 1))
     assert r.months() == ["2023-11", "2023-12", "2024-01"]
     assert str(r) == "2023-11-20/2024-02-01" and r.days == 73
+
+
+def test_a_date_more_than_a_day_ahead_is_a_reject_with_its_reason() -> None:
+    """Issue 17: a stray future date is a reject, never the end of a file's range."""
+    from datetime import timedelta
+
+    today = date.today()
+    rows = [
+        row(date=(today + timedelta(days=1)).isoformat()),  # tomorrow: time zones
+        row(date=(today + timedelta(days=2)).isoformat()),
+        row(date="03/02/2099"),
+    ]
+    ctx = bnt.LoadContext("r", "t", datetime.now(UTC))  # a file load: no range
+    result = bnt.normalize(bnt.batch_from_records(rows), ctx)
+    assert result.valid.column("date").to_pylist() == [today + timedelta(days=1)]
+    assert result.rejects.column("reason").to_pylist() == [
+        f"date {today + timedelta(days=2)} is more than a day in the future",
+        "date 2099-03-02 is more than a day in the future",
+    ]
+    assert result.rejects.column("date").to_pylist() == [None, None]

@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 from pydantic import SecretStr
 
-from civiclake.errors import SourceError
+from civiclake.errors import ParameterError, SourceError
 from civiclake.sources.socrata import SocrataClient, date_range_where
 from civiclake.testing.socrata import Fault, SocrataServer, bnt_rows
 
@@ -125,7 +125,8 @@ def test_unknown_dataset_is_a_clear_error(server: SocrataServer) -> None:
 
 
 def test_bad_query_is_not_retried(server: SocrataServer) -> None:
-    with client_for(server.url) as client, pytest.raises(SourceError, match="HTTP 400"):
+    # the portal refused the query: bad input (exit 2), one line
+    with client_for(server.url) as client, pytest.raises(ParameterError, match="HTTP 400"):
         client.count(DATASET, where="nonsense ((")
     assert len(server.requests) == 1
 

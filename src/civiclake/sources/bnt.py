@@ -489,7 +489,8 @@ def normalize(batch: RawBatch, ctx: LoadContext) -> Normalized:
     )
     # a date past tomorrow (any time zone's today) is a typo or a test row: a reject with its
     # reason, never the end of the range a file load replaces
-    latest = ctx.loaded_at.date() + timedelta(days=FUTURE_DAYS)
+    today = max(ctx.loaded_at.date(), date.today())  # (a context may carry an older time)
+    latest = today + timedelta(days=FUTURE_DAYS)
     not_future = pc.fill_null(pc.less_equal(day, pa.scalar(latest, pa.date32())), True)
     checks: list[tuple[str, pa.Array]] = [
         ("plaza_id", plaza_ok),
