@@ -160,10 +160,16 @@ class SocrataClient:
             if decode is None and not isinstance(rows, list):
                 raise SourceError(f"Socrata dataset '{dataset_id}' answered a non-list page")
             number += 1
-            if len(rows):
-                yield Page(number=number, offset=offset, body=body, rows=rows)
-            offset += len(rows)
-            if len(rows) < page_size:
+            count = len(rows)
+            page = Page(number=number, offset=offset, body=body, rows=rows)
+            # this frame must not keep the page alive while the next one downloads (~30 MB of
+            # body and its decoded rows a page): only the consumer holds it
+            del body, rows
+            if count:
+                yield page
+            del page
+            offset += count
+            if count < page_size:
                 return
 
     def _get(
@@ -186,6 +192,10 @@ class SocrataClient:
             except httpx.TransportError as exc:
                 last_reason = f"connection failed ({type(exc).__name__}: {exc})"
             else:
+                # the response and its stream refer to each other: without breaking that cycle
+                # every page's body (~30 MB) lived on until the cyclic GC ran (measured: RSS grew
+                # 29 MB a page; a 300k-row load held ~180 MB of old bodies)
+                response.stream = httpx.ByteStream(b"")
                 status = response.status_code
                 if status == 200:
                     body = response.content
