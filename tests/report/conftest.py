@@ -15,10 +15,13 @@ from report_support import (
     GREEN,
     NO_TIME_TABLE,
     ONE_ROW_TABLE,
+    PERMITS_ROWS,
+    PERMITS_TABLE,
     SAMPLE_CSV,
     SOCRATA_ROWS,
     SOCRATA_TABLE,
     Lake,
+    permits,
     socrata_like,
 )
 from typer.testing import CliRunner
@@ -28,9 +31,14 @@ from civiclake.cli import app
 from civiclake.config import get_settings
 
 
-def _write(identifier: str, table: pa.Table, props: dict[str, str]) -> None:
+def _write(
+    identifier: str,
+    table: pa.Table,
+    props: dict[str, str],
+    partition: tuple[str, str] | None = None,
+) -> None:
     catalog = tables.load_catalog(get_settings())
-    target = tables.ensure_table_for(catalog, identifier, table.schema)
+    target = tables.ensure_table_for(catalog, identifier, table.schema, partition=partition)
     prefixed = {tables.SNAPSHOT_PROPERTY_PREFIX + k: v for k, v in props.items()}
     target.append(table, snapshot_properties=prefixed)
 
@@ -49,6 +57,12 @@ def lake(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Iter
         done = runner.invoke(app, ["taxi", "run", "--from-file", str(GREEN)])
         assert done.exit_code == 0, done.output
         _write(SOCRATA_TABLE, socrata_like(SOCRATA_ROWS), {"run-id": "r1", "source": "socrata"})
+        _write(
+            PERMITS_TABLE,
+            permits(PERMITS_ROWS),
+            {"run-id": "p1", "source": "socrata"},
+            partition=("month", "issued_date"),
+        )
         catalog = tables.load_catalog(get_settings())
         tables.ensure_table_for(
             catalog, EMPTY_TABLE, pa.schema([("id", pa.int64()), ("at", pa.timestamp("us"))])

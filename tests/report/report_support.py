@@ -16,7 +16,10 @@ SOCRATA_TABLE = "socrata.service_requests"
 EMPTY_TABLE = "edge.empty"
 ONE_ROW_TABLE = "edge.one_row"
 NO_TIME_TABLE = "edge.no_timestamp"
+PERMITS_TABLE = "socrata.permits"  # partitioned by month(issued_date)
 SOCRATA_ROWS = 3_000
+PERMITS_ROWS = 400
+PUBLISHED = datetime(2025, 6, 2, 9, 30)  # one bulk upload: every row's socrata_created_at
 BOROUGHS = ("QUEENS", "BRONX", "BROOKLYN")
 
 
@@ -25,11 +28,25 @@ class Lake:
     home: Path
 
 
+def _system_columns(rows: int) -> dict[str, pa.Array]:
+    """The portal's own columns, first as a real load writes them: one upload, one instant."""
+    utc = pa.timestamp("us", tz="UTC")
+    return {
+        "socrata_id": pa.array([f"row-{i:05d}" for i in range(rows)]),
+        "socrata_created_at": pa.array([PUBLISHED] * rows, utc),
+        "socrata_updated_at": pa.array(
+            [PUBLISHED + timedelta(days=i % 3) for i in range(rows)], utc
+        ),
+    }
+
+
 def socrata_like(rows: int) -> pa.Table:
-    """A Socrata dataset's shape: a timestamp, a few categories, numbers, some NULLs."""
+    """A Socrata dataset's shape: the portal's system columns first, then a timestamp, a few
+    categories, numbers, some NULLs."""
     start = datetime(2024, 1, 1)
     return pa.table(
         {
+            **_system_columns(rows),
             "unique_key": pa.array([str(100_000 + i) for i in range(rows)]),
             "created_date": pa.array(
                 [start + timedelta(hours=7 * i) for i in range(rows)], pa.timestamp("us")
@@ -41,5 +58,19 @@ def socrata_like(rows: int) -> pa.Table:
                 [None if i % 7 == 0 else float(i % 50) / 2 for i in range(rows)], pa.float64()
             ),
             "units": pa.array([i % 5 for i in range(rows)], pa.int64()),
+        }
+    )
+
+
+def permits(rows: int) -> pa.Table:
+    """A dataset with two dates: filed first, issued 10 days later (its partition column)."""
+    start = datetime(2023, 1, 1)
+    filed = [start + timedelta(days=2 * i) for i in range(rows)]
+    return pa.table(
+        {
+            **_system_columns(rows),
+            "filed_date": pa.array(filed, pa.timestamp("us")),
+            "issued_date": pa.array([f + timedelta(days=10) for f in filed], pa.timestamp("us")),
+            "fee": pa.array([1_250_000.5 + i for i in range(rows)], pa.float64()),
         }
     )

@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from report_support import EMPTY_TABLE, NO_TIME_TABLE, SCREENSHOTS, SOCRATA_TABLE, Lake
+from report_support import (
+    EMPTY_TABLE,
+    NO_TIME_TABLE,
+    PERMITS_TABLE,
+    SCREENSHOTS,
+    SOCRATA_TABLE,
+    Lake,
+)
 from typer.testing import CliRunner
 
 from civiclake import tables
@@ -65,6 +72,19 @@ def test_report_of_named_tables_since_a_date(at_lake: Lake, tmp_path: Path) -> N
     assert "3,360 rows, rows since 2024-03-08" in page  # 7 of the 14 days
 
 
+def test_report_by_a_chosen_date_column(at_lake: Lake, tmp_path: Path) -> None:
+    code, output = cli(
+        "report", PERMITS_TABLE, "--date-column", "filed_date", "--out", str(tmp_path)
+    )
+    assert code == 0, output
+    page = (tmp_path / f"{PERMITS_TABLE}.html").read_text()
+    assert "<h3>Rows per month (filed_date)</h3>" in page
+    code, output = cli("report", PERMITS_TABLE, "--out", str(tmp_path))
+    assert code == 0, output
+    page = (tmp_path / f"{PERMITS_TABLE}.html").read_text()
+    assert "<h3>Rows per month (issued_date)</h3>" in page  # the partition column
+
+
 def test_default_folder_is_under_the_home(at_lake: Lake) -> None:
     code, output = cli("report", SOCRATA_TABLE)
     assert code == 0, output
@@ -76,6 +96,20 @@ def test_default_folder_is_under_the_home(at_lake: Lake) -> None:
     [
         (["report", "no.such_table"], "error: no table 'no.such_table' in the catalog"),
         (["report", "--since", "last week"], "error: --since: 'last week' is not a date"),
+        (
+            ["report", PERMITS_TABLE, "--date-column", "fee"],
+            f"error: --date-column 'fee': {PERMITS_TABLE} has no such date or timestamp column "
+            "(its date columns: socrata_created_at, socrata_updated_at, filed_date, issued_date)",
+        ),
+        (  # every table: most have no filed_date, and nothing is written
+            ["report", "--date-column", "filed_date"],
+            "error: --date-column 'filed_date': ",
+        ),
+        (
+            ["report", "mta.bnt_traffic_hourly", "--date-column", "loaded_at"],
+            "error: --date-column 'loaded_at': the page of mta.bnt_traffic_hourly is drawn by "
+            "its 'date' column",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(at_lake: Lake, args: list[str], message: str) -> None:

@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from datetime import date
 
+import duckdb
 import pyarrow.compute as pc
 import pytest
 from report_support import (
     EMPTY_TABLE,
     NO_TIME_TABLE,
     ONE_ROW_TABLE,
+    PERMITS_ROWS,
+    PERMITS_TABLE,
     SOCRATA_ROWS,
     SOCRATA_TABLE,
     Lake,
@@ -25,9 +29,24 @@ from civiclake.report import Page, build_page
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
 
-def page(identifier: str, since: date | None = None) -> Page:
+def page(identifier: str, since: date | None = None, date_column: str | None = None) -> Page:
     settings = get_settings()
-    return build_page(settings, tables.load_catalog(settings), identifier, since)
+    return build_page(settings, tables.load_catalog(settings), identifier, since, date_column)
+
+
+def duck(identifier: str, query: str) -> list[dict]:
+    """``query`` over ``t``: the table as PyIceberg scans it, in a fresh DuckDB (nothing of the
+    report's own views or SQL)."""
+    arrow = tables.load_catalog(get_settings()).load_table(identifier).scan().to_arrow()
+    con = duckdb.connect()
+    con.register("t", arrow)
+    cursor = con.execute(query)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def per_period(records: list[dict], unit: str) -> dict[str, int]:
+    return {r[unit]: r["rows"] for r in records}
 
 
 def sql(query: str) -> list[dict]:
@@ -139,10 +158,24 @@ def test_tlc_page_on_the_real_green_month(at_lake: Lake) -> None:
     assert fares[-1]["trips"] == scalar(
         "SELECT count(*) FROM tlc.green_trips WHERE fare_amount >= 100"
     )
-    tips = charts["tip_share_distribution"].records
-    assert sum(r["trips"] for r in tips) == scalar(
+    # card payments only (cash tips are not recorded), in percent of the fare, as titled
+    tip = charts["tip_share_distribution"]
+    assert "percent" in tip.title and "card payments" in tip.title
+    expected_tips = duck(
+        "tlc.green_trips",
+        "SELECT least(floor(100 * tip_amount / fare_amount / 2.5), 20) * 2.5 AS b, "
+        "count(*) AS n FROM t WHERE payment_type = 1 AND fare_amount > 0 "
+        "AND tip_amount >= 0 GROUP BY 1",
+    )
+    assert {r["bin_start"]: r["trips"] for r in tip.records} == {
+        float(r["b"]): r["n"] for r in expected_tips
+    }
+    assert sum(r["trips"] for r in tip.records) < scalar(
         "SELECT count(*) FROM tlc.green_trips WHERE fare_amount > 0 AND tip_amount >= 0"
     )
+    assert tip.records[-1]["bin_start"] == 50.0  # 50% and more
+    labels = re.findall(r">(\d+%)</text>", tip.svg)
+    assert "10%" in labels and "50%" in labels, labels
     distance = charts["distance_distribution"].records
     assert sum(r["trips"] for r in distance) == scalar(
         "SELECT count(*) FROM tlc.green_trips WHERE trip_distance >= 0"
@@ -181,6 +214,15 @@ def test_generic_profile_of_a_socrata_table(at_lake: Lake) -> None:
     over_time = charts["rows_over_time"].records
     assert "month" in over_time[0]  # 875 days of data are counted per month
     assert sum(r["rows"] for r in over_time) == SOCRATA_ROWS
+    # the dataset's own date, not the portal's socrata_created_at (one upload: one spike)
+    assert charts["rows_over_time"].title == "Rows per month (created_date)"
+    assert per_period(over_time, "month") == {
+        r["m"].isoformat(): r["n"]
+        for r in duck(
+            SOCRATA_TABLE,
+            "SELECT date_trunc('month', created_date)::DATE AS m, count(*) AS n FROM t GROUP BY 1",
+        )
+    }
     nulls = {r["column"]: r["null_rate"] for r in charts["null_rate"].records}
     assert nulls["borough"] == pytest.approx(300 / SOCRATA_ROWS, abs=1e-4)
     assert nulls["response_hours"] == pytest.approx(
@@ -232,3 +274,36 @@ def test_edge_tables_get_a_page_that_says_so(at_lake: Lake, identifier: str, say
             "b": 1,
             "(null)": 1,
         }
+
+
+def test_the_partition_column_is_the_default_date(at_lake: Lake) -> None:
+    """filed_date comes first, but the table is partitioned by month(issued_date)."""
+    charts = page(PERMITS_TABLE).charts
+    over_time = charts["rows_over_time"]
+    assert over_time.title == "Rows per month (issued_date)"
+    assert per_period(over_time.records, "month") == {
+        r["m"].isoformat(): r["n"]
+        for r in duck(
+            PERMITS_TABLE,
+            "SELECT date_trunc('month', issued_date)::DATE AS m, count(*) AS n FROM t GROUP BY 1",
+        )
+    }
+    assert sum(r["rows"] for r in over_time.records) == PERMITS_ROWS
+
+
+@pytest.mark.parametrize("column", ["filed_date", "socrata_created_at"])
+def test_the_user_chooses_the_date_column(at_lake: Lake, column: str) -> None:
+    p = page(PERMITS_TABLE, since=date(2024, 1, 1), date_column=column)
+    over_time = p.charts["rows_over_time"]
+    unit = "day" if column == "socrata_created_at" else "month"
+    assert over_time.title == f"Rows per {unit} ({column})"
+    # --since filters on the chosen column too
+    expected = duck(
+        PERMITS_TABLE,
+        f"SELECT date_trunc('{unit}', {column})::DATE AS p, count(*) AS n FROM t "
+        f"WHERE {column} >= DATE '2024-01-01' GROUP BY 1",
+    )
+    assert per_period(over_time.records, unit) == {r["p"].isoformat(): r["n"] for r in expected}
+    assert p.rows == sum(r["n"] for r in expected)
+    if column == "socrata_created_at":  # the one upload, as chosen
+        assert len(over_time.records) == 1

@@ -16,6 +16,8 @@ HEIGHT = 260
 BAND = 20  # px per category of a horizontal bar chart
 # Vega's default Roboto/Helvetica stack: every system has a fallback, nothing is fetched.
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
+# counts: whole numbers with thousands separators, never a tick at 0.5
+COUNT_AXIS = alt.Axis(format=",d", tickMinStep=1)
 
 
 @dataclass
@@ -108,12 +110,15 @@ def bars(
     return build
 
 
-def histogram(low: str, high: str, y: str, x_title: str) -> Any:
+def histogram(low: str, high: str, y: str, x_title: str, x_unit: str = "") -> Any:
+    """Counts per bin; ``x_unit`` ("%") is appended to the x labels (values already in it)."""
+
     def build(base: alt.Chart) -> alt.Chart:
+        axis = alt.Axis(labelExpr=f"format(datum.value, ',') + '{x_unit}'") if x_unit else None
         return base.mark_bar().encode(
-            x=alt.X(f"{low}:Q", title=x_title, bin="binned"),
+            x=alt.X(f"{low}:Q", title=x_title, bin="binned", axis=axis),
             x2=f"{high}:Q",
-            y=alt.Y(f"{y}:Q", title=y),
+            y=alt.Y(f"{y}:Q", title=y, axis=COUNT_AXIS),
             tooltip=[f"{low}:Q", f"{high}:Q", f"{y}:Q"],
         )
 
