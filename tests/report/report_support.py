@@ -17,6 +17,10 @@ EMPTY_TABLE = "edge.empty"
 ONE_ROW_TABLE = "edge.one_row"
 NO_TIME_TABLE = "edge.no_timestamp"
 PERMITS_TABLE = "socrata.permits"  # partitioned by month(issued_date)
+REVISED_TABLE = "edge.revised"  # 20,000 rows in one file, then 800 replaced, then a rollback
+REVISED_ROWS = 20_000
+REVISED_CHANGED = 800
+REVISED_UNDONE = 300
 SOCRATA_ROWS = 3_000
 PERMITS_ROWS = 400
 PUBLISHED = datetime(2025, 6, 2, 9, 30)  # one bulk upload: every row's socrata_created_at
@@ -72,5 +76,17 @@ def permits(rows: int) -> pa.Table:
             "filed_date": pa.array(filed, pa.timestamp("us")),
             "issued_date": pa.array([f + timedelta(days=10) for f in filed], pa.timestamp("us")),
             "fee": pa.array([1_250_000.5 + i for i in range(rows)], pa.float64()),
+        }
+    )
+
+
+def revised(ids: range, version: int) -> pa.Table:
+    """Rows ``ids`` of the revised table as load ``version`` writes them."""
+    at = datetime(2024, 2, 1)
+    return pa.table(
+        {
+            "id": pa.array(list(ids), pa.int64()),
+            "at": pa.array([at + timedelta(minutes=i) for i in ids], pa.timestamp("us")),
+            "value": pa.array([version * 1_000 + i % 97 for i in ids], pa.int64()),
         }
     )

@@ -16,6 +16,10 @@ from report_support import (
     ONE_ROW_TABLE,
     PERMITS_ROWS,
     PERMITS_TABLE,
+    REVISED_CHANGED,
+    REVISED_ROWS,
+    REVISED_TABLE,
+    REVISED_UNDONE,
     SOCRATA_ROWS,
     SOCRATA_TABLE,
     Lake,
@@ -133,7 +137,8 @@ def test_data_quality_section(at_lake: Lake) -> None:
     assert history[0]["range"] == "2024-03-01/2024-03-15"
     last = {r["field"]: r["value"] for r in p.tables["last_load"].records}
     assert last["run_id"] == current.summary.additional_properties["civiclake.run-id"]
-    assert last["rows-rejected"] == "4"
+    # recorded counts are numbers like the others (thousands separators alike on the page)
+    assert (last["rows-rejected"], last["rows-loaded"]) == (4, 6_720)
     flows = p.charts["rows_per_snapshot"].records
     assert sum(r["rows"] for r in flows) == p.rows
 
@@ -307,3 +312,52 @@ def test_the_user_chooses_the_date_column(at_lake: Lake, column: str) -> None:
     assert p.rows == sum(r["n"] for r in expected)
     if column == "socrata_created_at":  # the one upload, as chosen
         assert len(over_time.records) == 1
+
+
+def test_snapshot_history_counts_rows_not_rewritten_files(at_lake: Lake) -> None:
+    """800 rows replaced in a 20,000-row file: the page says 800 in and 800 out, not 20,000."""
+    p = page(REVISED_TABLE)
+    table = tables.load_catalog(get_settings()).load_table(REVISED_TABLE)
+    history = p.tables["snapshots"].records  # newest first
+    assert len(history) == len(table.metadata.snapshots) == 5
+    runs: dict[str, dict[str, int]] = defaultdict(Counter)
+    for h in history:
+        runs[h["run_id"]].update({k: h[k] for k in ("rows_added", "rows_removed")})
+    assert runs["v1"] == {"rows_added": REVISED_ROWS, "rows_removed": 0}
+    assert runs["v2"] == {"rows_added": REVISED_CHANGED, "rows_removed": REVISED_CHANGED}
+    assert runs["v3"] == {"rows_added": REVISED_UNDONE, "rows_removed": REVISED_UNDONE}
+    # the file copied unchanged is said, not counted
+    assert {h["rows_rewritten"] for h in history if h["run_id"] == "v2"} == {
+        0,
+        REVISED_ROWS - REVISED_CHANGED,
+    }
+    # the row changes themselves, from the data: v1's rows against the current ones
+    v1 = next(s for s in table.metadata.snapshots if s.parent_snapshot_id is None)
+    con = duckdb.connect()
+    con.register("before", table.scan(snapshot_id=v1.snapshot_id).to_arrow())
+    con.register("now", table.scan().to_arrow())
+    gone = con.execute("SELECT count(*) FROM (FROM before EXCEPT ALL FROM now)").fetchone()
+    new = con.execute("SELECT count(*) FROM (FROM now EXCEPT ALL FROM before)").fetchone()
+    assert (gone[0], new[0]) == (REVISED_CHANGED, REVISED_CHANGED)
+
+    # the rollback is marked in the table and in the chart
+    status = {h["snapshot_id"]: h["status"] for h in history}
+    current = table.current_snapshot()
+    assert current is not None and status[str(current.snapshot_id)] == "current"
+    assert [h["status"] for h in history if h["run_id"] == "v3"] == ["rolled back"] * 2
+    chart = p.charts["rows_per_snapshot"]
+    flows = chart.records
+    assert {r["change"] for r in flows if r["run_id"] == "v3"} == {
+        "added (rolled back)",
+        "removed (rolled back)",
+    }
+    assert {r["change"] for r in flows if r["run_id"] != "v3"} == {"added", "removed"}
+    assert max(abs(r["rows"]) for r in flows if r["run_id"] != "v1") == REVISED_CHANGED
+    live = sum(r["rows"] for r in flows if "rolled back" not in r["change"])
+    assert live == p.rows == scalar(f"SELECT count(*) FROM {REVISED_TABLE}") == REVISED_ROWS
+    assert "2 rolled back" in chart.note
+    # drawn on a time axis, whole numbers on the count axis
+    assert "X-axis titled 'committed (UTC)' for a utc scale" in chart.svg
+    labels = re.findall(r">([^<>]+)</text>", chart.svg)
+    assert "20,000" in labels and "0" in labels
+    assert not [t for t in labels if re.fullmatch(r"\D?[\d,]*\.\d+", t)], labels
