@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -76,6 +77,10 @@ def permits(rows: int) -> pa.Table:
             "filed_date": pa.array(filed, pa.timestamp("us")),
             "issued_date": pa.array([f + timedelta(days=10) for f in filed], pa.timestamp("us")),
             "fee": pa.array([1_250_000.5 + i for i in range(rows)], pa.float64()),
+            # exact decimals beyond a double's 15-17 digits (Socrata numbers are decimal(38,9))
+            "valuation": pa.array(
+                [Decimal("1100000000.123456789") + i for i in range(rows)], pa.decimal128(38, 9)
+            ),
         }
     )
 

@@ -29,6 +29,7 @@ from civiclake import tables
 from civiclake.config import get_settings
 from civiclake.query import run_sql
 from civiclake.report import Page, build_page
+from civiclake.report.html import page_html
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -47,6 +48,10 @@ def duck(identifier: str, query: str) -> list[dict]:
     cursor = con.execute(query)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def svg_labels(svg: str) -> list[str]:
+    return re.findall(r">([^<>]+)</text>", svg)
 
 
 def per_period(records: list[dict], unit: str) -> dict[str, int]:
@@ -361,3 +366,47 @@ def test_snapshot_history_counts_rows_not_rewritten_files(at_lake: Lake) -> None
     labels = re.findall(r">([^<>]+)</text>", chart.svg)
     assert "20,000" in labels and "0" in labels
     assert not [t for t in labels if re.fullmatch(r"\D?[\d,]*\.\d+", t)], labels
+
+
+NUMBER = re.compile(r"-?\d{1,3}(,\d{3})*(\.\d+)?")
+
+
+def test_figures_are_exact_plain_and_separated_alike(at_lake: Lake) -> None:
+    p = page(PERMITS_TABLE)
+    summary = {r["column"]: r for r in p.tables["numeric_summary"].records}
+    (expected,) = duck(
+        PERMITS_TABLE,
+        "SELECT min(valuation) AS vmin, max(valuation) AS vmax, min(fee) AS fmin, "
+        "max(fee) AS fmax, median(fee) AS fmed, count(fee) AS n FROM t",
+    )
+    # min and max exactly as stored: a decimal(38,9) keeps its 19 digits
+    assert (summary["valuation"]["min"], summary["valuation"]["max"]) == (
+        expected["vmin"],
+        expected["vmax"],
+    )
+    assert (summary["fee"]["min"], summary["fee"]["max"]) == (expected["fmin"], expected["fmax"])
+    assert summary["fee"]["median"] == pytest.approx(expected["fmed"])
+    html = page_html(p, "now")
+    for figure in ("1,100,000,000.123456789", "1,100,000,399.123456789", "1,250,000.5"):
+        assert f'<td class="num">{figure}</td>' in html
+    assert f'<td class="num">{expected["n"]:,}</td>' in html
+    text = re.sub(r"<svg.*?</svg>", "", html, flags=re.S)
+    assert not re.findall(r"\d(?:\.\d+)?e[+-]\d", text)  # no 9e+05, 1.1e+09
+    cells = re.findall(r'<td class="num">([^<]*)</td>', html)
+    assert cells and [c for c in cells if not NUMBER.fullmatch(c)] == []
+    for chart in p.charts.values():  # axis and legend labels: 20,000 never beside 20000
+        assert [t for t in svg_labels(chart.svg) if re.fullmatch(r"\d{5,}", t)] == []
+        assert not [t for t in svg_labels(chart.svg) if re.search(r"\de[+-]?\d", t)]
+
+
+def test_colour_scales_and_share_axes_start_at_zero(at_lake: Lake) -> None:
+    charts = page("mta.bnt_traffic_hourly").charts
+    share = charts["ezpass_share"]
+    values = [r["e_zpass_share"] for r in share.records]
+    assert max(values) - min(values) < 0.2  # a narrow range, drawn on the whole 0-100 %
+    labels = svg_labels(share.svg)
+    assert "0%" in labels and "100%" in labels, labels
+    heat = svg_labels(charts["weekday_hour"].svg)
+    assert "0" in heat, heat  # the legend starts at zero vehicles
+    nulls = svg_labels(page(SOCRATA_TABLE).charts["null_rate"].svg)
+    assert "0%" in nulls and "100%" in nulls, nulls
