@@ -410,3 +410,155 @@ def test_colour_scales_and_share_axes_start_at_zero(at_lake: Lake) -> None:
     assert "0" in heat, heat  # the legend starts at zero vehicles
     nulls = svg_labels(page(SOCRATA_TABLE).charts["null_rate"].svg)
     assert "0%" in nulls and "100%" in nulls, nulls
+
+
+# Every chart's records against a query written here, over the table as PyIceberg scans it
+BNT = "mta.bnt_traffic_hourly"
+BNT_VEHICLES = "coalesce(vehicles_e_zpass, 0) + coalesce(vehicles_vtoll, 0)"
+
+
+def test_every_bnt_chart_equals_independent_sql(at_lake: Lake) -> None:
+    charts = page(BNT).charts
+    daily = {(r["date"], r["facility"]): r["vehicles"] for r in charts["daily_vehicles"].records}
+    assert daily == {
+        (r["date"].isoformat(), r["facility"]): r["v"]
+        for r in duck(BNT, f"SELECT date, facility, sum({BNT_VEHICLES}) AS v FROM t GROUP BY ALL")
+    }
+    cells = {(r["weekday"], r["hour"]): r["avg_vehicles"] for r in charts["weekday_hour"].records}
+    expected = duck(
+        BNT,
+        f"""SELECT strftime(date, '%a') AS wd, hour, avg(v) AS v FROM (
+              SELECT date, hour, sum({BNT_VEHICLES}) AS v FROM t GROUP BY ALL
+            ) GROUP BY ALL""",
+    )
+    assert len(cells) == len(expected) == 7 * 24
+    for r in expected:
+        assert cells[(r["wd"], r["hour"])] == pytest.approx(r["v"], abs=0.05)
+    share = {(r["month"], r["facility"]): r for r in charts["ezpass_share"].records}
+    expected = duck(
+        BNT,
+        "SELECT strftime(date, '%Y-%m') AS m, facility, sum(vehicles_e_zpass) AS e, "
+        f"sum(vehicles_vtoll) AS v, sum({BNT_VEHICLES}) AS total FROM t GROUP BY ALL",
+    )
+    assert set(share) == {(r["m"], r["facility"]) for r in expected}
+    for r in expected:
+        got = share[(r["m"], r["facility"])]
+        assert (got["e_zpass"], got["vtoll"]) == (r["e"], r["v"])
+        assert got["e_zpass_share"] == pytest.approx(r["e"] / r["total"], abs=5e-5)
+    direction = {
+        (r["facility"], r["direction"]): r["vehicles"] for r in charts["direction"].records
+    }
+    assert direction == {
+        (r["facility"], {"I": "inbound", "O": "outbound"}[r["direction"]]): r["v"]
+        for r in duck(
+            BNT, f"SELECT facility, direction, sum({BNT_VEHICLES}) AS v FROM t GROUP BY ALL"
+        )
+    }
+    assert charts["yoy_change"].records == []  # two weeks: no month a year before
+
+
+GREEN_TRIPS = "tlc.green_trips"
+
+
+def _bins(expr: str, where: str, width: float, cap: float) -> dict[float, int]:
+    rows = duck(
+        GREEN_TRIPS,
+        f"SELECT least(floor(({expr}) / {width}), {cap / width}) * {width} AS b, count(*) AS n "
+        f"FROM t WHERE {where} AND ({expr}) >= 0 GROUP BY 1",
+    )
+    return {float(r["b"]): r["n"] for r in rows}
+
+
+def test_every_tlc_chart_equals_independent_sql(at_lake: Lake) -> None:
+    charts = page(GREEN_TRIPS).charts
+    per_day = {r["day"]: r["trips"] for r in charts["trips_per_day"].records}
+    assert per_day == {
+        r["d"].isoformat(): r["n"]
+        for r in duck(
+            GREEN_TRIPS, "SELECT lpep_pickup_datetime::DATE AS d, count(*) AS n FROM t GROUP BY 1"
+        )
+    }
+    by_hour = {r["hour"]: r["trips"] for r in charts["trips_by_hour"].records}
+    assert by_hour == {
+        r["h"]: r["n"]
+        for r in duck(
+            GREEN_TRIPS,
+            "SELECT extract(hour FROM lpep_pickup_datetime) AS h, count(*) AS n FROM t GROUP BY 1",
+        )
+    }
+    for key, expr, where, width, cap in (
+        ("fare_distribution", "fare_amount", "fare_amount IS NOT NULL", 2.5, 100.0),
+        ("distance_distribution", "trip_distance", "trip_distance IS NOT NULL", 0.5, 30.0),
+        (
+            "tip_share_distribution",
+            "100.0 * tip_amount / fare_amount",
+            "payment_type = 1 AND fare_amount > 0",
+            2.5,
+            50.0,
+        ),
+    ):
+        got = {r["bin_start"]: r["trips"] for r in charts[key].records}
+        assert got == _bins(expr, where, width, cap), key
+    zones = [(z["location_id"], z["trips"]) for z in charts["top_pickup_zones"].records]
+    expected = duck(
+        GREEN_TRIPS,
+        'SELECT "PULocationID" AS id, count(*) AS n FROM t GROUP BY 1 ORDER BY n DESC, id LIMIT 15',
+    )
+    assert zones == [(r["id"], r["n"]) for r in expected]
+    payments = {r["payment_type"]: r["trips"] for r in charts["payment_types"].records}
+    assert payments == {
+        r["p"]: r["n"]
+        for r in duck(GREEN_TRIPS, "SELECT payment_type AS p, count(*) AS n FROM t GROUP BY 1")
+    }
+
+
+def test_every_profile_chart_equals_independent_sql(at_lake: Lake) -> None:
+    p = page(SOCRATA_TABLE)
+    charts = p.charts
+    columns = duck(SOCRATA_TABLE, "DESCRIBE t")
+    nulls = {r["column"]: r["null_rate"] for r in charts["null_rate"].records}
+    assert list(nulls) == [c["column_name"] for c in columns]
+    for c in columns:
+        name = c["column_name"]
+        (row,) = duck(SOCRATA_TABLE, f"SELECT avg(({name} IS NULL)::INT) AS rate FROM t")
+        assert nulls[name] == pytest.approx(row["rate"], abs=5e-5), name
+    tops = {k.split(":", 1)[1]: v for k, v in charts.items() if k.startswith("top_values:")}
+    assert set(tops) == {"agency", "borough"}  # text columns with at most 30 distinct values
+    for name, chart in tops.items():
+        assert [(r["value"], r["rows"]) for r in chart.records] == [
+            (r["v"], r["n"])
+            for r in duck(
+                SOCRATA_TABLE,
+                f"SELECT coalesce({name}, '(null)') AS v, count(*) AS n FROM t "
+                "GROUP BY 1 ORDER BY n DESC, v LIMIT 10",
+            )
+        ]
+    summary = {r["column"]: r for r in p.tables["numeric_summary"].records}
+    for name in ("response_hours", "units"):
+        (row,) = duck(
+            SOCRATA_TABLE,
+            f"SELECT min({name}) AS min, max({name}) AS max, median({name}) AS median, "
+            f"avg({name}) AS mean, count({name}) AS non_null FROM t",
+        )
+        got = summary[name]
+        assert (got["min"], got["max"], got["non_null"]) == (
+            row["min"],
+            row["max"],
+            row["non_null"],
+        )
+        assert (got["median"], got["mean"]) == (
+            pytest.approx(row["median"], abs=5e-5),
+            pytest.approx(row["mean"], abs=5e-5),
+        )
+
+
+def test_rejects_chart_equals_independent_sql(at_lake: Lake) -> None:
+    rejects = page(GREEN_TRIPS).charts["rejects_by_reason"].records
+    expected = duck(
+        GREEN_TRIPS + "_rejects",
+        "SELECT reject_reason AS r, count(*) AS n FROM t GROUP BY 1",
+    )
+    got: Counter[str] = Counter()
+    for r in rejects:
+        got[r["reason"]] += r["rows"]
+    assert got == {r["r"]: r["n"] for r in expected}
