@@ -118,6 +118,14 @@ def test_bad_input_is_one_line_and_exit_2(at_lake: Lake, args: list[str], messag
     assert output.strip().startswith(message), output
 
 
+# labels a page must show, as Chromium renders it
+CHART_LABELS = {
+    "tlc.green_trips": ("tip_share_distribution", ["0%", "10%", "50%", "tip, % of the fare"]),
+    "edge.revised": ("rows_per_snapshot", ["added (rolled back)", "20,000", "committed (UTC)"]),
+    "mta.bnt_traffic_hourly": ("ezpass_share", ["0%", "100%"]),
+}
+
+
 def test_pages_open_offline_in_chromium(written: Path, tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
@@ -143,6 +151,16 @@ def test_pages_open_offline_in_chromium(written: Path, tmp_path: Path) -> None:
             for chart in page.locator("div.chart > svg").all():
                 assert chart.locator("path, rect").count() > 2
                 assert chart.bounding_box()["height"] > 40
+            # what a reader sees: no 9e+05 anywhere, the charts' own labels included
+            shown = page.evaluate(
+                "() => [document.body.innerText, ...Array.from("
+                "document.querySelectorAll('svg text'), t => t.textContent)].join('\\n')"
+            )
+            assert not re.findall(r"\d(?:\.\d+)?e[+-]\d", shown), path.name
+            if path.stem in CHART_LABELS:
+                key, wanted = CHART_LABELS[path.stem]
+                labels = page.locator(f"#{key} svg text").all_text_contents()
+                assert set(wanted) <= set(labels), (path.name, labels)
             page.screenshot(path=str(SCREENSHOTS / f"report-{path.stem}.png"), full_page=True)
             page.unroute("**/*")
 

@@ -361,6 +361,8 @@ def test_snapshot_history_counts_rows_not_rewritten_files(at_lake: Lake) -> None
     live = sum(r["rows"] for r in flows if "rolled back" not in r["change"])
     assert live == p.rows == scalar(f"SELECT count(*) FROM {REVISED_TABLE}") == REVISED_ROWS
     assert "2 rolled back" in chart.note
+    last = {r["field"]: r["value"] for r in p.tables["last_load"].records}
+    assert (last["snapshot_id"], last["run_id"]) == (str(current.snapshot_id), "v2")
     # drawn on a time axis, whole numbers on the count axis
     assert "X-axis titled 'committed (UTC)' for a utc scale" in chart.svg
     labels = re.findall(r">([^<>]+)</text>", chart.svg)

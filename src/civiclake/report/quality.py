@@ -177,7 +177,9 @@ def section(source: Source) -> Section:
             note="" if history else "the table has no snapshot yet (never loaded)",
         )
     )
-    last = history[-1] if history else None
+    # the load the table is at now: after a rollback, not the newest (rolled-back) commit
+    last = next((r for r in reversed(history) if r["status"] == "current"), None)
+    last = last or (history[-1] if history else None)
     current = source.table.current_snapshot()
     props = current.summary.additional_properties if current and current.summary else {}
     figures = {  # the load's own counts (rows fetched/loaded/rejected), as recorded
