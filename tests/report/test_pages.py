@@ -564,3 +564,15 @@ def test_rejects_chart_equals_independent_sql(at_lake: Lake) -> None:
     for r in rejects:
         got[r["reason"]] += r["rows"]
     assert got == {r["r"]: r["n"] for r in expected}
+
+
+def test_a_tlc_page_by_another_date_column(at_lake: Lake) -> None:
+    charts = page(GREEN_TRIPS, date_column="lpep_dropoff_datetime").charts
+    assert charts["trips_by_hour"].title == "Trips by hour of day (lpep_dropoff_datetime)"
+    per_day = {r["day"]: r["trips"] for r in charts["trips_per_day"].records}
+    assert per_day == {
+        r["d"].isoformat(): r["n"]
+        for r in duck(
+            GREEN_TRIPS, "SELECT lpep_dropoff_datetime::DATE AS d, count(*) AS n FROM t GROUP BY 1"
+        )
+    }
