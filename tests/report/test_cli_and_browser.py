@@ -57,6 +57,9 @@ def test_report_writes_a_page_per_table_and_an_index(written: Path, at_lake: Lak
         assert "<script" not in page and "<link" not in page
         urls = set(re.findall(r"(?:https?:)?//[\w.-]+[^\s\"'<>)]*", page))
         assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls
+        # every figure in a table cell: digits grouped by thousands, never 6720 beside 6,720
+        cells = re.findall(r'<td class="num">([^<]*)</td>', page)
+        assert [c for c in cells if not re.fullmatch(r"-?\d{1,3}(,\d{3})*(\.\d+)?", c)] == []
     assert "the table is empty" in (written / f"{EMPTY_TABLE}.html").read_text()
     assert "no date or timestamp column" in (written / f"{NO_TIME_TABLE}.html").read_text()
 
