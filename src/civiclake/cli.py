@@ -678,6 +678,13 @@ def report(
     since: str | None = typer.Option(
         None, "--since", help="Chart only rows on or after this date (YYYY-MM-DD)."
     ),
+    date_column: str | None = typer.Option(
+        None,
+        "--date-column",
+        metavar="COLUMN",
+        help="Date or timestamp column to chart rows over and filter --since on "
+        "[default: the time partition column, else the first non-system one].",
+    ),
     lake: str | None = LAKE_OPTION,
 ) -> None:
     """Write an HTML page of charts and data quality per table, plus index.html (offline)."""
@@ -694,6 +701,7 @@ def report(
         folder,
         since=start,
         on_page=lambda path: out.print(str(path), soft_wrap=True),
+        date_column=date_column,
     )
     out.print(str(index), soft_wrap=True)
 
