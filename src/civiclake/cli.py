@@ -20,6 +20,7 @@ import typer
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from civiclake import interrupts
 from civiclake._private.display import display_value, plain_console, styled
 from civiclake.config import Settings, get_settings
 from civiclake.errors import CivicLakeError, ParameterError
@@ -154,6 +155,7 @@ def bnt_run(
         if not from_file and start is None:
             _check_incremental_possible(settings)
 
+    interrupts.install()  # Ctrl-C: stop now, one line, exit 130 (civiclake.interrupts)
     from civiclake.flows.bnt import bnt_hourly_traffic
 
     summary = bnt_hourly_traffic(
@@ -299,6 +301,7 @@ def socrata_run(
         spec = resolve_spec(settings, dataset, portal=portal, table=table, partition=partition)
         range_window(spec, date_field, start, stop, full=full)
 
+    interrupts.install()
     from civiclake.flows.socrata import socrata_dataset
 
     summary = socrata_dataset(
@@ -394,6 +397,7 @@ def taxi_run(
     if not lake_block:  # fail before Prefect starts: wrong credentials, no container, ...
         settings.lake().check_writable()
 
+    interrupts.install()
     from civiclake.flows.tlc import MonthsFailed, tlc_taxi_trips
 
     try:

@@ -51,7 +51,7 @@ def maintain_one(
     )
     every = maintenance.resolve_tables(catalog, [])
     log = get_run_logger()
-    with table_lock(name):
+    with table_lock(name, settings):
         report = maintenance.maintain_table(
             catalog,
             name,

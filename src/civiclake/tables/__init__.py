@@ -24,6 +24,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import IcebergType
 
+from civiclake import interrupts
 from civiclake._private.iceberg_write import append_chunks
 from civiclake.config import Settings
 
@@ -185,6 +186,7 @@ def replace_range(
             table.refresh()
     snapshot = table.current_snapshot()
     total = int(snapshot.summary["total-records"]) if snapshot and snapshot.summary else 0
+    interrupts.record_commit(".".join(table.name()), snapshot.snapshot_id if snapshot else None)
     return CommitResult(
         snapshot_id=snapshot.snapshot_id if snapshot else None,
         rows_written=rows,
