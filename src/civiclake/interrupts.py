@@ -46,8 +46,9 @@ def install() -> None:
 
 
 def record_commit(table: str, snapshot_id: int | None) -> None:
-    """Note a commit of this process (``tables.replace_range`` calls it)."""
-    if snapshot_id is not None:
+    """Note a commit of this process (``tables.replace_range`` calls it), for the line an
+    interrupted CLI run ends with; nothing is kept where the handler is not installed."""
+    if snapshot_id is not None and _state["installed"]:
         with _lock:
             _commits.append((table, snapshot_id))
 

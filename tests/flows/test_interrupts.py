@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,16 @@ def wait_gone(pid: int, bound: float) -> bool:
     return True
 
 
+def cleanup(process: subprocess.Popen[str], server_pid: int | None) -> None:
+    """Whatever a failing test left running: the CLI, and a server it orphaned."""
+    if process.poll() is None:
+        process.kill()
+    if server_pid is not None and alive(server_pid):
+        os.kill(server_pid, signal.SIGKILL)
+    with suppress(subprocess.TimeoutExpired):
+        process.communicate(timeout=5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("to_group", [True, False], ids=["process-group", "main-process"])
 def test_ctrl_c_mid_fetch_stops_at_once_commits_nothing_and_stops_the_server(
@@ -135,6 +146,7 @@ def test_ctrl_c_mid_fetch_stops_at_once_commits_nothing_and_stops_the_server(
 ) -> None:
     env = cli_env(civiclake_home, prefect_home, CIVICLAKE_SOCRATA_URL=slow_server.url)
     process = start_cli(env, "socrata", "run", DATASET)
+    server_pid = None
     try:
         wait_for_fetch(slow_server, process)
         server_pid = prefect_server_of(process.pid)
@@ -144,8 +156,7 @@ def test_ctrl_c_mid_fetch_stops_at_once_commits_nothing_and_stops_the_server(
             os.kill(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=STOP_BOUND)
     finally:
-        if process.poll() is None:
-            process.kill()
+        cleanup(process, server_pid)
     assert process.returncode == 130, err[-3000:]
     assert err.strip().splitlines()[-1] == "interrupted: nothing committed"
     assert "Traceback" not in out + err
@@ -159,15 +170,15 @@ def test_sigkill_of_the_cli_leaves_no_prefect_server(
 ) -> None:
     env = cli_env(civiclake_home, prefect_home, CIVICLAKE_SOCRATA_URL=slow_server.url)
     process = start_cli(env, "socrata", "run", DATASET)
+    server_pid = None
     try:
         wait_for_fetch(slow_server, process)
         server_pid = prefect_server_of(process.pid)
         process.kill()
-        process.communicate(timeout=STOP_BOUND)
+        process.wait()  # (not communicate: an orphaned server would hold its pipes open)
         assert wait_gone(server_pid, STOP_BOUND), "SIGKILL of the CLI orphaned its server"
     finally:
-        if process.poll() is None:
-            process.kill()
+        cleanup(process, server_pid)
 
 
 HOLD_LOCK = textwrap.dedent(
@@ -263,3 +274,66 @@ def test_ctrl_c_during_a_commit_lets_it_finish_and_names_the_snapshot(
         f"interrupted: committed snapshot {snapshot.snapshot_id}"
     )
     assert "Traceback" not in done.stderr
+
+
+def _preload_bnt() -> int:
+    """Rows for 2024-03-01 and 02 in mta.bnt_traffic_hourly; returns the snapshot id."""
+    from datetime import UTC, date, datetime
+
+    import pyarrow as pa
+
+    from civiclake.sources import bnt
+
+    catalog = tables.load_catalog(get_settings())
+    table = tables.ensure_table(catalog, bnt.TABLE, bnt.SCHEMA, bnt.PARTITION_SPEC)
+    rows = [
+        {
+            "plaza_id": 21,
+            "facility": bnt.PLAZA_FACILITIES[21],
+            "date": date(2024, 3, d),
+            "hour": 1,
+            "direction": "I",
+            "vehicles_e_zpass": 10 * d,
+            "vehicles_vtoll": 1,
+            "load_run_id": "r1",
+            "load_source": "test",
+            "loaded_at": datetime.now(UTC),
+        }
+        for d in (1, 2)
+    ]
+    window = bnt.LoadRange(date(2024, 3, 1), date(2024, 3, 3)).table_filter()
+    data = pa.Table.from_pylist(rows, schema=bnt.ARROW_SCHEMA)
+    result = tables.replace_range(table, window, lambda: [data], {"run-id": "r1"})
+    assert result.snapshot_id is not None
+    return result.snapshot_id
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_fetch_of_bnt_leaves_the_table_as_it_was(
+    civiclake_home: Path, prefect_home: Path
+) -> None:
+    from datetime import date
+
+    from civiclake.testing.socrata import bnt_rows
+
+    before = _preload_bnt()
+    server = SocrataServer({"qzve-kjga": bnt_rows(date(2024, 3, 1), 2)})
+    server.inject(Fault.SLOW, times=50, delay=120.0, only="data")
+    with server:
+        env = cli_env(civiclake_home, prefect_home, CIVICLAKE_SOCRATA_URL=server.url)
+        args = ("bnt", "run", "--start-date", "2024-03-01", "--stop-date", "2024-03-03")
+        process = start_cli(env, *args)
+        server_pid = None
+        try:
+            wait_for_fetch(server, process)
+            server_pid = prefect_server_of(process.pid)
+            os.killpg(process.pid, signal.SIGINT)
+            out, err = process.communicate(timeout=STOP_BOUND)
+        finally:
+            cleanup(process, server_pid)
+    assert process.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "interrupted: nothing committed"
+    assert "Traceback" not in out + err
+    table = tables.load_catalog(get_settings()).load_table("mta.bnt_traffic_hourly")
+    assert table.current_snapshot().snapshot_id == before
+    assert table.scan().to_arrow().num_rows == 2
