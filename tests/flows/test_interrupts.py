@@ -20,6 +20,7 @@ import pytest
 
 from civiclake import tables
 from civiclake.config import get_settings
+from civiclake.testing.files import FileServer
 from civiclake.testing.socrata import Fault, SocrataServer
 from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_rows
 
@@ -73,10 +74,14 @@ def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_for_fetch(server: SocrataServer, process: subprocess.Popen[str]) -> None:
-    """Until the CLI has asked for a data page (the fetch is under way)."""
+def wait_for_fetch(server: SocrataServer | FileServer, process: subprocess.Popen[str]) -> None:
+    """Until the CLI has asked for a data page or a file (the fetch is under way)."""
     deadline = time.monotonic() + STARTUP_BOUND
-    while not any("$limit" in r.params for r in server.requests):
+    while not (
+        server.max_in_flight > 0
+        if isinstance(server, FileServer)
+        else any("$limit" in r.params for r in server.requests)
+    ):
         if process.poll() is not None:
             out, err = process.communicate()
             pytest.fail(f"the CLI ended before fetching: {process.returncode}\n{out}\n{err}")
@@ -337,3 +342,28 @@ def test_ctrl_c_mid_fetch_of_bnt_leaves_the_table_as_it_was(
     table = tables.load_catalog(get_settings()).load_table("mta.bnt_traffic_hourly")
     assert table.current_snapshot().snapshot_id == before
     assert table.scan().to_arrow().num_rows == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_download_of_taxi_run(
+    tmp_path: Path, civiclake_home: Path, prefect_home: Path
+) -> None:
+    with FileServer(tmp_path) as mirror:
+        mirror.gather(99, timeout=120.0)  # every answer held back: a download in progress
+        env = cli_env(civiclake_home, prefect_home, CIVICLAKE_TLC_URL=mirror.url)
+        process = start_cli(
+            env, "taxi", "run", "--color", "green", "--year", "2020", "--months", "10"
+        )
+        server_pid = None
+        try:
+            wait_for_fetch(mirror, process)
+            server_pid = prefect_server_of(process.pid)
+            os.killpg(process.pid, signal.SIGINT)
+            out, err = process.communicate(timeout=STOP_BOUND)
+        finally:
+            cleanup(process, server_pid)
+            mirror.clear()
+    assert process.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "interrupted: nothing committed"
+    assert "Traceback" not in out + err
+    assert not tables.load_catalog(get_settings()).table_exists("tlc.green_trips")
