@@ -20,6 +20,7 @@ import typer
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from civiclake import interrupts
 from civiclake._private.display import display_value, plain_console, styled
 from civiclake.config import Settings, get_settings
 from civiclake.errors import CivicLakeError, ParameterError
@@ -154,6 +155,7 @@ def bnt_run(
         if not from_file and start is None:
             _check_incremental_possible(settings)
 
+    interrupts.install()  # Ctrl-C: stop now, one line, exit 130 (civiclake.interrupts)
     from civiclake.flows.bnt import bnt_hourly_traffic
 
     summary = bnt_hourly_traffic(
@@ -299,6 +301,7 @@ def socrata_run(
         spec = resolve_spec(settings, dataset, portal=portal, table=table, partition=partition)
         range_window(spec, date_field, start, stop, full=full)
 
+    interrupts.install()
     from civiclake.flows.socrata import socrata_dataset
 
     summary = socrata_dataset(
@@ -394,6 +397,7 @@ def taxi_run(
     if not lake_block:  # fail before Prefect starts: wrong credentials, no container, ...
         settings.lake().check_writable()
 
+    interrupts.install()
     from civiclake.flows.tlc import MonthsFailed, tlc_taxi_trips
 
     try:
@@ -867,9 +871,17 @@ def maintain_command(
     output: MaintainFormat = typer.Option(
         MaintainFormat.table, "--format", "-f", help="table for people; json for scripts."
     ),
+    raw_retain_days: int = typer.Option(
+        7,
+        "--raw-retain-days",
+        min=1,
+        help="Without table names: remove raw and stage zone folders older than this many "
+        "days (never a series' latest load).",
+    ),
     lake: str | None = LAKE_OPTION,
 ) -> None:
-    """Expire old snapshots, delete files nothing references, optionally compact."""
+    """Expire old snapshots, delete files nothing references, optionally compact; prune the
+    raw and stage zones."""
     from civiclake import tables
     from civiclake.tables import maintenance
 
@@ -886,6 +898,8 @@ def maintain_command(
     every = maintenance.resolve_tables(catalog, [])
     locations = maintenance.table_locations(catalog, every)
     the_lake = settings.lake()
+    if not names:  # the whole lake: its raw and stage zones too (civiclake.tables.zones)
+        _prune_zones(the_lake, raw_retain_days, dry_run, output is MaintainFormat.json)
     if not chosen:
         out.print("no tables yet: nothing to maintain")
         return
@@ -939,6 +953,29 @@ def maintain_command(
             f"{r.seconds:.2f}",
         )
     _print_wide(view)
+
+
+def _prune_zones(the_lake: Any, retain_days: int, dry_run: bool, quiet: bool) -> None:
+    """Prune the raw and stage zones; the files (dry run) and a summary line on stderr when
+    the table output is JSON, on stdout otherwise."""
+    from civiclake.tables.zones import prune_zones
+
+    err.print("pruning the raw and stage zones ...", highlight=False)
+    report = prune_zones(the_lake, retain_days, dry_run=dry_run)
+    console = err if quiet else out
+    verb = "would remove" if dry_run else "removed"
+    if dry_run:
+        for f in report.removed:
+            console.print(
+                f"would remove {f.zone} {f.url} ({_size(f.size)})", highlight=False, soft_wrap=True
+            )
+    console.print(
+        f"raw and stage zones: {verb} {report.folders_removed:,} load folder(s) older than "
+        f"{retain_days} days, {len(report.removed):,} files, {_size(report.bytes_removed)}; "
+        f"kept {report.folders_kept_latest:,} latest and {report.folders_kept_young:,} younger",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

@@ -166,7 +166,7 @@ def load(
         "rows-loaded": str(staged["rows_valid"]),
         "rows-rejected": str(staged["rows_rejected"]),
     }
-    with table_lock(bnt_fetch.TABLE):
+    with table_lock(bnt_fetch.TABLE, settings):
         main, rejects = bnt.commit_staged(
             catalog,
             lake,
@@ -202,7 +202,7 @@ def load_warehouse(
 
     settings = settings_for(blocks)
     with (
-        table_lock(f"{to}:{bnt_fetch.TABLE}"),
+        table_lock(f"{to}:{bnt_fetch.TABLE}", settings, commits=False),
         open_warehouse(to, settings) as warehouse,
     ):
         rows = warehouse.replace_range(

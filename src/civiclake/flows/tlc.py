@@ -143,7 +143,7 @@ def convert_load_postgres(
     spec = tlc.spec_for(color)
     the_month = tlc.Month(year, month)
     with (
-        table_lock(f"{WarehouseKind.postgres.value}:{spec.table}"),
+        table_lock(f"{WarehouseKind.postgres.value}:{spec.table}", settings, commits=False),
         PostgresWarehouse.from_settings(settings) as warehouse,
         warehouse.range_load(
             spec.table,
@@ -191,7 +191,7 @@ def load_iceberg(
         "rows-loaded": str(converted["rows_valid"]),
         "rows-rejected": str(converted["rows_rejected"]),
     }
-    with table_lock(spec.table):
+    with table_lock(spec.table, settings):
         table = tables.ensure_table_for(
             catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
         )
@@ -231,7 +231,7 @@ def load_warehouse(
     spec = tlc.spec_for(color)
     the_month = tlc.Month(year, month)
     with (
-        table_lock(f"{to}:{spec.table}"),
+        table_lock(f"{to}:{spec.table}", settings, commits=False),
         open_warehouse(to, settings) as warehouse,
     ):
         rows = warehouse.replace_range(

@@ -24,6 +24,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import IcebergType
 
+from civiclake import interrupts
 from civiclake._private.iceberg_write import DataFiles, add_data_files, write_data_files
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError
@@ -205,6 +206,7 @@ def commit_files(
             time.sleep(0.2 * attempt)
     snapshot = table.current_snapshot()
     total = int(snapshot.summary["total-records"]) if snapshot and snapshot.summary else 0
+    interrupts.record_commit(".".join(table.name()), snapshot.snapshot_id if snapshot else None)
     return CommitResult(
         snapshot_id=snapshot.snapshot_id if snapshot else None,
         rows_written=written.rows,
