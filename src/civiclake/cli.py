@@ -9,13 +9,17 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import click
 import typer
 from rich.table import Table as RichTable
 from rich.text import Text
@@ -59,16 +63,71 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+DEBUG_ENV = "CIVICLAKE_DEBUG"
+_state = {"debug": False}
+
+
+def debugging() -> bool:
+    """Whether ``--debug`` or ``CIVICLAKE_DEBUG=1`` asked for tracebacks."""
+    flag = os.environ.get(DEBUG_ENV, "").strip().lower()
+    return _state["debug"] or flag in ("1", "true", "yes", "on")
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        help=f"On an unexpected error also print the Python traceback (or set {DEBUG_ENV}=1).",
+    ),
+) -> None:
+    """Public open data into a lake, Apache Iceberg tables and a warehouse, with Prefect."""
+    _state["debug"] = debug
+
+
+def one_line(text: str) -> str:
+    """A message on one line: a user reads the last line of a failed command."""
+    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """A short description of an exception civiclake did not anticipate."""
+    from civiclake.errors import describe
+
+    return describe(exc)
+
+
+def fail(message: str, exit_code: int) -> typer.Exit:
+    """Print ``error: message`` (one line) on stderr; the Exit to raise."""
+    if "prefect" in sys.modules:  # its shutdown lines ("Stopping temporary server") stay out
+        logging.getLogger("prefect").setLevel(logging.WARNING)
+    err.print(Text.assemble(styled("error:", "red"), f" {one_line(message)}"), soft_wrap=True)
+    return typer.Exit(exit_code)
+
+
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn civiclake's errors into one line on stderr and their exit code."""
+    """The central error rule: civiclake's errors as one line and their exit code; anything
+    else one line and exit 1, the traceback only with ``--debug`` or ``CIVICLAKE_DEBUG=1``."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except CivicLakeError as exc:
-            err.print(Text.assemble(styled("error:", "red"), f" {exc}"), soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            if debugging():
+                traceback.print_exc()
+            raise fail(str(exc), exc.exit_code) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            # Ctrl-C: left to the interrupt handling (issue 17 maps it to exit 130).
+            raise
+        except Exception as exc:
+            if debugging():
+                traceback.print_exc()
+                raise fail(describe_unexpected(exc), 1) from None
+            hint = f" (details: --debug or {DEBUG_ENV}=1)"
+            raise fail(describe_unexpected(exc) + hint, 1) from None
 
     return wrapper
 
@@ -140,6 +199,8 @@ def bnt_run(
     stop = parse_date("--stop-date", stop_date)
     if from_file and (start or stop):
         raise ParameterError("--from-file takes its dates from the file: drop the date options")
+    if from_file:
+        _check_from_file(from_file, (".csv", ".csv.gz", ".json", ".json.gz", ".ndjson"))
     if start and stop and stop <= start:
         raise ParameterError(
             f"--stop-date {stop} must be after --start-date {start} (the range is [start, stop))"
@@ -156,6 +217,8 @@ def bnt_run(
 
     from civiclake.flows.bnt import bnt_hourly_traffic
 
+    _prefect_ready()
+
     summary = bnt_hourly_traffic(
         start_date=start,
         stop_date=stop,
@@ -169,6 +232,62 @@ def bnt_run(
         warehouse_block=warehouse_block,
     )
     _print_summary(summary)
+
+
+class _NoTracebacks(logging.Filter):
+    """Keeps Python tracebacks out of Prefect's console lines (the run's API logs keep them):
+    a failed command ends with its one ``error:`` line, not 80 lines of frames."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not debugging():
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _prefect_ready() -> None:
+    """After a flow module is imported, before it runs: a configured Prefect server answers
+    (else one line, exit 1), and Prefect's console shows no tracebacks."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+    from prefect.settings import PREFECT_API_URL
+
+    loggers = [
+        logging.getLogger(),
+        *(logging.getLogger(n) for n in logging.root.manager.loggerDict),
+    ]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, _NoTracebacks) for f in handler.filters
+            ):
+                handler.addFilter(_NoTracebacks())
+    url = PREFECT_API_URL.value()
+    if not url:
+        return  # a temporary server is started for the run
+    import httpx
+
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise CivicLakeError(
+            f"cannot reach the Prefect server at PREFECT_API_URL={url} ({describe_unexpected(exc)})"
+            ": start it (prefect server start) or unset PREFECT_API_URL to run without one"
+        ) from None
+
+
+def _check_from_file(path: str, suffixes: tuple[str, ...]) -> None:
+    """Before Prefect starts: a local --from-file exists and is a kind civiclake reads."""
+    from urllib.parse import urlsplit
+
+    if not path.lower().endswith(suffixes):
+        raise ParameterError(
+            f"--from-file {path}: unsupported file type (expected {', '.join(suffixes)})"
+        )
+    scheme = urlsplit(path).scheme
+    if scheme in ("", "file") or len(scheme) == 1:  # a local path (or a Windows drive)
+        local = Path(path.removeprefix("file://")).expanduser()
+        if not local.is_file():
+            raise ParameterError(f"--from-file {path}: no such file")
 
 
 def _check_warehouse(to: str, settings: Settings, warehouse_block: str | None) -> None:
@@ -301,6 +420,8 @@ def socrata_run(
 
     from civiclake.flows.socrata import socrata_dataset
 
+    _prefect_ready()
+
     summary = socrata_dataset(
         dataset=dataset,
         table=table,
@@ -376,8 +497,22 @@ def taxi_run(
     from civiclake.sources import tlc
 
     if from_file:
+        _check_from_file(from_file, (".csv", ".csv.gz", ".parquet"))
         match = re.search(TAXI_FILE_PATTERN, from_file.rsplit("/", 1)[-1])
-        if match:  # the file's name says what it holds, unless told otherwise
+        if match:  # the file's name says what it holds; an option saying otherwise is refused
+            named = {
+                "--color": match.group(1),
+                "--year": match.group(2),
+                "--months": match.group(3),
+            }
+            given = {"--color": color, "--year": year, "--months": months}
+            for option, value in given.items():
+                if value is not None and str(value).lstrip("0") != named[option].lstrip("0"):
+                    raise ParameterError(
+                        f"{option} {value} contradicts the file name "
+                        f"{from_file.rsplit('/', 1)[-1]} ({option} {named[option]}): "
+                        f"drop {option} or rename the file"
+                    )
             color = color or match.group(1)
             year = year or int(match.group(2))
             months = months or str(int(match.group(3)))
@@ -395,6 +530,8 @@ def taxi_run(
         settings.lake().check_writable()
 
     from civiclake.flows.tlc import MonthsFailed, tlc_taxi_trips
+
+    _prefect_ready()
 
     try:
         summary = tlc_taxi_trips(
@@ -934,7 +1071,14 @@ def maintain_command(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        raise  # see user_errors: issue 17's interrupt handling
+    except Exception as exc:  # outside any command (option parsing, callbacks)
+        if debugging():
+            traceback.print_exc()
+        raise SystemExit(fail(describe_unexpected(exc), 1).exit_code) from None
 
 
 if __name__ == "__main__":

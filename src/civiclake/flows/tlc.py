@@ -432,7 +432,11 @@ def tlc_taxi_trips(
     _publish(summary, blocks)
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
-        detail = "; ".join(f"{color.value} {r['month']}: {r['error']}" for r in failed)
+        detail = "; ".join(
+            f"{color.value} {r['month']}: "
+            + r["error"].removeprefix(f"{color.value} {r['month']}: ")  # said once
+            for r in failed
+        )
         raise MonthsFailed(f"{len(failed)} of {len(results)} months failed: {detail}", summary)
     return summary
 

@@ -58,6 +58,7 @@ def resolve_spec(
         partition = partition or named.partition
         where = where or named.where
         dataset = named.id
+    datasets.check_reference(dataset, portal)
     portal_url, dataset_id = datasets.parse_dataset(dataset, portal or settings.socrata_url)
     if partition:
         datasets.parse_partition(partition)  # a malformed value fails before any request
