@@ -824,6 +824,8 @@ def report(
     start = parse_date("--since", since)
     settings = _settings(lake)
     folder = Path(out_dir).expanduser() if out_dir else settings.home_dir / "reports"
+    if any(p.exists() and not p.is_dir() for p in (folder, *folder.parents)):
+        raise ParameterError(f"--out {folder}: not a directory (give a folder for the pages)")
     index, _ = write_reports(
         settings,
         tables.load_catalog(settings),
