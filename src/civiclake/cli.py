@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -130,6 +130,12 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise fail(describe_unexpected(exc) + hint, 1) from None
 
     return wrapper
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
 
 
 LAKE_HELP = "Lake URL (file://, abfs://, s3://, gs://) instead of CIVICLAKE_LAKE_URL."
@@ -328,7 +334,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
                 else f"{value[0]} .. {value[-1]} ({len(value)} months)"
             )
         table.add_row(key.replace("_", " "), display_value(key, value))
-    out.print(table)
+    _print_table(table)
 
 
 PORTAL_HELP = "Portal URL instead of CIVICLAKE_SOCRATA_URL (for a bare dataset id)."
@@ -351,17 +357,17 @@ def socrata_describe(
     settings = _settings()
     plan = describe(settings, dataset, portal=portal, table=table, partition=partition)
     spec = plan.spec
-    out.print(f"{spec.name} ({spec.portal}/{spec.dataset_id})")
+    out.print(f"{spec.name} ({spec.portal}/{spec.dataset_id})", soft_wrap=True)
     rows = f"{spec.row_count:,}" if spec.row_count is not None else "unknown"
-    out.print(f"rows: {rows}   table: {spec.table}   partition: {spec.partition}")
-    out.print(f"run would load: {plan.mode_text}")
+    out.print(f"rows: {rows}   table: {spec.table}   partition: {spec.partition}", soft_wrap=True)
+    out.print(f"run would load: {plan.mode_text}", soft_wrap=True)
     columns = RichTable("column", "field", "Socrata type", "type")
     for column in spec.columns:
         columns.add_row(column.name, column.field, column.socrata_type, str(column.iceberg_type))
         if column.has_coordinates:
             for axis in ("longitude", "latitude"):
                 columns.add_row(f"{column.name}_{axis}", "", f"({axis})", "double")
-    out.print(columns)
+    _print_table(columns)
 
 
 @socrata_app.command("run")
@@ -445,31 +451,54 @@ def socrata_run(
 @socrata_app.command("list")
 @user_errors
 def socrata_list(
+    output: OutputFormat = typer.Option(
+        OutputFormat.table, "--format", "-f", help="table for people; csv or json for scripts."
+    ),
     lake: str | None = LAKE_OPTION,
 ) -> None:
     """Datasets declared in the config file ([datasets.NAME]) and their last load."""
     from civiclake import tables
 
     settings = _settings(lake)
-    if not settings.datasets:
+    if not settings.datasets and output is OutputFormat.table:
         out.print('no datasets in the config file: add [datasets.NAME] with id = "xxxx-xxxx"')
         return
     from civiclake.sources.socrata_dataset import default_table, parse_dataset
 
-    loaded = {s.identifier: s for s in tables.summarize(tables.load_catalog(settings))}
-    listing = RichTable("name", "dataset", "table", "rows", "last load (UTC)")
+    loaded = (
+        {s.identifier: s for s in tables.summarize(tables.load_catalog(settings))}
+        if settings.datasets
+        else {}
+    )
+    records = []
     for name, config in sorted(settings.datasets.items()):
         portal, dataset_id = parse_dataset(config.id, config.portal or settings.socrata_url)
         table_name = config.table or default_table(dataset_id)
         last = loaded.get(table_name)
-        listing.add_row(
-            name,
-            f"{portal}/{dataset_id}",
-            table_name,
-            f"{last.rows:,}" if last else "",
-            last.last_load_at.strftime("%Y-%m-%d %H:%M:%S") if last and last.last_load_at else "",
+        records.append(
+            {
+                "name": name,
+                "dataset": f"{portal}/{dataset_id}",
+                "table": table_name,
+                "rows": last.rows if last else None,
+                "last_load_at": last.last_load_at.isoformat()
+                if last and last.last_load_at
+                else None,
+            }
         )
-    out.print(listing)
+    if _wrote_records(records, ("name", "dataset", "table", "rows", "last_load_at"), output):
+        return
+    listing = RichTable("name", "dataset", "table", "rows", "last load (UTC)")
+    for r in records:
+        when = r["last_load_at"]
+        listing.add_row(
+            r["name"],
+            r["dataset"],
+            r["table"],
+            f"{r['rows']:,}" if r["rows"] is not None else "",
+            datetime.fromisoformat(when).strftime("%Y-%m-%d %H:%M:%S") if when else "",
+        )
+    _print_table(listing)
 
 
 TAXI_FILE_PATTERN = r"(yellow|green|fhv)_tripdata_(\d{4})-(\d{2})(?!\d)"
@@ -576,7 +605,7 @@ def _print_taxi_summary(summary: dict[str, Any]) -> None:
             rules,
             str(r["duration_s"]),
         )
-    out.print(table)
+    _print_table(table)
 
 
 @app.command("deploy")
@@ -697,12 +726,6 @@ def doctor(
         raise CivicLakeError(f"{failed} check{'s' if failed > 1 else ''} failed")
 
 
-class OutputFormat(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
 @app.command("sql")
 @user_errors
 def sql(
@@ -720,27 +743,53 @@ def sql(
     ),
 ) -> None:
     """Run SQL (DuckDB) over the catalog's Iceberg tables."""
-    from civiclake.query import run_sql, to_python
+    from civiclake._private import values
+    from civiclake.query import run_sql
     from civiclake.tables.history import parse_as_of
 
     when = parse_as_of(as_of) if as_of is not None else None
     result = run_sql(query, _settings(lake), as_of=when)
     names = result.column_names
-    rows = result.to_pylist()
     if output is OutputFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(names)
-        for row in rows:
-            writer.writerow([to_python(row[n]) if row[n] is not None else "" for n in names])
+        for batch in result.to_batches():
+            for row in batch.to_pylist():
+                writer.writerow([values.text_value(row[n]) for n in names])
     elif output is OutputFormat.json:
-        payload = [{n: to_python(row[n]) for n in names} for row in rows]
-        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+        rows = result.to_pylist()
+        sys.stdout.write(values.dumps([{n: row[n] for n in names} for row in rows]) + "\n")
     else:
+        total = result.num_rows
+        shown = result.slice(0, SQL_TABLE_ROWS).to_pylist()
         table = RichTable(*(n for n in names))
-        for row in rows:
-            table.add_row(*("" if row[n] is None else str(to_python(row[n])) for n in names))
-        out.print(table)
-        out.print(f"{len(rows):,} row{'s' if len(rows) != 1 else ''}", style="dim")
+        for row in shown:
+            table.add_row(*(values.text_value(row[n]) for n in names))
+        _print_table(table)
+        note = f"{total:,} row{'s' if total != 1 else ''}"
+        if total > len(shown):
+            note += (
+                f"; the first {len(shown):,} shown, {total - len(shown):,} left out: "
+                "use --format csv (or json) for them all"
+            )
+        out.print(note, style="dim", soft_wrap=True)
+
+
+SQL_TABLE_ROWS = 1000  # rows a person reads; scripts use --format csv/json (no cap)
+
+
+def _print_table(renderable: Any) -> None:
+    """A table on stdout: fitted to a terminal, and never cut when piped (every value whole)."""
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    natural = plain_console(width=1_000_000).measure(renderable).maximum
+    saved = out._width  # None: Rich's default (80 columns when not a terminal)
+    out.width = max(out.width, natural)
+    try:
+        out.print(renderable)
+    finally:
+        out._width = saved
 
 
 @app.command("tables")
@@ -782,7 +831,7 @@ def list_tables(
             (s.last_run_id or "")[:8],
             s.last_source or "",
         )
-    out.print(table)
+    _print_table(table)
 
 
 def _wrote_records(
@@ -790,7 +839,9 @@ def _wrote_records(
 ) -> bool:
     """``records`` as JSON or CSV on stdout for scripts; False for the table format (people)."""
     if output is OutputFormat.json:
-        sys.stdout.write(json.dumps(records) + "\n")
+        from civiclake._private.values import dumps
+
+        sys.stdout.write(dumps(records) + "\n")  # ids beyond 2^53 as exact strings
         return True
     if output is OutputFormat.csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=list(fields), lineterminator="\n")
@@ -855,14 +906,6 @@ def _table_arg(settings: Settings, name: str) -> tuple[Any, Any]:
     return catalog, catalog.load_table(name)
 
 
-WIDE_OUTPUT = 220  # columns for wide tables when stdout is not a terminal (pipes, logs)
-
-
-def _print_wide(renderable: Any) -> None:
-    """A wide table at full width when piped, instead of squeezed into 80 columns."""
-    (out if out.is_terminal else plain_console(width=WIDE_OUTPUT)).print(renderable)
-
-
 def _count(value: int) -> str:
     return f"{value:,}"
 
@@ -898,9 +941,6 @@ def history_command(
     if not entries:
         out.print(f"{table} has no snapshot yet", highlight=False)
         return
-    from pyiceberg.table.snapshots import ancestors_of
-
-    live = {s.snapshot_id for s in ancestors_of(iceberg.current_snapshot(), iceberg.metadata)}
     view = RichTable(
         "snapshot",
         "committed (UTC)",
@@ -916,7 +956,6 @@ def history_command(
     )
     view.columns[0].no_wrap = True
     for e in entries:
-        state = "current" if e.current else ("" if e.snapshot_id in live else "rolled back")
         view.add_row(
             str(e.snapshot_id),
             e.committed_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -927,9 +966,9 @@ def history_command(
             _count(e.rows_added),
             _count(e.rows_deleted),
             _count(e.total_rows),
-            state,
+            e.state,
         )
-    _print_wide(view)
+    _print_table(view)
 
 
 @app.command("rollback")
@@ -1033,7 +1072,9 @@ def maintain_command(
             if dry_run:
                 item["files"] = [{"path": f.url, "size": f.size, "kind": f.kind} for f in r.removed]
             payload.append(item)
-        sys.stdout.write(json.dumps(payload) + "\n")
+        from civiclake._private.values import dumps
+
+        sys.stdout.write(dumps(payload) + "\n")
         return
     if dry_run:
         for r in reports:
@@ -1069,7 +1110,7 @@ def maintain_command(
             f"{r.files_before:,} -> {r.files_after:,}",
             f"{r.seconds:.2f}",
         )
-    _print_wide(view)
+    _print_table(view)
 
 
 def main() -> None:

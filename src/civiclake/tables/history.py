@@ -36,6 +36,7 @@ class SnapshotEntry:
     rows_deleted: int
     total_rows: int
     current: bool
+    state: str  # "current", "rolled back" (no longer in the current history) or ""
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -50,6 +51,7 @@ class SnapshotEntry:
             "rows_deleted": self.rows_deleted,
             "total_rows": self.total_rows,
             "current": self.current,
+            "state": self.state,
         }
 
 
@@ -69,7 +71,10 @@ def _int(props: dict[str, str], key: str) -> int:
 
 def snapshot_history(table: Table, limit: int | None = None) -> list[SnapshotEntry]:
     """Every snapshot the table still holds, newest first (ties: the later sequence number)."""
+
     current = table.metadata.current_snapshot_id
+    head = table.current_snapshot()
+    live = {s.snapshot_id for s in ancestors_of(head, table.metadata)} if head else set()
     snapshots = sorted(
         table.metadata.snapshots,
         key=lambda s: (s.timestamp_ms, s.sequence_number or 0),
@@ -94,6 +99,9 @@ def snapshot_history(table: Table, limit: int | None = None) -> list[SnapshotEnt
                 rows_deleted=_int(props, "deleted-records"),
                 total_rows=_int(props, "total-records"),
                 current=snap.snapshot_id == current,
+                state="current"
+                if snap.snapshot_id == current
+                else ("" if snap.snapshot_id in live else "rolled back"),
             )
         )
     return entries
