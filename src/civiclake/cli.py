@@ -328,13 +328,19 @@ def _print_summary(summary: dict[str, Any]) -> None:
         if key in ("table", "range"):
             continue
         if isinstance(value, list):
-            value = (
-                ", ".join(value)
-                if len(value) <= 6
-                else f"{value[0]} .. {value[-1]} ({len(value)} months)"
-            )
+            value = _partitions_text(value)
         table.add_row(key.replace("_", " "), display_value(key, value))
     _print_table(table)
+
+
+def _partitions_text(values: list[str]) -> str:
+    """Partitions as a person reads them: all of a few, else the first, the last and how many
+    (the values are the partitions actually changed, so the count is theirs, not a span's)."""
+    if not values:
+        return "none"
+    if len(values) <= 6:
+        return ", ".join(values)
+    return f"{values[0]} .. {values[-1]} ({len(values)} partitions)"
 
 
 PORTAL_HELP = "Portal URL instead of CIVICLAKE_SOCRATA_URL (for a bare dataset id)."
@@ -588,12 +594,14 @@ def _print_taxi_summary(summary: dict[str, Any]) -> None:
         "loaded",
         "rejected",
         "by rule",
+        "partitions touched",
+        "snapshot id",
         "seconds",
         title=f"{summary['table']} -> Iceberg + {summary['to']}",
     )
     for r in summary["months"]:
         if r["status"] != "loaded":
-            table.add_row(r["month"], styled("failed", "red"), "", "", "", "", "")
+            table.add_row(r["month"], styled("failed", "red"), "", "", "", "", "", "", "")
             continue
         rules = ", ".join(f"{k} {v:,}" for k, v in r["rejected_by_rule"].items() if v)
         table.add_row(
@@ -603,6 +611,8 @@ def _print_taxi_summary(summary: dict[str, Any]) -> None:
             f"{r['rows_loaded']:,}",
             f"{r['rows_rejected']:,}",
             rules,
+            _partitions_text(r.get("partitions_touched", [])),
+            str(r.get("iceberg_snapshot_id", "")),
             str(r["duration_s"]),
         )
     _print_table(table)

@@ -172,6 +172,7 @@ def load(
     """Replace the range in the table and its rejects table, each in one Iceberg commit."""
     from civiclake import tables
     from civiclake.sources import bnt
+    from civiclake.tables.history import partitions_touched
 
     settings = settings_for(blocks)
     lake = settings.lake()
@@ -195,6 +196,8 @@ def load(
             load_key,
             props,
         )
+        # under the lock: the newest snapshots are this run's
+        touched = partitions_touched(catalog.load_table(bnt_fetch.TABLE), run_id)
     get_run_logger().info(
         "committed snapshot %s to %s (%s rows now)",
         main.snapshot_id,
@@ -206,7 +209,7 @@ def load(
         "rows_loaded": main.rows_written,
         "table_rows": main.total_rows,
         "rejects_snapshot_id": rejects.snapshot_id,
-        "partitions": load_range.months(),
+        "partitions": touched,  # what changed, not every month the range spans
     }
 
 
