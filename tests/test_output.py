@@ -191,3 +191,58 @@ def test_socrata_list_formats(civiclake_home: Any, option: list[str]) -> None:
         assert "…" not in result.stdout
         assert "https://data.cityofnewyork.us/erm2-nwe9" in result.stdout
         assert "complaints_with_a_long_name" in result.stdout
+
+
+# -- help texts ---------------------------------------------------------------------------
+
+COMMANDS = [
+    ["sql"],
+    ["tables"],
+    ["report"],
+    ["history"],
+    ["rollback"],
+    ["maintain"],
+    ["doctor"],
+    ["deploy"],
+    ["bnt", "run"],
+    ["taxi", "run"],
+    ["socrata", "run"],
+    ["socrata", "describe"],
+    ["socrata", "list"],
+]
+
+
+def _help(command: list[str]) -> str:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_shows_no_internal_placeholders(command: list[str]) -> None:
+    text = _help(command)
+    usage = text.strip().splitlines()[0]
+    assert "{" not in usage and "[[" not in usage, usage
+    for internal in ("<str>", "<int", "<list[", "<float", "<bool", "[[", "]]..."):
+        assert internal not in text, f"{internal} in {' '.join(command)} --help"
+
+
+def test_help_says_what_the_options_do() -> None:
+    def help_text(command: list[str]) -> str:  # one line: the help wraps at the width
+        return " ".join(_help(command).split())
+
+    assert "bigquery with --date-field" in help_text(["socrata", "run"])
+    bnt_help = help_text(["bnt", "run"])
+    assert "--portal" in bnt_help and "CIVICLAKE_SOCRATA_URL" in bnt_help
+    assert "gives --color, --year and --months" in help_text(["taxi", "run"])
+    assert "required when stdin is not a terminal" in help_text(["rollback"])
+    assert "--format [table|csv|json]" in help_text(["socrata", "list"])
+    assert "sql [OPTIONS] QUERY" in help_text(["sql"])
+    assert "[TABLE]..." in help_text(["report"])
+
+
+def test_bnt_portal_must_be_a_url(civiclake_home: Any) -> None:
+    result = cli("bnt", "run", "--portal", "not-a-url", "--start-date", "2024-03-01")
+    assert result.exit_code == 2
+    assert "'not-a-url' is not a URL" in result.output
+    assert not (civiclake_home / "lake").exists()

@@ -56,6 +56,40 @@ socrata_app = typer.Typer(
 )
 app.add_typer(socrata_app, name="socrata")
 
+
+def _plain_help_labels() -> None:
+    """Help in the words people know: ``QUERY`` and ``--limit INTEGER``, not Typer's internal
+    labels (``{query}``, ``query <str>``, ``<int range>``, ``[[TABLE ...]]...``)."""
+    from typer import core
+
+    labels = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "bool": "BOOLEAN"}
+
+    def option_type(self: Any, ctx: click.Context) -> str | None:
+        if self.metavar is not None:
+            return str(self.metavar)
+        if getattr(self, "is_flag", False):
+            return None
+        desc = self.type_descriptor
+        if desc.is_choice:
+            return "[" + "|".join(str(getattr(c, "value", c)) for c in desc.choices or ()) + "]"
+        bare = original_type(self, ctx).strip("<>")
+        bare = bare.removesuffix(" range").removeprefix("list[").removesuffix("]")
+        return labels.get(bare, bare.upper())
+
+    def argument_usage(self: Any) -> str:
+        name = self.metavar or self.name.upper()
+        name = name if self.required else f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    original_type = core._TyperParameter.display_type
+    core.TyperOption.display_type_rich = option_type  # type: ignore[method-assign]
+    core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+    core.TyperArgument._rich_display_name = lambda self: self.metavar or self.name.upper()  # type: ignore[method-assign]
+    core.TyperArgument._usage_display_name = argument_usage  # type: ignore[method-assign]
+
+
+_plain_help_labels()
+
 # Markup off: messages and data print verbatim (``civiclake[s3]``, a value ``a[s3]b``).
 out = plain_console()
 err = plain_console(stderr=True)
@@ -199,8 +233,21 @@ def bnt_run(
         help="Also load a warehouse: duckdb (embedded), postgres or bigquery [default: none].",
     ),
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
+    portal: str | None = typer.Option(
+        None,
+        "--portal",
+        help="Portal serving the dataset (https://host) instead of CIVICLAKE_SOCRATA_URL "
+        "[default: https://data.ny.gov].",
+    ),
 ) -> None:
     """Load MTA B&T hourly traffic into mta.bnt_traffic_hourly (replaces the date range)."""
+    if portal is not None:
+        from civiclake.sources.socrata_dataset import check_portal
+
+        if from_file:
+            raise ParameterError("--portal is for the API: drop it with --from-file")
+        # the run (checks and flow, in this process) reads its portal from the environment
+        os.environ["CIVICLAKE_SOCRATA_URL"] = check_portal(portal)
     start = parse_date("--start-date", start_date)
     stop = parse_date("--stop-date", stop_date)
     if from_file and (start or stop):
@@ -343,7 +390,10 @@ def _partitions_text(values: list[str]) -> str:
     return f"{values[0]} .. {values[-1]} ({len(values)} partitions)"
 
 
-PORTAL_HELP = "Portal URL instead of CIVICLAKE_SOCRATA_URL (for a bare dataset id)."
+PORTAL_HELP = (
+    "Portal URL (https://host) instead of CIVICLAKE_SOCRATA_URL [default: https://data.ny.gov] "
+    "(for a bare dataset id)."
+)
 DATASET_HELP = "A 4x4 id (erm2-nwe9), a dataset URL of any portal, or a name from the config."
 
 
@@ -407,7 +457,10 @@ def socrata_run(
     lake_block: str | None = LAKE_BLOCK_OPTION,
     socrata_token_block: str | None = TOKEN_BLOCK_OPTION,
     to: str | None = typer.Option(
-        None, "--to", help="Also load a warehouse: duckdb or postgres [default: none]."
+        None,
+        "--to",
+        help="Also load a warehouse: duckdb or postgres (merged by :id), or bigquery with "
+        "--date-field (range mode) [default: none].",
     ),
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
 ) -> None:
@@ -520,7 +573,11 @@ def taxi_run(
         "duckdb", "--to", help="Warehouse: duckdb (embedded), postgres or bigquery."
     ),
     from_file: str | None = typer.Option(
-        None, "--from-file", help="A month's file already on disk (CSV, CSV.gz or Parquet)."
+        None,
+        "--from-file",
+        help="A month's file already on disk (CSV, CSV.gz or Parquet). Its name "
+        "(green_tripdata_2020-10.csv.gz) gives --color, --year and --months; an option that "
+        "contradicts it is refused.",
     ),
     lake: str | None = LAKE_OPTION,
     lake_block: str | None = LAKE_BLOCK_OPTION,
@@ -868,7 +925,7 @@ _TABLE_FIELDS = ("table", "rows", "snapshots", "last_load_at", "last_run_id", "l
 @user_errors
 def report(
     table_names: list[str] = typer.Argument(
-        None, metavar="[TABLE ...]", help="Tables as namespace.table [default: every table]."
+        None, metavar="TABLE", help="Tables as namespace.table [default: every table]."
     ),
     out_dir: str | None = typer.Option(
         None, "--out", help="Folder for the pages [default: $CIVICLAKE_HOME/reports]."
@@ -986,7 +1043,12 @@ def history_command(
 def rollback_command(
     table: str = typer.Argument(..., help="The table, as namespace.table."),
     to: int = typer.Option(..., "--to", help="The snapshot to make current again."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    yes: bool = typer.Option(
+        False,
+        "--yes",
+        "-y",
+        help="Do not ask for confirmation; required when stdin is not a terminal (scripts).",
+    ),
     lake: str | None = LAKE_OPTION,
 ) -> None:
     """Make an earlier snapshot current again (undo a bad load); recorded in the history."""
@@ -1024,7 +1086,10 @@ class MaintainFormat(StrEnum):
 @user_errors
 def maintain_command(
     names: list[str] = typer.Argument(
-        None, help="Tables (namespace.table) [default: every table].", show_default=False
+        None,
+        metavar="TABLE",
+        help="Tables (namespace.table) [default: every table].",
+        show_default=False,
     ),
     retain_days: int = typer.Option(
         7, "--retain-days", min=0, help="Keep snapshots younger than this many days."

@@ -133,3 +133,18 @@ def test_the_tlc_summary_has_partitions_and_snapshot_and_no_warning(tmp_path: Pa
     )
     assert cells["partitions touched"] == "2020-07"
     assert cells["snapshot id"] == snapshot_id
+
+
+def test_bnt_run_portal_option_is_used(
+    bnt_portal: SocrataServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CIVICLAKE_SOCRATA_URL", "http://127.0.0.1:9")  # nothing listens
+    day = date.today() - timedelta(days=3)
+    result = CliRunner().invoke(
+        app,
+        ["bnt", "run", "--portal", bnt_portal.url, "--start-date", day.isoformat()],
+    )
+    assert result.exit_code == 0, result.output
+    assert bnt_portal.requests, "the --portal server was not asked"
+    table = tables.load_catalog(get_settings()).load_table("mta.bnt_traffic_hourly")
+    assert table.scan().to_arrow().num_rows > 0
