@@ -465,7 +465,7 @@ def socrata_run(
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
 ) -> None:
     """Load a dataset into Iceberg: everything first, then rows updated since the last run."""
-    from civiclake.sources.socrata_plan import range_window, resolve_spec
+    from civiclake.sources.socrata_plan import check_existing_table, range_window, resolve_spec
 
     start = parse_date("--start-date", start_date)
     stop = parse_date("--stop-date", stop_date)
@@ -482,6 +482,7 @@ def socrata_run(
         settings.lake().check_writable()
         spec = resolve_spec(settings, dataset, portal=portal, table=table, partition=partition)
         range_window(spec, date_field, start, stop, full=full)
+        check_existing_table(settings, spec, full=full)
 
     from civiclake.flows.socrata import socrata_dataset
 

@@ -148,3 +148,39 @@ def test_bnt_run_portal_option_is_used(
     assert bnt_portal.requests, "the --portal server was not asked"
     table = tables.load_catalog(get_settings()).load_table("mta.bnt_traffic_hourly")
     assert table.scan().to_arrow().num_rows > 0
+
+
+def test_socrata_options_a_loaded_table_cannot_honour_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_rows
+
+    runner = CliRunner()
+    with SocrataServer() as first, SocrataServer() as other:
+        for srv in (first, other):
+            srv.add_dataset(DATASET, sample_rows(12), columns=COLUMNS, name="Every type")
+        monkeypatch.setenv("CIVICLAKE_SOCRATA_URL", first.url)
+        loaded = runner.invoke(
+            app, ["socrata", "run", DATASET, "--partition", "month(created_date)"]
+        )
+        assert loaded.exit_code == 0, loaded.output
+        table = tables.load_catalog(get_settings()).load_table("socrata.abcd_1234")
+        snapshot = table.current_snapshot().snapshot_id
+
+        again = runner.invoke(app, ["socrata", "run", DATASET, "--partition", "day(created_date)"])
+        assert again.exit_code == 2
+        assert "is partitioned by month(created_date)" in again.output
+        assert len(again.output.strip().splitlines()) == 1
+        same = runner.invoke(app, ["socrata", "run", DATASET, "--partition", "month(created_date)"])
+        assert same.exit_code == 0, same.output
+
+        other.requests.clear()
+        mixed = runner.invoke(app, ["socrata", "run", DATASET, "--portal", other.url])
+        assert mixed.exit_code == 2
+        assert "the rows of two sources would be mixed" in mixed.output
+        table.refresh()
+        assert table.current_snapshot().snapshot_id != snapshot  # `same` loaded
+        latest = table.current_snapshot().snapshot_id
+        replaced = runner.invoke(app, ["socrata", "run", DATASET, "--portal", other.url, "--full"])
+        assert replaced.exit_code == 0, replaced.output
+        assert table.refresh().current_snapshot().snapshot_id != latest
