@@ -246,3 +246,16 @@ def test_bnt_portal_must_be_a_url(civiclake_home: Any) -> None:
     assert result.exit_code == 2
     assert "'not-a-url' is not a URL" in result.output
     assert not (civiclake_home / "lake").exists()
+
+
+def test_piped_socrata_describe_prints_whole_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    from civiclake.testing.socrata import SocrataServer
+    from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_rows
+
+    with SocrataServer() as srv:
+        srv.add_dataset(DATASET, sample_rows(3), columns=COLUMNS, name="Every type")
+        result = cli("socrata", "describe", DATASET, "--portal", srv.url)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    assert "decimal(38, 9)" in result.stdout and "timestamptz" in result.stdout
+    assert f"({srv.url}/{DATASET})" in result.stdout
