@@ -7,6 +7,7 @@ Socrata replay server, and a tiny one answering what a broken portal answers).""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -259,3 +260,13 @@ def test_a_json_object_instead_of_a_list(answering: type[_Fixed]) -> None:
     url = answering.url  # type: ignore[attr-defined]
     with SocrataClient(url, max_attempts=1) as client, pytest.raises(SourceError, match="count"):
         client.count(DATASET)
+
+
+def test_a_portal_that_is_down_is_one_line() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = cli("socrata", "describe", DATASET, "--portal", f"http://127.0.0.1:{port}")
+    assert result.exit_code == 1
+    line = one_error_line(result.output)
+    assert "failed after 4 attempts: connection failed" in line

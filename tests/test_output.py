@@ -259,3 +259,15 @@ def test_piped_socrata_describe_prints_whole_values(monkeypatch: pytest.MonkeyPa
     assert "…" not in result.stdout
     assert "decimal(38, 9)" in result.stdout and "timestamptz" in result.stdout
     assert f"({srv.url}/{DATASET})" in result.stdout
+
+
+def test_sql_reads_quoted_table_names() -> None:
+    _load("test")
+    for name in (
+        '"mta"."bnt_traffic_hourly"',
+        'mta."bnt_traffic_hourly"',
+        '"mta".bnt_traffic_hourly',
+    ):
+        result = cli("sql", f"SELECT count(*) AS n FROM {name}", "--format", "json")
+        assert result.exit_code == 0, result.output
+        assert strict_json(result.stdout) == [{"n": 1}]
