@@ -270,3 +270,11 @@ def test_a_portal_that_is_down_is_one_line() -> None:
     assert result.exit_code == 1
     line = one_error_line(result.output)
     assert "failed after 4 attempts: connection failed" in line
+
+
+def test_a_portal_answering_an_error_object_says_so(answering: type[_Fixed]) -> None:
+    answering.body = b'{"error": true, "message": "query timeout"}'
+    url = answering.url  # type: ignore[attr-defined]
+    result = cli("socrata", "describe", DATASET, "--portal", url)
+    assert result.exit_code == 1
+    assert "answered something that is not a view: query timeout" in one_error_line(result.output)

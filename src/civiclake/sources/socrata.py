@@ -129,8 +129,12 @@ class SocrataClient:
     def view(self, dataset_id: str) -> dict[str, Any]:
         """The dataset's metadata (``/api/views/ID.json``): name, view type, typed columns."""
         _, payload = self._get(dataset_id, {}, path=f"/api/views/{dataset_id}.json")
-        if not isinstance(payload, dict):
-            raise SourceError(f"Socrata view '{dataset_id}' answered something that is not a view")
+        if not isinstance(payload, dict) or "id" not in payload:
+            said = str(payload.get("message", payload))[:200] if isinstance(payload, dict) else ""
+            raise SourceError(
+                f"Socrata view '{dataset_id}' at {self.base_url} answered something that is not "
+                f"a view{': ' + said if said else ''}"
+            )
         return payload
 
     def iter_pages(
