@@ -320,8 +320,9 @@ def _prefect_ready() -> None:
     import httpx
 
     try:
-        httpx.get(f"{url.rstrip('/')}/health", timeout=10).raise_for_status()
-    except httpx.HTTPError as exc:
+        # unreachable is the failure to report; an answer of any status means a server is there
+        httpx.get(f"{url.rstrip('/')}/health", timeout=10)
+    except httpx.TransportError as exc:
         raise CivicLakeError(
             f"cannot reach the Prefect server at PREFECT_API_URL={url} ({describe_unexpected(exc)})"
             ": start it (prefect server start) or unset PREFECT_API_URL to run without one"
