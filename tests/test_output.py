@@ -241,10 +241,14 @@ def test_help_says_what_the_options_do() -> None:
     assert "[TABLE]..." in help_text(["report"])
 
 
-def test_bnt_portal_must_be_a_url(civiclake_home: Any) -> None:
+def test_bnt_portal_must_be_a_url(civiclake_home: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     result = cli("bnt", "run", "--portal", "not-a-url", "--start-date", "2024-03-01")
     assert result.exit_code == 2
     assert "'not-a-url' is not a URL" in result.output
+    monkeypatch.setenv("CIVICLAKE_SOCRATA_URL", "data.ny.gov")
+    from_env = cli("bnt", "run", "--start-date", "2024-03-01")
+    assert from_env.exit_code == 2
+    assert "'data.ny.gov' is not a URL" in from_env.output
     assert not (civiclake_home / "lake").exists()
 
 

@@ -241,13 +241,15 @@ def bnt_run(
     ),
 ) -> None:
     """Load MTA B&T hourly traffic into mta.bnt_traffic_hourly (replaces the date range)."""
-    if portal is not None:
-        from civiclake.sources.socrata_dataset import check_portal
+    from civiclake.sources.socrata_dataset import check_portal
 
+    if portal is not None:
         if from_file:
             raise ParameterError("--portal is for the API: drop it with --from-file")
         # the run (checks and flow, in this process) reads its portal from the environment
         os.environ["CIVICLAKE_SOCRATA_URL"] = check_portal(portal)
+    elif not from_file:
+        check_portal(_settings(lake).socrata_url)  # CIVICLAKE_SOCRATA_URL: bad input, not retried
     start = parse_date("--start-date", start_date)
     stop = parse_date("--stop-date", stop_date)
     if from_file and (start or stop):
