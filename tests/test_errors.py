@@ -210,6 +210,8 @@ def test_a_dataset_url_with_another_portal_or_its_own_where_is_refused(
     assert where.exit_code == 2
     assert "pass it as --where" in one_error_line(where.output)
     assert portal.requests == []
+    page = cli("socrata", "describe", url + "?tab=about")  # not SoQL: harmless
+    assert page.exit_code == 0, page.output
 
 
 class _Fixed(BaseHTTPRequestHandler):

@@ -201,7 +201,7 @@ def check_portal(portal: str) -> str:
 
 def check_reference(reference: str, portal: str | None) -> None:
     """Refuse what a dataset URL would otherwise silently override or drop: a different
-    ``--portal`` and the URL's own query (``?$where=...``)."""
+    ``--portal`` and the URL's own SoQL (``?$where=...``; a page's ``?tab=`` is harmless)."""
     from urllib.parse import parse_qs, urlsplit
 
     text = reference.strip()
@@ -215,13 +215,13 @@ def check_reference(reference: str, portal: str | None) -> None:
                 f"--portal {portal} differs from the dataset URL's portal "
                 f"{parts.scheme}://{parts.netloc}: drop --portal (or give the bare id)"
             )
-    query = parse_qs(parts.query)
+    query = [key for key in parse_qs(parts.query) if key.startswith("$")]  # SoQL, not ?tab=...
     if query:
         names = ", ".join(sorted(query))
         hint = " (pass it as --where)" if "$where" in query else ""
         raise ParameterError(
-            f"the dataset URL carries a query ({names}) that a run does not use{hint}: "
-            "give the URL without ?..."
+            f"the dataset URL carries SoQL ({names}) that a run does not use{hint}: "
+            "give the URL without it"
         )
 
 
