@@ -172,7 +172,7 @@ def test_a_failure_after_the_delete_rolls_back(
     before = read_rows(warehouse, data)
     foreign = data.make(JAN, 10).append_column("extra", pa.array(range(10)))
     bad = data.write(foreign, "foreign.parquet")
-    monkeypatch.setattr("civiclake.warehouse.duckdb.check_file_schema", lambda *a: None)
+    monkeypatch.setattr("civiclake.warehouse._sql.check_file_schema", lambda *a: None)
 
     with pytest.raises(CivicLakeError, match=r"loading tlc\.yellow_trips into DuckDB failed"):
         warehouse.replace_range(TABLE, data.schema, [good, bad], data.lake, **data.month(JAN))

@@ -49,18 +49,18 @@ from civiclake._private.prefetch import Prefetch
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
-from civiclake.slices import RowIds, Slice, WholeTable, Window
+from civiclake.slices import RowIds, Slice, Window
 from civiclake.warehouse._arrow_sql import (
     check_file_schema,
     check_range,
-    check_slice,
     create_table_sql,
     missing_columns,
-    parquet_schema,
+    one_line,
     qualified,
     quote_ident,
     split_table,
 )
+from civiclake.warehouse._sql import SqlWarehouse, range_column, slice_condition
 
 __all__ = ["DEFAULT_BATCH_ROWS", "PostgresWarehouse", "RangeLoad", "postgres_url"]
 
@@ -90,10 +90,12 @@ def postgres_url(settings: Settings) -> SecretStr:
     return value if isinstance(value, SecretStr) else SecretStr(str(value))
 
 
-class PostgresWarehouse:
+class PostgresWarehouse(SqlWarehouse):
     """One connection (autocommit outside explicit transactions); operations are serialised."""
 
     name = "postgres"
+    dialect = "postgres"
+    label = "PostgreSQL"
 
     def __init__(
         self,
@@ -123,20 +125,6 @@ class PostgresWarehouse:
     def from_settings(cls, settings: Settings) -> PostgresWarehouse:
         return cls(postgres_url(settings))
 
-    def replace_range(
-        self,
-        table: str,
-        schema: pa.Schema,
-        parquet_urls: list[str],
-        lake: Lake,
-        *,
-        column: str,
-        start: datetime | date,
-        stop: datetime | date,
-    ) -> int:
-        """Delete ``start <= column < stop`` and COPY the files in, in one transaction."""
-        return self.replace(table, schema, parquet_urls, lake, Window(column, start, stop))
-
     def replace(
         self,
         table: str,
@@ -149,7 +137,7 @@ class PostgresWarehouse:
     ) -> int:
         """Delete the slice and COPY the files in, in one transaction. ``evolve``: columns of
         ``schema`` the table lacks are added (a source's new column) instead of refused."""
-        create = _checked_create_sql(table, schema, parquet_urls, lake, replaced)
+        create = self.checked_create_sql(table, schema, parquet_urls, lake, replaced)
         with self._lock:
             try:
                 self._ensure_schema(split_table(table)[0])
@@ -205,20 +193,19 @@ class PostgresWarehouse:
         if evolve:
             for name, kind in missing_columns(_column_types(cur, table), schema, "postgres"):
                 cur.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {kind}")
-        self._check_columns(cur, table, schema)
-        if isinstance(replaced, WholeTable):
-            cur.execute(f"DELETE FROM {target}")
-        elif isinstance(replaced, Window):
-            col = quote_ident(replaced.column)
-            cur.execute(
-                f"DELETE FROM {target} WHERE {col} >= %s AND {col} < %s",
-                [replaced.start, replaced.stop],
-            )
-        elif replaced.ids:
-            cur.execute(
-                f"DELETE FROM {target} WHERE {quote_ident(replaced.column)} = ANY(%s)",
-                [sorted(replaced.ids)],
-            )
+        self.check_columns(table, schema, _column_types(cur, table))
+        params: list[Any] = []
+
+        def bind(value: Any) -> str:
+            params.append(value)
+            return "%s"
+
+        def member(column: str, ids: RowIds) -> str:
+            return f"{column} = ANY({bind(sorted(ids.ids))})"
+
+        where = slice_condition(replaced, quote_ident, bind, member)
+        if where is not None:
+            cur.execute(f"DELETE FROM {target} WHERE {where}", params)
 
     def _ensure_schema(self, namespace: str) -> None:
         """Create the schema, if missing, in its own transaction, before the load's.
@@ -244,22 +231,15 @@ class PostgresWarehouse:
         row = cur.fetchone()
         if row is None or row[0] is None:
             cur.execute(create)
-            if isinstance(replaced, Window):
+            ranged = range_column(replaced)
+            if ranged is not None:
                 # BRIN: tiny, nearly free to maintain, turns the range DELETE into a range scan
-                column = quote_ident(replaced.column)
-                cur.execute(f"CREATE INDEX ON {qualified(table)} USING brin ({column})")
+                cur.execute(
+                    f"CREATE INDEX ON {qualified(table)} USING brin ({quote_ident(ranged)})"
+                )
             elif isinstance(replaced, RowIds):  # a merge deletes by id: a B-tree finds them
                 column = quote_ident(replaced.column)
                 cur.execute(f"CREATE INDEX ON {qualified(table)} ({column})")
-
-    def _check_columns(self, cur: psycopg.Cursor[Any], table: str, schema: pa.Schema) -> None:
-        """An existing table made from an older schema: say so instead of a COPY error."""
-        missing = sorted(set(schema.names) - set(_column_types(cur, table)))
-        if missing:
-            raise CivicLakeError(
-                f"table {table} in PostgreSQL lacks columns {missing}: "
-                "migrate or drop it, then reload"
-            )
 
     def _copy(self, cur: psycopg.Cursor[Any], target: str, lake: Lake, url: str) -> int:
         """Stream one Parquet file through COPY, one record batch at a time, by column name."""
@@ -309,17 +289,6 @@ class PostgresWarehouse:
 
     def close(self) -> None:
         self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class RangeLoad:
@@ -434,7 +403,7 @@ class RangeLoad:
     ) -> int:
         """``PostgresWarehouse.replace_range`` inside this transaction, after the stream."""
         window = Window(column, start, stop)
-        create = _checked_create_sql(table, schema, parquet_urls, lake, window)
+        create = self._warehouse.checked_create_sql(table, schema, parquet_urls, lake, window)
         self.finish()
         assert self._conn is not None
         warehouse = self._warehouse
@@ -881,21 +850,6 @@ def _column_types(cur: psycopg.Cursor[Any], table: str) -> dict[str, str]:
     return {str(name): str(kind) for name, kind in cur.fetchall()}
 
 
-def _checked_create_sql(
-    table: str,
-    schema: pa.Schema,
-    parquet_urls: list[str],
-    lake: Lake,
-    replaced: Slice,
-) -> str:
-    """The table's CREATE statement, once the slice and every file are checked: a missing or
-    foreign file fails before any transaction begins."""
-    check_slice(table, schema, replaced)
-    for url in parquet_urls:
-        check_file_schema(url, parquet_schema(lake, url), schema, "postgres")
-    return create_table_sql(table, schema, "postgres")
-
-
 def _connect(url: SecretStr) -> psycopg.Connection[Any]:
     raw = url.get_secret_value()
     target, secrets = _describe(raw)
@@ -904,7 +858,7 @@ def _connect(url: SecretStr) -> psycopg.Connection[Any]:
             raw, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="civiclake"
         )
     except psycopg.Error as exc:
-        reason = _mask(_CONNECT_PREFIX.sub("", _one_line(str(exc))), secrets)
+        reason = _mask(_CONNECT_PREFIX.sub("", one_line(str(exc))), secrets)
         reason = reason.replace("FATAL: ", "").replace("connection is bad: ", "").strip()
         reason = reason or type(exc).__name__
         raise CivicLakeError(f"cannot connect to PostgreSQL at {target}: {reason}") from None
@@ -944,19 +898,15 @@ def _mask(text: str, secrets: list[str]) -> str:
     return text
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _load_error(table: str, exc: BaseException) -> CivicLakeError:
     """A failed load as one line: the server's reason, the file's, or our own message."""
     if isinstance(exc, CivicLakeError):
         return exc
-    reason = _server_reason(exc) if isinstance(exc, psycopg.Error) else _one_line(str(exc))
+    reason = _server_reason(exc) if isinstance(exc, psycopg.Error) else one_line(str(exc))
     return CivicLakeError(f"loading {table} into PostgreSQL failed: {reason or type(exc).__name__}")
 
 
 def _server_reason(exc: psycopg.Error) -> str:
     """The server's primary message (no DETAIL/CONTEXT lines): one line for the CLI."""
     primary = exc.diag.message_primary if exc.diag else None
-    return _one_line(primary or str(exc)) or type(exc).__name__
+    return one_line(primary or str(exc)) or type(exc).__name__
