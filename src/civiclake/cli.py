@@ -23,6 +23,7 @@ from rich.text import Text
 from civiclake._private.display import display_value, plain_console, styled
 from civiclake.config import Settings, get_settings
 from civiclake.errors import CivicLakeError, ParameterError
+from civiclake.warehouse import describe_kinds
 
 # Help texts are plain text: with rich markup on, "[default: 7]" in a help line vanished.
 HELP_MARKUP = None
@@ -131,7 +132,7 @@ def bnt_run(
     to: str | None = typer.Option(
         None,
         "--to",
-        help="Also load a warehouse: duckdb (embedded), postgres or bigquery [default: none].",
+        help=f"Also load a warehouse: {describe_kinds()} [default: none].",
     ),
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
 ) -> None:
@@ -276,7 +277,7 @@ def socrata_run(
     lake_block: str | None = LAKE_BLOCK_OPTION,
     socrata_token_block: str | None = TOKEN_BLOCK_OPTION,
     to: str | None = typer.Option(
-        None, "--to", help="Also load a warehouse: duckdb or postgres [default: none]."
+        None, "--to", help=f"Also load a warehouse: {describe_kinds()} [default: none]."
     ),
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
 ) -> None:

@@ -4,9 +4,10 @@ The parent flow runs one ``tlc-taxi-month`` subflow per month, a bounded number 
 (``CIVICLAKE_TLC_CONCURRENCY``). A month that fails (a 404, a corrupt file) loads nothing and the
 other months still complete; the parent then fails, naming the months. Tasks pass lake URLs.
 
-Into PostgreSQL, a month's conversion and its warehouse load overlap (``convert-load-postgres``):
-the valid rows stream into the COPY of an open transaction while the file is converted, and the
-commit waits for the whole file and its Parquet. Other warehouses load the Parquet afterwards.
+Into a warehouse that streams while staging (``Capabilities.streams_while_staging``: PostgreSQL),
+a month's conversion and its warehouse load overlap (``convert-load-warehouse``): the valid rows
+stream into the COPY of an open transaction while the file is converted, and the commit waits
+for the whole file and its Parquet. Other warehouses load the Parquet afterwards.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from civiclake.flows._params import (
 )
 from civiclake.lake import iter_table_chunks
 from civiclake.sources import tlc
-from civiclake.warehouse import check_configured
+from civiclake.warehouse import check_configured, warehouse_module
 
 FLOW_NAME = "tlc-taxi-trips"
 MONTH_FLOW_NAME = "tlc-taxi-month"
@@ -123,11 +124,12 @@ def _converted(result: tlc.Conversion) -> dict[str, Any]:
     }
 
 
-@task(name="convert-load-postgres", cache_policy=NO_CACHE)
-def convert_load_postgres(
-    raw_url: str, color: str, year: int, month: int, run_id: str, blocks: Blocks = None
+@task(name="convert-load-warehouse", cache_policy=NO_CACHE)
+def convert_load_warehouse(
+    raw_url: str, color: str, year: int, month: int, run_id: str, to: str, blocks: Blocks = None
 ) -> dict[str, Any]:
-    """``convert`` and ``load_warehouse`` overlapped, for PostgreSQL.
+    """``convert`` and ``load_warehouse`` overlapped, for a warehouse that streams while
+    staging (``range_load``).
 
     One transaction: the month is deleted, then the valid rows are COPYed while the file is
     still being converted (each batch as it is made), then the rejects file is loaded; the
@@ -136,15 +138,15 @@ def convert_load_postgres(
     previous rows stay, as with ``load_warehouse``. Returns ``convert``'s summary plus the
     rows loaded.
     """
-    from civiclake.warehouse.postgres import PostgresWarehouse
+    from civiclake.warehouse import open_streaming
 
     settings = settings_for(blocks)
     lake = settings.lake()
     spec = tlc.spec_for(color)
     the_month = tlc.Month(year, month)
     with (
-        table_lock(f"{WarehouseKind.postgres.value}:{spec.table}"),
-        PostgresWarehouse.from_settings(settings) as warehouse,
+        table_lock(f"{to}:{spec.table}"),
+        open_streaming(to, settings) as warehouse,
         warehouse.range_load(
             spec.table,
             tlc.table_schema(spec),
@@ -166,7 +168,7 @@ def convert_load_postgres(
             start=the_month.first_day,
             stop=the_month.first_day + timedelta(days=1),
         )
-    return {**_converted(result), "warehouse": WarehouseKind.postgres.value, "warehouse_rows": rows}
+    return {**_converted(result), "warehouse": to, "warehouse_rows": rows}
 
 
 @task(name="load-iceberg", cache_policy=NO_CACHE)
@@ -268,8 +270,9 @@ def tlc_month(
 ) -> dict[str, Any]:
     """One month: download (or stage a local file), convert, load Iceberg, load the warehouse.
 
-    PostgreSQL: convert and load it at once, then load Iceberg from the same Parquet. If Iceberg
-    then fails, PostgreSQL keeps the month, as when the two loads ran side by side.
+    A warehouse that streams while staging (PostgreSQL): convert and load it at once, then load
+    Iceberg from the same Parquet. If Iceberg then fails, the warehouse keeps the month, as when
+    the two loads ran side by side.
     """
     began = time.monotonic()
     blocks = {"lake": lake, "lake_block": lake_block, "warehouse_block": warehouse_block}
@@ -292,10 +295,12 @@ def tlc_month(
         raw_url = fetch(url, raw_target, blocks=blocks)
         if not lake.exists(raw_url):  # cached, but someone cleaned the raw zone since
             raw_url = fetch.with_options(refresh_cache=True)(url, raw_target, blocks=blocks)
-    if to is WarehouseKind.postgres:
-        # PostgreSQL loads while the file converts (committed once it all converted); Iceberg
-        # then commits the same Parquet
-        converted = convert_load_postgres(raw_url, color.value, year, month, run_id, blocks=blocks)
+    if warehouse_module(to.value).capabilities.streams_while_staging:
+        # the warehouse loads while the file converts (committed once it all converted);
+        # Iceberg then commits the same Parquet
+        converted = convert_load_warehouse(
+            raw_url, color.value, year, month, run_id, to.value, blocks=blocks
+        )
         iceberg = load_iceberg(converted, color.value, year, month, run_id, blocks=blocks)
         warehouse = {"warehouse": converted["warehouse"], "rows": converted["warehouse_rows"]}
     else:

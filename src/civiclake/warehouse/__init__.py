@@ -35,9 +35,11 @@ __all__ = [
     "WAREHOUSE_KINDS",
     "WAREHOUSE_MODULES",
     "Capabilities",
+    "StreamingWarehouse",
     "Warehouse",
     "check_configured",
     "check_merges",
+    "open_streaming",
     "open_warehouse",
     "require_driver",
     "warehouse_module",
@@ -102,6 +104,64 @@ class Warehouse(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+class StreamingLoad(Protocol):
+    """One open transaction replacing a window with rows handed over while they are made."""
+
+    def write(self, batch: pa.Table | pa.RecordBatch) -> None: ...
+
+    def finish(self) -> int:
+        """End the stream and return its row count; the commit comes when the block ends."""
+        ...
+
+    def replace_range(
+        self,
+        table: str,
+        schema: pa.Schema,
+        parquet_urls: list[str],
+        lake: Lake,
+        *,
+        column: str,
+        start: datetime | date,
+        stop: datetime | date,
+    ) -> int:
+        """Replace a window of another table in the same transaction, after the stream."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class StreamingWarehouse(Warehouse, Protocol):
+    """A warehouse with ``Capabilities.streams_while_staging``: ``range_load`` streams rows
+    into the window's transaction while the caller still converts the file."""
+
+    def range_load(
+        self,
+        table: str,
+        schema: pa.Schema,
+        *,
+        column: str,
+        start: datetime | date,
+        stop: datetime | date,
+    ) -> StreamingLoad: ...
+
+
+def open_streaming(kind: str, settings: Settings) -> StreamingWarehouse:
+    """``open_warehouse`` for a warehouse that declares ``streams_while_staging``."""
+    if not warehouse_module(kind).capabilities.streams_while_staging:
+        raise ParameterError(f"the {kind} warehouse does not load rows while they are staged")
+    opened = open_warehouse(kind, settings)
+    assert isinstance(opened, StreamingWarehouse)
+    return opened
 
 
 @dataclass(frozen=True)
