@@ -1,5 +1,6 @@
-"""PostgreSQL warehouse against a real server: COPY round trips, month replaces, rollback,
-and a password that never shows up in an error."""
+"""PostgreSQL warehouse against a real server: the conformance suite, and what only PostgreSQL
+has (binary and CSV COPY, the streaming ``range_load``, a password that never shows up in an
+error)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from warehouse_suite import WarehouseSuite
 
 from civiclake.config import get_settings
 from civiclake.errors import CivicLakeError, ParameterError
@@ -25,6 +27,7 @@ from civiclake.lake import Lake
 from civiclake.testing import postgres as testing_postgres
 from civiclake.testing.postgres import PostgresServer
 from civiclake.warehouse import Warehouse, open_warehouse, postgres
+from civiclake.warehouse._arrow_sql import qualified, quote_ident
 from civiclake.warehouse.postgres import PostgresWarehouse, postgres_url
 
 JAN, FEB, MAR = date(2024, 1, 1), date(2024, 2, 1), date(2024, 3, 1)
@@ -68,6 +71,21 @@ def warehouse(request: pytest.FixtureRequest, pg_env: str) -> Iterator[PostgresW
 @pytest.fixture
 def table(namespace: str) -> str:
     return f"{namespace}.yellow_trips"
+
+
+class TestPostgresConformance(WarehouseSuite):
+    kind = "postgres"
+
+    @pytest.fixture(params=["binary", "csv"])
+    def warehouse(self, request: pytest.FixtureRequest, pg_env: str) -> Iterator[PostgresWarehouse]:
+        with PostgresWarehouse(postgres_url(get_settings()), copy_format=request.param) as opened:
+            yield opened
+
+    def rows(self, warehouse: Warehouse, table: str, columns: list[str]) -> list[tuple[Any, ...]]:
+        assert isinstance(warehouse, PostgresWarehouse)
+        names = ", ".join(quote_ident(name) for name in columns)
+        with psycopg.connect(warehouse._url.get_secret_value()) as reader:
+            return reader.execute(f"SELECT {names} FROM {qualified(table)}").fetchall()
 
 
 def read_rows(server: PostgresServer, data: Any, table: str, where: str = "true") -> list[Any]:
@@ -135,18 +153,6 @@ def test_timestamps_mean_utc_whatever_the_reader_time_zone(
     assert zoned == datetime(1999, 12, 31, 23, 59, 59, 999_999)  # TIMESTAMPTZ: the instant
 
 
-def test_columns_load_by_name_in_any_order(
-    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
-) -> None:
-    january = data.make(JAN, 500)
-    url = data.write(january.select(list(reversed(january.column_names))), "reversed.parquet")
-
-    warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN))
-
-    assert list(warehouse.column_types(table)) == data.schema.names
-    assert read_rows(postgres_server, data, table) == data.rows(january)
-
-
 def test_a_remote_lake_streams_through_fsspec(
     warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
 ) -> None:
@@ -159,35 +165,6 @@ def test_a_remote_lake_streams_through_fsspec(
 
     assert read_rows(postgres_server, data, table) == data.rows(january)
     remote.fs.rm("/civiclake-pg-test-lake", recursive=True)
-
-
-def test_replace_twice_gives_the_same_contents(
-    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
-) -> None:
-    url = data.write(data.make(JAN, 2000), "jan.parquet")
-    warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN))
-    first = read_rows(postgres_server, data, table)
-
-    assert warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN)) == 2000
-
-    assert read_rows(postgres_server, data, table) == first
-    assert warehouse.count(table) == 2000
-
-
-def test_replacing_a_month_leaves_other_months_alone(
-    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
-) -> None:
-    months = {m: data.make(m, 800, first_id=i * 10_000) for i, m in enumerate((JAN, FEB, MAR))}
-    for month, rows in months.items():
-        url = data.write(rows, f"{month}.parquet")
-        warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(month))
-    new_feb = data.make(FEB, 300, first_id=50_000, tag="v2 ")
-
-    url = data.write(new_feb, "feb-v2.parquet")
-    assert warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(FEB)) == 300
-
-    expected = data.rows(pa.concat_tables([months[JAN], new_feb, months[MAR]]))
-    assert read_rows(postgres_server, data, table) == expected
 
 
 def test_a_range_of_dates_or_zoned_datetimes(
@@ -258,38 +235,6 @@ def test_numeric_and_float_edge_values(
     assert [types[f"d{p}_{s}"] for p, s in NUMERIC_TYPES] == [
         f"numeric({p},{s})" for p, s in NUMERIC_TYPES
     ]
-
-
-@pytest.mark.parametrize("failure", ["missing file", "foreign schema", "corrupt data"])
-def test_a_failed_load_changes_nothing(
-    warehouse: PostgresWarehouse,
-    postgres_server: PostgresServer,
-    data: Any,
-    table: str,
-    failure: str,
-) -> None:
-    good = data.write(data.make(JAN, 1500), "good.parquet")
-    warehouse.replace_range(table, data.schema, [good], data.lake, **data.month(JAN))
-    before = read_rows(postgres_server, data, table)
-    replacement = data.write(data.make(JAN, 700, first_id=90_000), "new.parquet")
-    if failure == "missing file":
-        bad = data.lake.join("stage", "nowhere.parquet")
-    elif failure == "foreign schema":
-        bad = data.write(data.make(JAN, 10).drop_columns(["Note"]), "foreign.parquet")
-    else:  # the footer reads fine; a data page fails after the first file was copied
-        bad = data.write(data.make(JAN, 3000, first_id=70_000), "corrupt.parquet")
-        raw = bytearray(data.lake.read_bytes(bad))
-        raw[len(raw) // 2 : len(raw) // 2 + 4096] = b"\xa5" * 4096
-        data.lake.write_bytes(bad, bytes(raw))
-
-    with pytest.raises(CivicLakeError) as caught:
-        warehouse.replace_range(
-            table, data.schema, [replacement, bad], data.lake, **data.month(JAN)
-        )
-
-    assert "\n" not in str(caught.value)
-    assert read_rows(postgres_server, data, table) == before
-    assert warehouse.replace_range(table, data.schema, [replacement], data.lake, **data.month(JAN))
 
 
 def test_a_value_the_server_rejects_rolls_back(

@@ -604,7 +604,10 @@ def _quote_column(name: str) -> str:
 
 
 def _literal(value: datetime | date, column_type: str) -> str:
-    """A typed SQL literal of a range bound. Naive datetimes are UTC, as in the lake."""
+    """A typed SQL literal of a range bound. Naive datetimes are UTC, as in the lake; a day
+    bounding a DATETIME or TIMESTAMP column means its midnight (UTC)."""
+    if not isinstance(value, datetime) and column_type in ("DATETIME", "TIMESTAMP"):
+        value = datetime(value.year, value.month, value.day)
     if isinstance(value, datetime):
         utc = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
         text = utc.isoformat(sep=" ")
