@@ -81,13 +81,6 @@ class TestBigQueryConformance(WarehouseSuite):
 
 
 @pytest.fixture(scope="session")
-def bq_emulator() -> Iterator[BigQueryEmulator]:
-    """One bqemulator for the session (~4 s to start), in-memory, on 127.0.0.1."""
-    with BigQueryEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="session")
 def reader(bq_emulator: BigQueryEmulator) -> Iterator[bigquery.Client]:
     """A client of its own: what another reader of the warehouse sees."""
     client = bigquery.Client(
