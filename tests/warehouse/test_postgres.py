@@ -26,9 +26,9 @@ from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
 from civiclake.testing import postgres as testing_postgres
 from civiclake.testing.postgres import PostgresServer
-from civiclake.warehouse import Warehouse, open_warehouse, postgres
+from civiclake.warehouse import Warehouse, open_warehouse
 from civiclake.warehouse._arrow_sql import qualified, quote_ident
-from civiclake.warehouse.postgres import PostgresWarehouse, postgres_url
+from civiclake.warehouse.postgres import PostgresWarehouse, encoding, postgres_url
 
 JAN, FEB, MAR = date(2024, 1, 1), date(2024, 2, 1), date(2024, 3, 1)
 TLC_GREEN = (
@@ -355,13 +355,13 @@ def test_shaped_encoding_is_byte_identical_to_the_general_one(data: Any) -> None
     }
     for name, table in cases.items():
         batch = table.combine_chunks().to_batches()[0]
-        got = postgres._shaped_tuples(batch)
+        got = encoding._shaped_tuples(batch)
         assert got is not None, name
-        assert bytes(got) == bytes(postgres._joined_tuples(batch)), name
+        assert bytes(got) == bytes(encoding._joined_tuples(batch)), name
     notes = pa.array(["x" * (i % 50) for i in range(700)], pa.large_string())
     many_lengths = trips.set_column(trips.schema.get_field_index("Note"), "Note", notes)
-    assert postgres._shaped_tuples(many_lengths.to_batches()[0]) is None  # 50 lengths: joined
-    assert postgres._shaped_tuples(data.make(JAN, 10).to_batches()[0]) is None  # decimals
+    assert encoding._shaped_tuples(many_lengths.to_batches()[0]) is None  # 50 lengths: joined
+    assert encoding._shaped_tuples(data.make(JAN, 10).to_batches()[0]) is None  # decimals
 
 
 def _stream(
