@@ -203,7 +203,7 @@ def load_warehouse(
     """Replace ``[start, stop)`` of the table in the warehouse from the same staged Parquet,
     and the load's rejects (those recorded under the same load key, as TLC's and Socrata's
     rejects go to the warehouse): delete + bulk load, one transaction per table."""
-    from civiclake.slices import RowIds
+    from civiclake.slices import RowIds, Window
     from civiclake.sources import bnt
     from civiclake.warehouse import open_warehouse
 
@@ -213,14 +213,12 @@ def load_warehouse(
         table_lock(f"{to}:{bnt_fetch.TABLE}"),
         open_warehouse(to, settings) as warehouse,
     ):
-        rows = warehouse.replace_range(
+        rows = warehouse.replace(
             bnt_fetch.TABLE,
             bnt.ARROW_SCHEMA,
             [staged["valid_url"]],
             lake,
-            column=bnt_fetch.DATE_FIELD,
-            start=start,
-            stop=stop,
+            Window(bnt_fetch.DATE_FIELD, start, stop),
         )
         if load_key is not None:
             warehouse.replace(

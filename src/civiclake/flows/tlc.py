@@ -39,6 +39,7 @@ from civiclake.flows._params import (
     WarehouseKind,
 )
 from civiclake.lake import iter_table_chunks
+from civiclake.slices import Window
 from civiclake.sources import tlc
 from civiclake.warehouse import check_configured, warehouse_module
 
@@ -159,16 +160,19 @@ def convert_load_warehouse(
             lake, raw_url, spec, the_month, run_id=run_id, log=get_run_logger(), sink=load.write
         )
         rows = load.finish()
-        load.replace_range(
+        load.replace(
             spec.rejects_table,
             tlc.rejects_schema(spec),
             [result.rejects_url],
             lake,
-            column="source_month",
-            start=the_month.first_day,
-            stop=the_month.first_day + timedelta(days=1),
+            _rejects_slice(the_month),
         )
     return {**_converted(result), "warehouse": to, "warehouse_rows": rows}
+
+
+def _rejects_slice(the_month: tlc.Month) -> Window:
+    """A month's rejects in the warehouse: those recorded for its first day (``source_month``)."""
+    return Window("source_month", the_month.first_day, the_month.first_day + timedelta(days=1))
 
 
 @task(name="load-iceberg", cache_policy=NO_CACHE)
@@ -236,23 +240,19 @@ def load_warehouse(
         table_lock(f"{to}:{spec.table}"),
         open_warehouse(to, settings) as warehouse,
     ):
-        rows = warehouse.replace_range(
+        rows = warehouse.replace(
             spec.table,
             tlc.table_schema(spec),
             [converted["valid_url"]],
             lake,
-            column=spec.pickup,
-            start=the_month.start,
-            stop=the_month.stop,
+            Window(spec.pickup, the_month.start, the_month.stop),
         )
-        warehouse.replace_range(
+        warehouse.replace(
             spec.rejects_table,
             tlc.rejects_schema(spec),
             [converted["rejects_url"]],
             lake,
-            column="source_month",
-            start=the_month.first_day,
-            stop=the_month.first_day + timedelta(days=1),
+            _rejects_slice(the_month),
         )
     return {"warehouse": to, "rows": rows}
 

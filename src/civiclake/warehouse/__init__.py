@@ -35,6 +35,7 @@ __all__ = [
     "WAREHOUSE_KINDS",
     "WAREHOUSE_MODULES",
     "Capabilities",
+    "Replaces",
     "StreamingWarehouse",
     "Warehouse",
     "check_configured",
@@ -46,26 +47,8 @@ __all__ = [
 ]
 
 
-@runtime_checkable
-class Warehouse(Protocol):
-    """A destination that replaces a slice of a table atomically from Parquet files."""
-
-    name: str
-
-    def replace_range(
-        self,
-        table: str,
-        schema: pa.Schema,
-        parquet_urls: list[str],
-        lake: Lake,
-        *,
-        column: str,
-        start: datetime | date,
-        stop: datetime | date,
-    ) -> int:
-        """In one transaction: create the table if missing, delete ``start <= column < stop``,
-        load every row of ``parquet_urls``; return the rows loaded. On error nothing changes."""
-        ...
+class Replaces(Protocol):
+    """The load contract, the one call every warehouse (and a streaming load) answers."""
 
     def replace(
         self,
@@ -77,9 +60,31 @@ class Warehouse(Protocol):
         *,
         evolve: bool = False,
     ) -> int:
-        """The load contract: in one transaction delete the slice (a window, a set of row ids,
-        the whole table) and load ``parquet_urls``; ``evolve`` adds new columns first."""
+        """In one transaction: create the table if missing, delete the slice (a window, a set
+        of windows, a set of row ids, the whole table), load every row of ``parquet_urls``;
+        return the rows loaded. ``evolve`` adds the schema's new columns first. On error
+        nothing changes."""
         ...
+
+
+class Scoped(Protocol):
+    """Closed when its ``with`` block ends."""
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class Warehouse(Replaces, Scoped, Protocol):
+    """A destination that replaces a slice of a table atomically from Parquet files."""
+
+    name: str
 
     def check(self) -> str:
         """Prove the warehouse is reachable and writable without changing it; return one line
@@ -96,47 +101,16 @@ class Warehouse(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> Self: ...
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-
-class StreamingLoad(Protocol):
-    """One open transaction replacing a window with rows handed over while they are made."""
+class StreamingLoad(Replaces, Scoped, Protocol):
+    """One open transaction replacing a window with rows handed over while they are made;
+    its ``replace`` loads a slice of another table in the same transaction, after the stream."""
 
     def write(self, batch: pa.Table | pa.RecordBatch) -> None: ...
 
     def finish(self) -> int:
         """End the stream and return its row count; the commit comes when the block ends."""
         ...
-
-    def replace_range(
-        self,
-        table: str,
-        schema: pa.Schema,
-        parquet_urls: list[str],
-        lake: Lake,
-        *,
-        column: str,
-        start: datetime | date,
-        stop: datetime | date,
-    ) -> int:
-        """Replace a window of another table in the same transaction, after the stream."""
-        ...
-
-    def __enter__(self) -> Self: ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
 
 
 @runtime_checkable

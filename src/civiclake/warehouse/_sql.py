@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar, Self
 
 from civiclake.errors import CivicLakeError
 from civiclake.slices import RowIds, Slice, WholeTable, Window, Windows
+from civiclake.warehouse import Replaces
 from civiclake.warehouse._arrow_sql import (
     Dialect,
     check_file_schema,
@@ -53,23 +54,9 @@ def range_column(replaced: Slice) -> str | None:
     return replaced.column if isinstance(replaced, (Window, Windows)) else None
 
 
-class BaseWarehouse:
-    """The shared half of every warehouse: ``replace_range`` as a ``Window`` replace, and the
-    context manager that closes it."""
-
-    name: ClassVar[str]
-
-    def replace(
-        self,
-        table: str,
-        schema: pa.Schema,
-        parquet_urls: list[str],
-        lake: Lake,
-        replaced: Slice,
-        *,
-        evolve: bool = False,
-    ) -> int:
-        raise NotImplementedError
+class ReplacesRange(Replaces):
+    """``replace_range``: a ``Window`` replace, the shorthand (not the contract) a warehouse
+    and a streaming load share."""
 
     def replace_range(
         self,
@@ -84,6 +71,13 @@ class BaseWarehouse:
     ) -> int:
         """Delete ``start <= column < stop`` and load the files, in one transaction."""
         return self.replace(table, schema, parquet_urls, lake, Window(column, start, stop))
+
+
+class BaseWarehouse(ReplacesRange):
+    """The shared half of every warehouse: the shorthand, and the context manager that closes
+    it."""
+
+    name: ClassVar[str]
 
     def close(self) -> None:
         raise NotImplementedError

@@ -6,7 +6,6 @@ import contextlib
 import queue
 import threading
 from collections.abc import Iterator
-from datetime import date, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -16,8 +15,9 @@ import pyarrow as pa
 from civiclake._private.prefetch import Prefetch
 from civiclake.errors import CivicLakeError
 from civiclake.lake import Lake
-from civiclake.slices import Window
+from civiclake.slices import Slice, Window
 from civiclake.warehouse._arrow_sql import check_file_schema, qualified, quote_ident, split_table
+from civiclake.warehouse._sql import ReplacesRange
 from civiclake.warehouse.postgres.connection import CONNECT_TIMEOUT_S, load_error
 from civiclake.warehouse.postgres.encoding import ENCODERS
 
@@ -28,7 +28,7 @@ STREAM_DEPTH = 1  # RangeLoad: batches queued ahead of the COPY thread (bounded 
 QUEUE_POLL_S = 0.1
 
 
-class RangeLoad:
+class RangeLoad(ReplacesRange):
     """One transaction replacing a range of a table with rows handed over while they are made.
 
     Opened by ``PostgresWarehouse.range_load``. Entering starts a COPY thread: it begins the
@@ -127,27 +127,25 @@ class RangeLoad:
                 raise load_error(self.table, self._error) from self._error
         return self._rows
 
-    def replace_range(
+    def replace(
         self,
         table: str,
         schema: pa.Schema,
         parquet_urls: list[str],
         lake: Lake,
+        replaced: Slice,
         *,
-        column: str,
-        start: datetime | date,
-        stop: datetime | date,
+        evolve: bool = False,
     ) -> int:
-        """``PostgresWarehouse.replace_range`` inside this transaction, after the stream."""
-        window = Window(column, start, stop)
-        create = self._warehouse.checked_create_sql(table, schema, parquet_urls, lake, window)
+        """``PostgresWarehouse.replace`` inside this transaction, after the stream."""
+        create = self._warehouse.checked_create_sql(table, schema, parquet_urls, lake, replaced)
         self.finish()
         assert self._conn is not None
         warehouse = self._warehouse
         try:
             warehouse._ensure_schema(split_table(table)[0])  # a savepoint of this transaction
             with self._conn.cursor() as cur:
-                warehouse._begin_replace(cur, table, schema, create, window)
+                warehouse._begin_replace(cur, table, schema, create, replaced, evolve=evolve)
                 return warehouse._copy_files(cur, table, parquet_urls, lake)
         except (psycopg.Error, OSError, pa.ArrowException) as exc:
             raise load_error(table, exc) from exc
