@@ -5,10 +5,9 @@ credentials, the doctor's check), and the CLI into it."""
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from typer.testing import CliRunner
-from warehouse_suite import WarehouseSuite
+from warehouse_suite import WarehouseSuite, shown
 
 from civiclake.config import get_settings
 from civiclake.errors import CivicLakeError, ParameterError
@@ -157,14 +156,6 @@ def tables_in(reader: bigquery.Client, warehouse: BigQueryWarehouse, table: str)
     return sorted(t.table_id for t in reader.list_tables(dataset))
 
 
-def shown(exc: BaseException | None) -> str:
-    messages = []
-    while exc is not None:
-        messages += traceback.format_exception_only(exc)
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    return "".join(messages)
-
-
 # -- against the emulator --------------------------------------------------------------------
 
 
@@ -242,29 +233,6 @@ def test_a_file_larger_than_an_upload_chunk_streams_in_chunks(
     loaded = warehouse.replace_range(table, tlc.table_schema(tlc.GREEN), [url], green.lake, **month)
 
     assert loaded == warehouse.count(table) == green.month.rows_valid
-
-
-@slow
-def test_a_range_of_dates_or_zoned_timestamps(
-    warehouse: BigQueryWarehouse, data: Any, table: str
-) -> None:
-    rows = trips(data, JAN, 100)
-    url = data.write(rows, "jan.parquet")
-    warehouse.replace_range(table, rows.schema, [url], data.lake, **data.month(JAN))
-    first_day = warehouse.count(table, "pickup_date = DATE '2024-01-01'")
-
-    by_date = {"column": "pickup_date", "start": date(2024, 1, 1), "stop": date(2024, 1, 2)}
-    assert warehouse.replace_range(table, rows.schema, [], data.lake, **by_date) == 0
-    assert warehouse.count(table) == 100 - first_day > 0
-
-    zoned = {
-        "column": "loaded_at",
-        "start": datetime(2000, 1, 1, tzinfo=UTC),
-        "stop": datetime(2100, 1, 1, tzinfo=UTC),
-    }
-    warehouse.replace_range(table, rows.schema, [], data.lake, **zoned)
-    kept = warehouse.count(table, "loaded_at IS NULL OR loaded_at < TIMESTAMP '2000-01-01'")
-    assert warehouse.count(table) == kept > 0
 
 
 @slow

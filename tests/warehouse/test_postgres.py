@@ -5,11 +5,10 @@ error)."""
 from __future__ import annotations
 
 import time
-import traceback
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from warehouse_suite import WarehouseSuite
+from warehouse_suite import WarehouseSuite, shown
 
 from civiclake.config import get_settings
 from civiclake.errors import CivicLakeError, ParameterError
@@ -97,15 +96,6 @@ def read_rows(server: PostgresServer, data: Any, table: str, where: str = "true"
         ).fetchall()
 
 
-def shown(exc: BaseException | None) -> str:
-    """Every message a traceback would print for ``exc`` (its cause or context chain too)."""
-    messages = []
-    while exc is not None:
-        messages += traceback.format_exception_only(exc)
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    return "".join(messages)
-
-
 def test_open_warehouse_reads_the_url_from_the_environment(pg_env: str, table: str) -> None:
     with open_warehouse("postgres", get_settings()) as warehouse:
         assert isinstance(warehouse, Warehouse)
@@ -165,27 +155,6 @@ def test_a_remote_lake_streams_through_fsspec(
 
     assert read_rows(postgres_server, data, table) == data.rows(january)
     remote.fs.rm("/civiclake-pg-test-lake", recursive=True)
-
-
-def test_a_range_of_dates_or_zoned_datetimes(
-    warehouse: PostgresWarehouse, data: Any, table: str
-) -> None:
-    url = data.write(data.make(JAN, 100), "jan.parquet")
-    warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN))
-    by_date = {"column": "pickup_date", "start": date(2024, 1, 1), "stop": date(2024, 1, 2)}
-    on_first_day = warehouse.count(table, "pickup_date = '2024-01-01'")
-
-    assert warehouse.replace_range(table, data.schema, [], data.lake, **by_date) == 0
-    assert warehouse.count(table) == 100 - on_first_day
-
-    zoned = {
-        "column": "loaded_at",
-        "start": datetime(2000, 1, 1, tzinfo=UTC),
-        "stop": datetime(2100, 1, 1, tzinfo=UTC),
-    }
-    warehouse.replace_range(table, data.schema, [], data.lake, **zoned)
-    kept = warehouse.count(table, "loaded_at IS NULL OR loaded_at < '2000-01-01Z'")
-    assert warehouse.count(table) == kept > 0  # NULLs are in no range: they stay
 
 
 def test_concurrent_loads_from_threads_all_land(pg_env: str, data: Any, namespace: str) -> None:

@@ -13,6 +13,7 @@ Adding a warehouse: a module, a registry entry, and a subclass of ``WarehouseSui
 from __future__ import annotations
 
 import threading
+import traceback
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -193,6 +194,25 @@ class WarehouseSuite:
         self.load(warehouse, data, table, extra, RowIds.of("row_id", []), "none")
         assert len(self.rows(warehouse, table, ["row_id"])) == 355
 
+    def test_a_window_of_dates_or_zoned_timestamps(
+        self, warehouse: Warehouse, data: Any, table: str
+    ) -> None:
+        """Windows on a DATE and on a zoned timestamp column; NULLs are in no window."""
+        rows = data.make(JAN, 100)
+        self.load(warehouse, data, table, rows, self.month(JAN, data.range_column), "jan")
+        first_day = Window("pickup_date", date(2024, 1, 1), date(2024, 1, 2))
+
+        assert warehouse.replace(table, data.schema, [], data.lake, first_day) == 0
+
+        left = [r for r in rows.to_pylist() if r["pickup_date"] != date(2024, 1, 1)]
+        assert len(self.rows(warehouse, table, ["trip_id"])) == len(left) < 100
+        y2k = datetime(2000, 1, 1, tzinfo=UTC)
+        zoned = Window("loaded_at", y2k, datetime(2100, 1, 1, tzinfo=UTC))
+        warehouse.replace(table, data.schema, [], data.lake, zoned)
+        kept = [(r["trip_id"],) for r in left if r["loaded_at"] is None or r["loaded_at"] < y2k]
+        assert sorted(self.rows(warehouse, table, ["trip_id"])) == sorted(kept)
+        assert kept
+
     def test_the_whole_table_is_replaced(self, warehouse: Warehouse, data: Any, table: str) -> None:
         self.load(warehouse, data, table, data.make(JAN, 300), WholeTable(), "old")
         self.load(warehouse, data, table, data.make(FEB, 40, first_id=1), WholeTable(), "feb")
@@ -358,3 +378,12 @@ def corrupt_middle(lake: Lake, url: str) -> None:
     middle = len(raw) // 2
     raw[middle : middle + 4096] = b"\xa5" * 4096
     lake.write_bytes(url, bytes(raw))
+
+
+def shown(exc: BaseException | None) -> str:
+    """Every message a traceback would print for ``exc`` (its cause or context chain too)."""
+    messages = []
+    while exc is not None:
+        messages += traceback.format_exception_only(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return "".join(messages)
