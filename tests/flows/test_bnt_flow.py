@@ -262,8 +262,10 @@ def test_from_file_json_export(tmp_path: Path) -> None:
 
 def test_from_file_missing_is_a_clear_error(tmp_path: Path) -> None:
     result = cli("bnt", "run", "--from-file", str(tmp_path / "nope.csv"))
-    assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1].endswith("nope.csv: no such file")
+    assert result.exit_code == 2  # bad input, refused before Prefect starts (issue 18)
+    assert result.output.strip().splitlines() == [
+        f"error: --from-file {tmp_path}/nope.csv: no such file"
+    ]
 
 
 @pytest.mark.parametrize("to", ["duckdb", "postgres"])

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
+import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -20,7 +21,7 @@ from pydantic import Field
 from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
 from civiclake.config import Settings
-from civiclake.errors import ParameterError
+from civiclake.errors import CivicLakeError, ParameterError, SourceError, describe
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import (
     AlsoWarehouseParam,
@@ -139,6 +140,24 @@ def stage(
     return asdict(result)
 
 
+def _stage_user_file(
+    from_file: str, raw_urls: list[str], run_id: str, source: str, blocks: Blocks
+) -> dict[str, Any]:
+    """``stage`` of a user's file: its errors name the user's path, not the raw-zone copy."""
+    try:
+        return stage(raw_urls, run_id, source, None, None, blocks=blocks)  # type: ignore[no-any-return]
+    except CivicLakeError as exc:
+        text = str(exc)
+        for url in raw_urls:
+            text = text.replace(url, from_file)
+        raise type(exc)(text) from None
+    except (OSError, EOFError, ValueError, pa.ArrowException) as exc:
+        raise SourceError(
+            f"{from_file}: cannot read it ({describe(exc)}): is the file complete? "
+            "(download it again)"
+        ) from None
+
+
 @task(name="load", cache_policy=NO_CACHE)
 def load(
     staged: dict[str, Any],
@@ -153,6 +172,7 @@ def load(
     """Replace the range in the table and its rejects table, each in one Iceberg commit."""
     from civiclake import tables
     from civiclake.sources import bnt
+    from civiclake.tables.history import partitions_touched
 
     settings = settings_for(blocks)
     lake = settings.lake()
@@ -166,7 +186,7 @@ def load(
         "rows-loaded": str(staged["rows_valid"]),
         "rows-rejected": str(staged["rows_rejected"]),
     }
-    with table_lock(bnt_fetch.TABLE):
+    with table_lock(bnt_fetch.TABLE, settings):
         main, rejects = bnt.commit_staged(
             catalog,
             lake,
@@ -176,6 +196,8 @@ def load(
             load_key,
             props,
         )
+        # under the lock: the newest snapshots are this run's
+        touched = partitions_touched(catalog.load_table(bnt_fetch.TABLE), run_id)
     get_run_logger().info(
         "committed snapshot %s to %s (%s rows now)",
         main.snapshot_id,
@@ -187,7 +209,7 @@ def load(
         "rows_loaded": main.rows_written,
         "table_rows": main.total_rows,
         "rejects_snapshot_id": rejects.snapshot_id,
-        "partitions": load_range.months(),
+        "partitions": touched,  # what changed, not every month the range spans
     }
 
 
@@ -210,7 +232,7 @@ def load_warehouse(
     settings = settings_for(blocks)
     lake = settings.lake()
     with (
-        table_lock(f"{to}:{bnt_fetch.TABLE}"),
+        table_lock(f"{to}:{bnt_fetch.TABLE}", settings, commits=False),
         open_warehouse(to, settings) as warehouse,
     ):
         rows = warehouse.replace(
@@ -314,7 +336,7 @@ def bnt_hourly_traffic(
             raise ParameterError("--from-file takes its dates from the file: drop the date options")
         source = f"file:{from_file.rsplit('/', 1)[-1]}"
         raw_urls = stage_file(from_file, run_id, blocks=blocks)
-        staged = stage(raw_urls, run_id, source, None, None, blocks=blocks)
+        staged = _stage_user_file(from_file, raw_urls, run_id, source, blocks)
         if staged["rows_valid"] == 0:
             raise ParameterError(
                 f"{from_file}: no valid row to load ({staged['rows_rejected']} rejected)"

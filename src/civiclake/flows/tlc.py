@@ -146,7 +146,7 @@ def convert_load_warehouse(
     spec = tlc.spec_for(color)
     the_month = tlc.Month(year, month)
     with (
-        table_lock(f"{to}:{spec.table}"),
+        table_lock(f"{to}:{spec.table}", settings, commits=False),
         open_streaming(to, settings) as warehouse,
         warehouse.range_load(
             spec.table,
@@ -185,6 +185,8 @@ def load_iceberg(
     blocks: Blocks = None,
 ) -> dict[str, Any]:
     """Replace the month in ``tlc.{color}_trips`` (and its rejects), one commit each."""
+    from civiclake.tables.history import partitions_touched
+
     settings = settings_for(blocks)
     lake = settings.lake()
     spec = tlc.spec_for(color)
@@ -197,7 +199,7 @@ def load_iceberg(
         "rows-loaded": str(converted["rows_valid"]),
         "rows-rejected": str(converted["rows_rejected"]),
     }
-    with table_lock(spec.table):
+    with table_lock(spec.table, settings):
         table = tables.ensure_table_for(
             catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
         )
@@ -217,7 +219,8 @@ def load_iceberg(
             lambda: iter_table_chunks(lake, converted["rejects_url"]),
             props,
         )
-    return {"snapshot_id": main.snapshot_id, "rows": main.rows_written}
+        touched = partitions_touched(table, run_id)  # under the lock: the newest are ours
+    return {"snapshot_id": main.snapshot_id, "rows": main.rows_written, "partitions": touched}
 
 
 @task(name="load-warehouse", cache_policy=NO_CACHE)
@@ -237,7 +240,7 @@ def load_warehouse(
     spec = tlc.spec_for(color)
     the_month = tlc.Month(year, month)
     with (
-        table_lock(f"{to}:{spec.table}"),
+        table_lock(f"{to}:{spec.table}", settings, commits=False),
         open_warehouse(to, settings) as warehouse,
     ):
         rows = warehouse.replace(
@@ -321,6 +324,7 @@ def tlc_month(
         "rows_rejected": converted["rows_rejected"],
         "rejected_by_rule": converted["rejected_by_rule"],
         "iceberg_snapshot_id": iceberg["snapshot_id"],
+        "partitions_touched": iceberg["partitions"],
         "warehouse": warehouse["warehouse"],
         "warehouse_rows": warehouse["rows"],
         "duration_s": round(time.monotonic() - began, 2),
@@ -437,7 +441,11 @@ def tlc_taxi_trips(
     _publish(summary, blocks)
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
-        detail = "; ".join(f"{color.value} {r['month']}: {r['error']}" for r in failed)
+        detail = "; ".join(
+            f"{color.value} {r['month']}: "
+            + r["error"].removeprefix(f"{color.value} {r['month']}: ")  # said once
+            for r in failed
+        )
         raise MonthsFailed(f"{len(failed)} of {len(results)} months failed: {detail}", summary)
     return summary
 
