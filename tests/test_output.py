@@ -231,7 +231,9 @@ def test_help_says_what_the_options_do() -> None:
     def help_text(command: list[str]) -> str:  # one line: the help wraps at the width
         return " ".join(_help(command).split())
 
-    assert "bigquery with --date-field" in help_text(["socrata", "run"])
+    assert "postgres or bigquery (merged by :id, or the --date-field range)" in help_text(
+        ["socrata", "run"]
+    )
     bnt_help = help_text(["bnt", "run"])
     assert "--portal" in bnt_help and "CIVICLAKE_SOCRATA_URL" in bnt_help
     assert "gives --color, --year and --months" in help_text(["taxi", "run"])

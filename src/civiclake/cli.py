@@ -28,6 +28,7 @@ from civiclake import interrupts
 from civiclake._private.display import display_value, plain_console, styled
 from civiclake.config import Settings, get_settings
 from civiclake.errors import CivicLakeError, ParameterError
+from civiclake.warehouse import describe_kinds
 
 # Help texts are plain text: with rich markup on, "[default: 7]" in a help line vanished.
 HELP_MARKUP = None
@@ -231,7 +232,7 @@ def bnt_run(
     to: str | None = typer.Option(
         None,
         "--to",
-        help="Also load a warehouse: duckdb (embedded), postgres or bigquery [default: none].",
+        help=f"Also load a warehouse: {describe_kinds()} [default: none].",
     ),
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
     portal: str | None = typer.Option(
@@ -464,8 +465,8 @@ def socrata_run(
     to: str | None = typer.Option(
         None,
         "--to",
-        help="Also load a warehouse: duckdb or postgres (merged by :id), or bigquery with "
-        "--date-field (range mode) [default: none].",
+        help=f"Also load a warehouse: {describe_kinds()} (merged by :id, or the --date-field "
+        "range) [default: none].",
     ),
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
 ) -> None:

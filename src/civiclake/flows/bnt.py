@@ -215,27 +215,41 @@ def load(
 
 @task(name="load-warehouse", cache_policy=NO_CACHE)
 def load_warehouse(
-    staged: dict[str, Any], start: date, stop: date, to: str, blocks: Blocks = None
+    staged: dict[str, Any],
+    start: date,
+    stop: date,
+    to: str,
+    load_key: str | None = None,
+    blocks: Blocks = None,
 ) -> dict[str, Any]:
-    """Replace ``[start, stop)`` of the table in the warehouse from the same staged Parquet:
-    delete + bulk load in one transaction. (Rejects stay in Iceberg, read with civiclake sql.)"""
+    """Replace ``[start, stop)`` of the table in the warehouse from the same staged Parquet,
+    and the load's rejects (those recorded under the same load key, as TLC's and Socrata's
+    rejects go to the warehouse): delete + bulk load, one transaction per table."""
+    from civiclake.slices import RowIds, Window
     from civiclake.sources import bnt
     from civiclake.warehouse import open_warehouse
 
     settings = settings_for(blocks)
+    lake = settings.lake()
     with (
         table_lock(f"{to}:{bnt_fetch.TABLE}", settings, commits=False),
         open_warehouse(to, settings) as warehouse,
     ):
-        rows = warehouse.replace_range(
+        rows = warehouse.replace(
             bnt_fetch.TABLE,
             bnt.ARROW_SCHEMA,
             [staged["valid_url"]],
-            settings.lake(),
-            column=bnt_fetch.DATE_FIELD,
-            start=start,
-            stop=stop,
+            lake,
+            Window(bnt_fetch.DATE_FIELD, start, stop),
         )
+        if load_key is not None:
+            warehouse.replace(
+                bnt_fetch.REJECTS_TABLE,
+                bnt.REJECTS_ARROW_SCHEMA,
+                [staged["rejects_url"]],
+                lake,
+                RowIds.of("load_range", [load_key]),
+            )
     get_run_logger().info(
         "replaced [%s, %s) in %s %s: %s rows", start, stop, to, bnt_fetch.TABLE, f"{rows:,}"
     )
@@ -363,7 +377,9 @@ def bnt_hourly_traffic(
     load_key = source if from_file else str(bnt_fetch.LoadRange(start, stop))
     loaded = load(staged, run_id, source, start, stop, fetched, load_key, blocks=blocks)
     warehouse = (
-        load_warehouse(staged, start, stop, to.value, blocks=blocks) if to is not None else None
+        load_warehouse(staged, start, stop, to.value, load_key, blocks=blocks)
+        if to is not None
+        else None
     )
     summary = {
         "table": bnt_fetch.TABLE,
