@@ -5,7 +5,7 @@ The month: the real green October 2020 file (95,120 rows) repeated ``--rows-fact
 text), written once as a plain ``.csv`` and a ``.csv.gz``.
 
 Ours: ``tlc.stage_local_file`` + ``tlc.convert`` (CSV -> typed, ruled, zstd Parquet in the lake).
-For PostgreSQL, what the flow runs (its ``convert-load-postgres`` task): ``convert`` with its valid
+For PostgreSQL, what the flow runs (its ``convert-load-warehouse`` task): ``convert`` with its valid
 batches streamed into ``PostgresWarehouse.range_load`` (one transaction: DELETE the month, COPY
 each batch as it is made, then the rejects file, COMMIT once both Parquet files are written);
 and, for comparison, the two steps used before (``convert``, then ``replace_range`` of the valid

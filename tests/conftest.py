@@ -13,6 +13,7 @@ import pytest
 from civiclake.testing.objectstores import ObjectStore, azurite, gcs_emulator, moto_s3
 
 if TYPE_CHECKING:
+    from civiclake.testing.bigquery import BigQueryEmulator
     from civiclake.testing.postgres import PostgresServer
     from civiclake.testing.prefect_server import PrefectServer
 
@@ -60,6 +61,15 @@ def live_prefect() -> Iterator[PrefectServer]:
 
     with PrefectServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def bq_emulator() -> Iterator[BigQueryEmulator]:
+    """One bqemulator for the session (~4 s to start), in-memory, on 127.0.0.1."""
+    from civiclake.testing.bigquery import BigQueryEmulator
+
+    with BigQueryEmulator() as emulator:
+        yield emulator
 
 
 @pytest.fixture(scope="session")

@@ -110,8 +110,8 @@ def test_sql_formats() -> None:
 
 def test_sql_errors_are_one_line() -> None:
     result = cli("sql", "SELECT * FROM mta.nope")
-    assert result.exit_code == 1
-    assert result.output.startswith("error: SQL error: Catalog Error")
+    assert result.exit_code == 2  # bad input
+    assert result.output.startswith("error: SQL error: Catalog Error: no table mta.nope")
     assert len(result.output.strip().splitlines()) == 1
 
 
@@ -194,7 +194,7 @@ def test_tables_and_errors_print_bracketed_text_verbatim(monkeypatch: pytest.Mon
     listed = cli("tables")
     assert "file:bnt[2024].csv" in listed.stdout and "[red]r2" in listed.stdout
     failed = cli("sql", 'SELECT * FROM mta."missing_[s3]"')
-    assert failed.exit_code == 1
+    assert failed.exit_code == 2
     assert failed.output.startswith("error: ") and "missing_[s3]" in failed.output
 
 

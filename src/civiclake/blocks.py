@@ -21,6 +21,7 @@ from pydantic import Field, SecretStr
 
 from civiclake.config import Settings, get_settings
 from civiclake.errors import ParameterError
+from civiclake.warehouse import WAREHOUSE_MODULES
 
 
 class LakeBlock(Block):
@@ -75,7 +76,10 @@ class BigQueryWarehouseBlock(Block):
     endpoint: str | None = Field(None, description="API endpoint override (an emulator).")
 
 
-WAREHOUSE_BLOCKS: tuple[type[Block], ...] = (PostgresWarehouseBlock, BigQueryWarehouseBlock)
+WAREHOUSE_BLOCKS: tuple[type[Block], ...] = tuple(
+    globals()[entry.block_class] for entry in WAREHOUSE_MODULES.values() if entry.block_class
+)
+"""The warehouse block types, in the registry's order (``WarehouseModule.block_class``)."""
 
 
 def load_warehouse_block(name: str) -> Block:

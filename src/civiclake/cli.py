@@ -10,20 +10,26 @@ import contextlib
 import csv
 import functools
 import json
+import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+import click
 import typer
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from civiclake import interrupts
 from civiclake._private.display import display_value, plain_console, styled
 from civiclake.config import Settings, get_settings
 from civiclake.errors import CivicLakeError, ParameterError
+from civiclake.warehouse import describe_kinds
 
 # Help texts are plain text: with rich markup on, "[default: 7]" in a help line vanished.
 HELP_MARKUP = None
@@ -53,6 +59,40 @@ socrata_app = typer.Typer(
 )
 app.add_typer(socrata_app, name="socrata")
 
+
+def _plain_help_labels() -> None:
+    """Help in the words people know: ``QUERY`` and ``--limit INTEGER``, not Typer's internal
+    labels (``{query}``, ``query <str>``, ``<int range>``, ``[[TABLE ...]]...``)."""
+    from typer import core
+
+    labels = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "bool": "BOOLEAN"}
+
+    def option_type(self: Any, ctx: click.Context) -> str | None:
+        if self.metavar is not None:
+            return str(self.metavar)
+        if getattr(self, "is_flag", False):
+            return None
+        desc = self.type_descriptor
+        if desc.is_choice:
+            return "[" + "|".join(str(getattr(c, "value", c)) for c in desc.choices or ()) + "]"
+        bare = original_type(self, ctx).strip("<>")
+        bare = bare.removesuffix(" range").removeprefix("list[").removesuffix("]")
+        return labels.get(bare, bare.upper())
+
+    def argument_usage(self: Any) -> str:
+        name = self.metavar or self.name.upper()
+        name = name if self.required else f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    original_type = core._TyperParameter.display_type
+    core.TyperOption.display_type_rich = option_type  # type: ignore[method-assign]
+    core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+    core.TyperArgument._rich_display_name = lambda self: self.metavar or self.name.upper()  # type: ignore[method-assign]
+    core.TyperArgument._usage_display_name = argument_usage  # type: ignore[method-assign]
+
+
+_plain_help_labels()
+
 # Markup off: messages and data print verbatim (``civiclake[s3]``, a value ``a[s3]b``).
 out = plain_console()
 err = plain_console(stderr=True)
@@ -60,18 +100,79 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+DEBUG_ENV = "CIVICLAKE_DEBUG"
+_state = {"debug": False}
+
+
+def debugging() -> bool:
+    """Whether ``--debug`` or ``CIVICLAKE_DEBUG=1`` asked for tracebacks."""
+    flag = os.environ.get(DEBUG_ENV, "").strip().lower()
+    return _state["debug"] or flag in ("1", "true", "yes", "on")
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        help=f"On an unexpected error also print the Python traceback (or set {DEBUG_ENV}=1).",
+    ),
+) -> None:
+    """Public open data into a lake, Apache Iceberg tables and a warehouse, with Prefect."""
+    _state["debug"] = debug
+
+
+def one_line(text: str) -> str:
+    """A message on one line: a user reads the last line of a failed command."""
+    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """A short description of an exception civiclake did not anticipate."""
+    from civiclake.errors import describe
+
+    return describe(exc)
+
+
+def fail(message: str, exit_code: int) -> typer.Exit:
+    """Print ``error: message`` (one line) on stderr; the Exit to raise."""
+    if "prefect" in sys.modules:  # its shutdown lines ("Stopping temporary server") stay out
+        logging.getLogger("prefect").setLevel(logging.WARNING)
+    err.print(Text.assemble(styled("error:", "red"), f" {one_line(message)}"), soft_wrap=True)
+    return typer.Exit(exit_code)
+
+
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn civiclake's errors into one line on stderr and their exit code."""
+    """The central error rule: civiclake's errors as one line and their exit code; anything
+    else one line and exit 1, the traceback only with ``--debug`` or ``CIVICLAKE_DEBUG=1``."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except CivicLakeError as exc:
-            err.print(Text.assemble(styled("error:", "red"), f" {exc}"), soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            if debugging():
+                traceback.print_exc()
+            raise fail(str(exc), exc.exit_code) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            # Ctrl-C: left to the interrupt handling (issue 17 maps it to exit 130).
+            raise
+        except Exception as exc:
+            if debugging():
+                traceback.print_exc()
+                raise fail(describe_unexpected(exc), 1) from None
+            hint = f" (details: --debug or {DEBUG_ENV}=1)"
+            raise fail(describe_unexpected(exc) + hint, 1) from None
 
     return wrapper
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
 
 
 LAKE_HELP = "Lake URL (file://, abfs://, s3://, gs://) instead of CIVICLAKE_LAKE_URL."
@@ -137,16 +238,33 @@ def bnt_run(
     to: str | None = typer.Option(
         None,
         "--to",
-        help="Also load a warehouse: duckdb (embedded), postgres or bigquery [default: none].",
+        help=f"Also load a warehouse: {describe_kinds()} [default: none].",
     ),
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
     allow_empty: bool = ALLOW_EMPTY_OPTION,
+    portal: str | None = typer.Option(
+        None,
+        "--portal",
+        help="Portal serving the dataset (https://host) instead of CIVICLAKE_SOCRATA_URL "
+        "[default: https://data.ny.gov].",
+    ),
 ) -> None:
     """Load MTA B&T hourly traffic into mta.bnt_traffic_hourly (replaces the date range)."""
+    from civiclake.sources.socrata_dataset import check_portal
+
+    if portal is not None:
+        if from_file:
+            raise ParameterError("--portal is for the API: drop it with --from-file")
+        # the run (checks and flow, in this process) reads its portal from the environment
+        os.environ["CIVICLAKE_SOCRATA_URL"] = check_portal(portal)
+    elif not from_file:
+        check_portal(_settings(lake).socrata_url)  # CIVICLAKE_SOCRATA_URL: bad input, not retried
     start = parse_date("--start-date", start_date)
     stop = parse_date("--stop-date", stop_date)
     if from_file and (start or stop):
         raise ParameterError("--from-file takes its dates from the file: drop the date options")
+    if from_file:
+        _check_from_file(from_file, (".csv", ".csv.gz", ".json", ".json.gz", ".ndjson"))
     if start and stop and stop <= start:
         raise ParameterError(
             f"--stop-date {stop} must be after --start-date {start} (the range is [start, stop))"
@@ -161,8 +279,11 @@ def bnt_run(
         if not from_file and start is None:
             _check_incremental_possible(settings)
 
+    interrupts.install()  # Ctrl-C: stop now, one line, exit 130 (civiclake.interrupts)
     from civiclake.flows._sync import WarehouseNotSynced
     from civiclake.flows.bnt import bnt_hourly_traffic
+
+    _prefect_ready()
 
     with _summary_on(WarehouseNotSynced):
         summary = bnt_hourly_traffic(
@@ -191,6 +312,63 @@ def _summary_on(error: type[Exception]) -> Iterator[None]:
         if summary:
             _print_summary(summary)
         raise
+
+
+class _NoTracebacks(logging.Filter):
+    """Keeps Python tracebacks out of Prefect's console lines (the run's API logs keep them):
+    a failed command ends with its one ``error:`` line, not 80 lines of frames."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not debugging():
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _prefect_ready() -> None:
+    """After a flow module is imported, before it runs: a configured Prefect server answers
+    (else one line, exit 1), and Prefect's console shows no tracebacks."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+    from prefect.settings import PREFECT_API_URL
+
+    loggers = [
+        logging.getLogger(),
+        *(logging.getLogger(n) for n in logging.root.manager.loggerDict),
+    ]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, _NoTracebacks) for f in handler.filters
+            ):
+                handler.addFilter(_NoTracebacks())
+    url = PREFECT_API_URL.value()
+    if not url:
+        return  # a temporary server is started for the run
+    import httpx
+
+    try:
+        # unreachable is the failure to report; an answer of any status means a server is there
+        httpx.get(f"{url.rstrip('/')}/health", timeout=10)
+    except httpx.TransportError as exc:
+        raise CivicLakeError(
+            f"cannot reach the Prefect server at PREFECT_API_URL={url} ({describe_unexpected(exc)})"
+            ": start it (prefect server start) or unset PREFECT_API_URL to run without one"
+        ) from None
+
+
+def _check_from_file(path: str, suffixes: tuple[str, ...]) -> None:
+    """Before Prefect starts: a local --from-file exists and is a kind civiclake reads."""
+    from urllib.parse import urlsplit
+
+    if not path.lower().endswith(suffixes):
+        raise ParameterError(
+            f"--from-file {path}: unsupported file type (expected {', '.join(suffixes)})"
+        )
+    scheme = urlsplit(path).scheme
+    if scheme in ("", "file") or len(scheme) == 1:  # a local path (or a Windows drive)
+        local = Path(path.removeprefix("file://")).expanduser()
+        if not local.is_file():
+            raise ParameterError(f"--from-file {path}: no such file")
 
 
 def _check_warehouse(to: str, settings: Settings, warehouse_block: str | None) -> None:
@@ -225,16 +403,25 @@ def _print_summary(summary: dict[str, Any]) -> None:
         if key in ("table", "range"):
             continue
         if isinstance(value, list):
-            value = (
-                ", ".join(value)
-                if len(value) <= 6
-                else f"{value[0]} .. {value[-1]} ({len(value)} months)"
-            )
+            value = _partitions_text(value)
         table.add_row(key.replace("_", " "), display_value(key, value))
-    out.print(table)
+    _print_table(table)
 
 
-PORTAL_HELP = "Portal URL instead of CIVICLAKE_SOCRATA_URL (for a bare dataset id)."
+def _partitions_text(values: list[str]) -> str:
+    """Partitions as a person reads them: all of a few, else the first, the last and how many
+    (the values are the partitions actually changed, so the count is theirs, not a span's)."""
+    if not values:
+        return "none"
+    if len(values) <= 6:
+        return ", ".join(values)
+    return f"{values[0]} .. {values[-1]} ({len(values)} partitions)"
+
+
+PORTAL_HELP = (
+    "Portal URL (https://host) instead of CIVICLAKE_SOCRATA_URL [default: https://data.ny.gov] "
+    "(for a bare dataset id)."
+)
 DATASET_HELP = "A 4x4 id (erm2-nwe9), a dataset URL of any portal, or a name from the config."
 
 
@@ -254,17 +441,17 @@ def socrata_describe(
     settings = _settings()
     plan = describe(settings, dataset, portal=portal, table=table, partition=partition)
     spec = plan.spec
-    out.print(f"{spec.name} ({spec.portal}/{spec.dataset_id})")
+    out.print(f"{spec.name} ({spec.portal}/{spec.dataset_id})", soft_wrap=True)
     rows = f"{spec.row_count:,}" if spec.row_count is not None else "unknown"
-    out.print(f"rows: {rows}   table: {spec.table}   partition: {spec.partition}")
-    out.print(f"run would load: {plan.mode_text}")
+    out.print(f"rows: {rows}   table: {spec.table}   partition: {spec.partition}", soft_wrap=True)
+    out.print(f"run would load: {plan.mode_text}", soft_wrap=True)
     columns = RichTable("column", "field", "Socrata type", "type")
     for column in spec.columns:
         columns.add_row(column.name, column.field, column.socrata_type, str(column.iceberg_type))
         if column.has_coordinates:
             for axis in ("longitude", "latitude"):
                 columns.add_row(f"{column.name}_{axis}", "", f"({axis})", "double")
-    out.print(columns)
+    _print_table(columns)
 
 
 @socrata_app.command("run")
@@ -298,13 +485,16 @@ def socrata_run(
     lake_block: str | None = LAKE_BLOCK_OPTION,
     socrata_token_block: str | None = TOKEN_BLOCK_OPTION,
     to: str | None = typer.Option(
-        None, "--to", help="Also load a warehouse: duckdb or postgres [default: none]."
+        None,
+        "--to",
+        help=f"Also load a warehouse: {describe_kinds()} (merged by :id, or the --date-field "
+        "range) [default: none].",
     ),
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
     allow_empty: bool = ALLOW_EMPTY_OPTION,
 ) -> None:
     """Load a dataset into Iceberg: everything first, then rows updated since the last run."""
-    from civiclake.sources.socrata_plan import range_window, resolve_spec
+    from civiclake.sources.socrata_plan import check_existing_table, range_window, resolve_spec
 
     start = parse_date("--start-date", start_date)
     stop = parse_date("--stop-date", stop_date)
@@ -323,9 +513,13 @@ def socrata_run(
             settings, dataset, portal=portal, table=table, partition=partition, where=where
         )
         range_window(spec, date_field, start, stop, full=full)
+        check_existing_table(settings, spec, full=full)
 
+    interrupts.install()
     from civiclake.flows._sync import WarehouseNotSynced
     from civiclake.flows.socrata import socrata_dataset
+
+    _prefect_ready()
 
     with _summary_on(WarehouseNotSynced):
         summary = socrata_dataset(
@@ -352,31 +546,54 @@ def socrata_run(
 @socrata_app.command("list")
 @user_errors
 def socrata_list(
+    output: OutputFormat = typer.Option(
+        OutputFormat.table, "--format", "-f", help="table for people; csv or json for scripts."
+    ),
     lake: str | None = LAKE_OPTION,
 ) -> None:
     """Datasets declared in the config file ([datasets.NAME]) and their last load."""
     from civiclake import tables
 
     settings = _settings(lake)
-    if not settings.datasets:
+    if not settings.datasets and output is OutputFormat.table:
         out.print('no datasets in the config file: add [datasets.NAME] with id = "xxxx-xxxx"')
         return
     from civiclake.sources.socrata_dataset import default_table, parse_dataset
 
-    loaded = {s.identifier: s for s in tables.summarize(tables.load_catalog(settings))}
-    listing = RichTable("name", "dataset", "table", "rows", "last load (UTC)")
+    loaded = (
+        {s.identifier: s for s in tables.summarize(tables.load_catalog(settings))}
+        if settings.datasets
+        else {}
+    )
+    records = []
     for name, config in sorted(settings.datasets.items()):
         portal, dataset_id = parse_dataset(config.id, config.portal or settings.socrata_url)
         table_name = config.table or default_table(dataset_id)
         last = loaded.get(table_name)
-        listing.add_row(
-            name,
-            f"{portal}/{dataset_id}",
-            table_name,
-            f"{last.rows:,}" if last else "",
-            last.last_load_at.strftime("%Y-%m-%d %H:%M:%S") if last and last.last_load_at else "",
+        records.append(
+            {
+                "name": name,
+                "dataset": f"{portal}/{dataset_id}",
+                "table": table_name,
+                "rows": last.rows if last else None,
+                "last_load_at": last.last_load_at.isoformat()
+                if last and last.last_load_at
+                else None,
+            }
         )
-    out.print(listing)
+    if _wrote_records(records, ("name", "dataset", "table", "rows", "last_load_at"), output):
+        return
+    listing = RichTable("name", "dataset", "table", "rows", "last load (UTC)")
+    for r in records:
+        when = r["last_load_at"]
+        listing.add_row(
+            r["name"],
+            r["dataset"],
+            r["table"],
+            f"{r['rows']:,}" if r["rows"] is not None else "",
+            datetime.fromisoformat(when).strftime("%Y-%m-%d %H:%M:%S") if when else "",
+        )
+    _print_table(listing)
 
 
 TAXI_FILE_PATTERN = r"(yellow|green|fhv)_tripdata_(\d{4})-(\d{2})(?!\d)"
@@ -392,7 +609,11 @@ def taxi_run(
         "duckdb", "--to", help="Warehouse: duckdb (embedded), postgres or bigquery."
     ),
     from_file: str | None = typer.Option(
-        None, "--from-file", help="A month's file already on disk (CSV, CSV.gz or Parquet)."
+        None,
+        "--from-file",
+        help="A month's file already on disk (CSV, CSV.gz or Parquet). Its name "
+        "(green_tripdata_2020-10.csv.gz) gives --color, --year and --months; an option that "
+        "contradicts it is refused.",
     ),
     lake: str | None = LAKE_OPTION,
     lake_block: str | None = LAKE_BLOCK_OPTION,
@@ -405,8 +626,22 @@ def taxi_run(
     from civiclake.sources import tlc
 
     if from_file:
+        _check_from_file(from_file, (".csv", ".csv.gz", ".parquet"))
         match = re.search(TAXI_FILE_PATTERN, from_file.rsplit("/", 1)[-1])
-        if match:  # the file's name says what it holds, unless told otherwise
+        if match:  # the file's name says what it holds; an option saying otherwise is refused
+            named = {
+                "--color": match.group(1),
+                "--year": match.group(2),
+                "--months": match.group(3),
+            }
+            given = {"--color": color, "--year": year, "--months": months}
+            for option, value in given.items():
+                if value is not None and str(value).lstrip("0") != named[option].lstrip("0"):
+                    raise ParameterError(
+                        f"{option} {value} contradicts the file name "
+                        f"{from_file.rsplit('/', 1)[-1]} ({option} {named[option]}): "
+                        f"drop {option} or rename the file"
+                    )
             color = color or match.group(1)
             year = year or int(match.group(2))
             months = months or str(int(match.group(3)))
@@ -423,7 +658,10 @@ def taxi_run(
     if not lake_block:  # fail before Prefect starts: wrong credentials, no container, ...
         settings.lake().check_writable()
 
+    interrupts.install()
     from civiclake.flows.tlc import MonthsFailed, tlc_taxi_trips
+
+    _prefect_ready()
 
     try:
         summary = tlc_taxi_trips(
@@ -452,12 +690,14 @@ def _print_taxi_summary(summary: dict[str, Any]) -> None:
         "loaded",
         "rejected",
         "by rule",
+        "partitions touched",
+        "snapshot id",
         "seconds",
         title=f"{summary['table']} -> Iceberg + {summary['to']}",
     )
     for r in summary["months"]:
         if r["status"] != "loaded":
-            table.add_row(r["month"], styled("failed", "red"), "", "", "", "", "")
+            table.add_row(r["month"], styled("failed", "red"), "", "", "", "", "", "", "")
             continue
         rules = ", ".join(f"{k} {v:,}" for k, v in r["rejected_by_rule"].items() if v)
         table.add_row(
@@ -467,9 +707,11 @@ def _print_taxi_summary(summary: dict[str, Any]) -> None:
             f"{r['rows_loaded']:,}",
             f"{r['rows_rejected']:,}",
             rules,
+            _partitions_text(r.get("partitions_touched", [])),
+            str(r.get("iceberg_snapshot_id", "")),
             str(r["duration_s"]),
         )
-    out.print(table)
+    _print_table(table)
 
 
 @app.command("deploy")
@@ -590,12 +832,6 @@ def doctor(
         raise CivicLakeError(f"{failed} check{'s' if failed > 1 else ''} failed")
 
 
-class OutputFormat(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
 @app.command("sql")
 @user_errors
 def sql(
@@ -613,27 +849,53 @@ def sql(
     ),
 ) -> None:
     """Run SQL (DuckDB) over the catalog's Iceberg tables."""
-    from civiclake.query import run_sql, to_python
+    from civiclake._private import values
+    from civiclake.query import run_sql
     from civiclake.tables.history import parse_as_of
 
     when = parse_as_of(as_of) if as_of is not None else None
     result = run_sql(query, _settings(lake), as_of=when)
     names = result.column_names
-    rows = result.to_pylist()
     if output is OutputFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(names)
-        for row in rows:
-            writer.writerow([to_python(row[n]) if row[n] is not None else "" for n in names])
+        for batch in result.to_batches():
+            for row in batch.to_pylist():
+                writer.writerow([values.text_value(row[n]) for n in names])
     elif output is OutputFormat.json:
-        payload = [{n: to_python(row[n]) for n in names} for row in rows]
-        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+        rows = result.to_pylist()
+        sys.stdout.write(values.dumps([{n: row[n] for n in names} for row in rows]) + "\n")
     else:
+        total = result.num_rows
+        shown = result.slice(0, SQL_TABLE_ROWS).to_pylist()
         table = RichTable(*(n for n in names))
-        for row in rows:
-            table.add_row(*("" if row[n] is None else str(to_python(row[n])) for n in names))
-        out.print(table)
-        out.print(f"{len(rows):,} row{'s' if len(rows) != 1 else ''}", style="dim")
+        for row in shown:
+            table.add_row(*(values.text_value(row[n]) for n in names))
+        _print_table(table)
+        note = f"{total:,} row{'s' if total != 1 else ''}"
+        if total > len(shown):
+            note += (
+                f"; the first {len(shown):,} shown, {total - len(shown):,} left out: "
+                "use --format csv (or json) for them all"
+            )
+        out.print(note, style="dim", soft_wrap=True)
+
+
+SQL_TABLE_ROWS = 1000  # rows a person reads; scripts use --format csv/json (no cap)
+
+
+def _print_table(renderable: Any) -> None:
+    """A table on stdout: fitted to a terminal, and never cut when piped (every value whole)."""
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    natural = plain_console(width=1_000_000).measure(renderable).maximum
+    saved = out._width  # None: Rich's default (80 columns when not a terminal)
+    out.width = max(out.width, natural)
+    try:
+        out.print(renderable)
+    finally:
+        out._width = saved
 
 
 @app.command("tables")
@@ -675,7 +937,7 @@ def list_tables(
             (s.last_run_id or "")[:8],
             s.last_source or "",
         )
-    out.print(table)
+    _print_table(table)
 
 
 def _wrote_records(
@@ -683,7 +945,9 @@ def _wrote_records(
 ) -> bool:
     """``records`` as JSON or CSV on stdout for scripts; False for the table format (people)."""
     if output is OutputFormat.json:
-        sys.stdout.write(json.dumps(records) + "\n")
+        from civiclake._private.values import dumps
+
+        sys.stdout.write(dumps(records) + "\n")  # ids beyond 2^53 as exact strings
         return True
     if output is OutputFormat.csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=list(fields), lineterminator="\n")
@@ -700,13 +964,20 @@ _TABLE_FIELDS = ("table", "rows", "snapshots", "last_load_at", "last_run_id", "l
 @user_errors
 def report(
     table_names: list[str] = typer.Argument(
-        None, metavar="[TABLE ...]", help="Tables as namespace.table [default: every table]."
+        None, metavar="TABLE", help="Tables as namespace.table [default: every table]."
     ),
     out_dir: str | None = typer.Option(
         None, "--out", help="Folder for the pages [default: $CIVICLAKE_HOME/reports]."
     ),
     since: str | None = typer.Option(
         None, "--since", help="Chart only rows on or after this date (YYYY-MM-DD)."
+    ),
+    date_column: str | None = typer.Option(
+        None,
+        "--date-column",
+        metavar="COLUMN",
+        help="Date or timestamp column to chart rows over and filter --since on "
+        "[default: the time partition column, else the first non-system one].",
     ),
     lake: str | None = LAKE_OPTION,
 ) -> None:
@@ -717,6 +988,8 @@ def report(
     start = parse_date("--since", since)
     settings = _settings(lake)
     folder = Path(out_dir).expanduser() if out_dir else settings.home_dir / "reports"
+    if any(p.exists() and not p.is_dir() for p in (folder, *folder.parents)):
+        raise ParameterError(f"--out {folder}: not a directory (give a folder for the pages)")
     index, _ = write_reports(
         settings,
         tables.load_catalog(settings),
@@ -724,6 +997,7 @@ def report(
         folder,
         since=start,
         on_page=lambda path: out.print(str(path), soft_wrap=True),
+        date_column=date_column,
     )
     out.print(str(index), soft_wrap=True)
 
@@ -744,14 +1018,6 @@ def _table_arg(settings: Settings, name: str) -> tuple[Any, Any]:
     if not catalog.table_exists(name):
         raise ParameterError(f"no table {name}: `civiclake tables` lists them")
     return catalog, catalog.load_table(name)
-
-
-WIDE_OUTPUT = 220  # columns for wide tables when stdout is not a terminal (pipes, logs)
-
-
-def _print_wide(renderable: Any) -> None:
-    """A wide table at full width when piped, instead of squeezed into 80 columns."""
-    (out if out.is_terminal else plain_console(width=WIDE_OUTPUT)).print(renderable)
 
 
 def _count(value: int) -> str:
@@ -789,9 +1055,6 @@ def history_command(
     if not entries:
         out.print(f"{table} has no snapshot yet", highlight=False)
         return
-    from pyiceberg.table.snapshots import ancestors_of
-
-    live = {s.snapshot_id for s in ancestors_of(iceberg.current_snapshot(), iceberg.metadata)}
     view = RichTable(
         "snapshot",
         "committed (UTC)",
@@ -807,7 +1070,6 @@ def history_command(
     )
     view.columns[0].no_wrap = True
     for e in entries:
-        state = "current" if e.current else ("" if e.snapshot_id in live else "rolled back")
         view.add_row(
             str(e.snapshot_id),
             e.committed_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -818,9 +1080,9 @@ def history_command(
             _count(e.rows_added),
             _count(e.rows_deleted),
             _count(e.total_rows),
-            state,
+            e.state,
         )
-    _print_wide(view)
+    _print_table(view)
 
 
 @app.command("rollback")
@@ -828,7 +1090,12 @@ def history_command(
 def rollback_command(
     table: str = typer.Argument(..., help="The table, as namespace.table."),
     to: int = typer.Option(..., "--to", help="The snapshot to make current again."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    yes: bool = typer.Option(
+        False,
+        "--yes",
+        "-y",
+        help="Do not ask for confirmation; required when stdin is not a terminal (scripts).",
+    ),
     lake: str | None = LAKE_OPTION,
 ) -> None:
     """Make an earlier snapshot current again (undo a bad load); recorded in the history."""
@@ -870,7 +1137,10 @@ class MaintainFormat(StrEnum):
 @user_errors
 def maintain_command(
     names: list[str] = typer.Argument(
-        None, help="Tables (namespace.table) [default: every table].", show_default=False
+        None,
+        metavar="TABLE",
+        help="Tables (namespace.table) [default: every table].",
+        show_default=False,
     ),
     retain_days: int = typer.Option(
         7, "--retain-days", min=0, help="Keep snapshots younger than this many days."
@@ -893,9 +1163,17 @@ def maintain_command(
     output: MaintainFormat = typer.Option(
         MaintainFormat.table, "--format", "-f", help="table for people; json for scripts."
     ),
+    raw_retain_days: int = typer.Option(
+        7,
+        "--raw-retain-days",
+        min=1,
+        help="Without table names: remove raw and stage zone folders older than this many "
+        "days (never a series' latest load).",
+    ),
     lake: str | None = LAKE_OPTION,
 ) -> None:
-    """Expire old snapshots, delete files nothing references, optionally compact."""
+    """Expire old snapshots, delete files nothing references, optionally compact; prune the
+    raw and stage zones."""
     from civiclake import tables
     from civiclake.tables import maintenance
 
@@ -912,6 +1190,8 @@ def maintain_command(
     every = maintenance.resolve_tables(catalog, [])
     locations = maintenance.table_locations(catalog, every)
     the_lake = settings.lake()
+    if not names:  # the whole lake: its raw and stage zones too (civiclake.tables.zones)
+        _prune_zones(the_lake, raw_retain_days, dry_run, output is MaintainFormat.json)
     if not chosen:
         out.print("no tables yet: nothing to maintain")
         return
@@ -928,7 +1208,9 @@ def maintain_command(
             if dry_run:
                 item["files"] = [{"path": f.url, "size": f.size, "kind": f.kind} for f in r.removed]
             payload.append(item)
-        sys.stdout.write(json.dumps(payload) + "\n")
+        from civiclake._private.values import dumps
+
+        sys.stdout.write(dumps(payload) + "\n")
         return
     if dry_run:
         for r in reports:
@@ -964,11 +1246,41 @@ def maintain_command(
             f"{r.files_before:,} -> {r.files_after:,}",
             f"{r.seconds:.2f}",
         )
-    _print_wide(view)
+    _print_table(view)
+
+
+def _prune_zones(the_lake: Any, retain_days: int, dry_run: bool, quiet: bool) -> None:
+    """Prune the raw and stage zones; the files (dry run) and a summary line on stderr when
+    the table output is JSON, on stdout otherwise."""
+    from civiclake.tables.zones import prune_zones
+
+    err.print("pruning the raw and stage zones ...", highlight=False)
+    report = prune_zones(the_lake, retain_days, dry_run=dry_run)
+    console = err if quiet else out
+    verb = "would remove" if dry_run else "removed"
+    if dry_run:
+        for f in report.removed:
+            console.print(
+                f"would remove {f.zone} {f.url} ({_size(f.size)})", highlight=False, soft_wrap=True
+            )
+    console.print(
+        f"raw and stage zones: {verb} {report.folders_removed:,} load folder(s) older than "
+        f"{retain_days} days, {len(report.removed):,} files, {_size(report.bytes_removed)}; "
+        f"kept {report.folders_kept_latest:,} latest and {report.folders_kept_young:,} younger",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        raise  # see user_errors: issue 17's interrupt handling
+    except Exception as exc:  # outside any command (option parsing, callbacks)
+        if debugging():
+            traceback.print_exc()
+        raise SystemExit(fail(describe_unexpected(exc), 1).exit_code) from None
 
 
 if __name__ == "__main__":

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     page_size: int = Field(50_000, ge=1, description="Rows per Socrata page ($limit).")
     fetch_retries: int = Field(1, ge=0, description="Prefect task retries of a whole fetch.")
     fetch_retry_delay: float = Field(10.0, ge=0, description="Seconds before a fetch retry.")
+    lock_timeout: float = Field(
+        7200.0, gt=0, description="Seconds a run waits for a table's lock before giving up."
+    )
     tlc_url: str = Field(
         "https://github.com/DataTalksClub/nyc-tlc-data/releases/download",
         description="TLC files: the course mirror's base, or a {color}/{yyyy}/{mm} template.",
@@ -170,5 +173,73 @@ class Settings(BaseSettings):
 
 
 def get_settings(**overrides: object) -> Settings:
-    """Read settings now (not at import), so tests and CLI options can change the environment."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Read settings now (not at import), so tests and CLI options can change the environment.
+
+    A bad value, a malformed or misspelled config file and a home that is a file are
+    ``ParameterError``s (one line, exit 2): a typo must not be silently ignored."""
+    from pydantic import ValidationError
+
+    from civiclake.errors import ConfigError
+
+    path = _config_file()
+    _check_config_keys(path)
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_validation_message(exc, path)) from None
+    if settings.home_dir.exists() and not settings.home_dir.is_dir():
+        raise ConfigError(
+            f"CIVICLAKE_HOME {settings.home_dir} is not a directory: point it at a folder "
+            "(created if missing)"
+        )
+    return settings
+
+
+def _check_config_keys(path: Path) -> None:
+    """Refuse a config file that is not TOML or has keys civiclake does not know."""
+    import tomllib
+
+    from civiclake.errors import ConfigError
+
+    if not path.is_file():
+        return
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    known = set(Settings.model_fields)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown key {unknown[0]!r} (known keys: "
+            f"{', '.join(sorted(known - {'datasets'}))}, [datasets.NAME])"
+        )
+    datasets = data.get("datasets", {})
+    if not isinstance(datasets, dict):
+        return  # the model reports the type
+    fields = set(DatasetConfig.model_fields)
+    for name, entry in datasets.items():
+        extra = sorted(set(entry) - fields) if isinstance(entry, dict) else []
+        if extra:
+            raise ConfigError(
+                f"config file {path}: [datasets.{name}] has an unknown key {extra[0]!r} "
+                f"(known: {', '.join(sorted(fields))})"
+            )
+
+
+def _validation_message(exc: Any, path: Path) -> str:
+    """The first invalid setting, named as the user wrote it (env var or config key)."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    if loc and loc[0] == "datasets":
+        where = f"[datasets.{loc[1]}]" if len(loc) > 1 else "[datasets]"
+        if error["type"] == "missing" and len(loc) > 2:
+            return f'config file {path}: {where} needs {loc[2]} = "..." (e.g. id = "xxxx-xxxx")'
+        return f"config file {path}: {where} {'.'.join(loc[2:])}: {error['msg']}"
+    field = loc[0] if loc else "?"
+    value = error.get("input")
+    shown = f" = {value!r}" if isinstance(value, str | int | float) else ""
+    return (
+        f"setting {field}{shown}: {error['msg']} "
+        f"(from CIVICLAKE_{field.upper()} or {field} in {path})"
+    )

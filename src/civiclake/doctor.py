@@ -82,12 +82,9 @@ def _catalog_label(settings: Settings) -> str:
 
 def configured_warehouses(settings: Settings) -> list[str]:
     """DuckDB always (the embedded default), and every warehouse with settings present."""
-    kinds = ["duckdb"]
-    if settings.postgres_url is not None:
-        kinds.append("postgres")
-    if settings.bigquery_project:
-        kinds.append("bigquery")
-    return kinds
+    from civiclake.warehouse import WAREHOUSE_MODULES
+
+    return [kind for kind, entry in WAREHOUSE_MODULES.items() if entry.configured(settings)]
 
 
 def check_warehouse(settings: Settings, kind: str) -> str:

@@ -13,5 +13,24 @@ class ParameterError(CivicLakeError):
     exit_code = 2
 
 
+class ConfigError(ParameterError, ValueError):
+    """A setting (environment or config file) that is invalid: exit 2; a ValueError for code
+    that reads settings as a library."""
+
+
 class SourceError(CivicLakeError):
     """The source could not deliver (retries exhausted, dataset missing, incomplete answer)."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line about an exception nobody turned into a CivicLakeError: what failed, where."""
+    if isinstance(exc, CivicLakeError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    text = str(exc).strip().splitlines()
+    first = text[0].strip() if text else ""
+    if len(first) > 200:
+        first = first[:197] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -31,8 +31,33 @@ def _quote(name: str) -> str:
 
 
 def _mentions(sql: str, namespace: str, name: str) -> bool:
-    pattern = rf'(?<![\w."]){re.escape(namespace)}"?\s*\.\s*"?{re.escape(name)}(?![\w"])'
+    """Whether ``sql`` names ``namespace.name``, bare or quoted (``"mta"."bnt_traffic_hourly"``)."""
+    ns, nm = re.escape(namespace), re.escape(name)
+    pattern = rf'(?<![\w."])(?:"{ns}"|{ns})\s*\.\s*(?:"{nm}"|{nm}(?![\w"]))'
     return re.search(pattern, sql, flags=re.IGNORECASE) is not None
+
+
+# namespace.table references, each part bare or double-quoted
+_REFERENCE = re.compile(
+    r'(?<![\w."])("(?:[^"]|"")+"|[A-Za-z_]\w*)\s*\.\s*("(?:[^"]|"")+"|[A-Za-z_]\w*)'
+)
+
+
+def _unquote(part: str) -> str:
+    return part[1:-1].replace('""', '"') if part.startswith('"') else part
+
+
+def _unknown_table(sql: str, message: str) -> str | None:
+    """The ``namespace.table`` of ``sql`` DuckDB did not find, from its Catalog Error."""
+    match = re.search(r'Table with name "?([^"!]+?)"? does not exist', message)
+    if not match:
+        return None
+    missing = match.group(1)
+    for ref in _REFERENCE.finditer(sql):
+        ns, name = _unquote(ref.group(1)), _unquote(ref.group(2))
+        if missing in (name, f"{ns}.{name}"):
+            return f"{ns}.{name}"
+    return missing
 
 
 def _register(
@@ -172,9 +197,21 @@ def _register_filesystem(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
         con.register_filesystem(lake.fs)
 
 
+# DuckDB errors that are failures of the world (exit 1); every other one is bad SQL (exit 2)
+_WORLD_ERRORS = (
+    duckdb.IOException,
+    duckdb.InternalException,
+    duckdb.OutOfMemoryException,
+    duckdb.HTTPException,
+    duckdb.FatalException,
+)
+
+
 def run_sql(sql: str, settings: Settings, as_of: int | datetime | None = None) -> pa.Table:
     """Run one statement (over the tables as of ``as_of``, if given); DuckDB errors become
-    one-line ``CivicLakeError``s."""
+    one-line errors: exit 2 for bad SQL, 1 when the files could not be read."""
+    if not sql.strip().strip(";").strip():
+        raise ParameterError("sql: the query is empty: give a statement, e.g. 'SELECT 1'")
     con = connect_for(sql, settings, as_of=as_of)
     try:
         relation = con.sql(sql)
@@ -183,7 +220,16 @@ def run_sql(sql: str, settings: Settings, as_of: int | datetime | None = None) -
         return relation.to_arrow_table()
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CivicLakeError(f"SQL error: {first}") from None
+        if isinstance(exc, duckdb.CatalogException):
+            missing = _unknown_table(sql, first)
+            if missing:
+                raise ParameterError(
+                    f"SQL error: Catalog Error: no table {missing} in the catalog "
+                    "(`civiclake tables` lists them; write tables as namespace.table)"
+                ) from None
+        if isinstance(exc, _WORLD_ERRORS):  # the files or the machine failed, not the SQL
+            raise CivicLakeError(f"SQL error: {first}") from None
+        raise ParameterError(f"SQL error: {first}") from None
     finally:
         con.close()
 

@@ -262,8 +262,10 @@ def test_from_file_json_export(tmp_path: Path) -> None:
 
 def test_from_file_missing_is_a_clear_error(tmp_path: Path) -> None:
     result = cli("bnt", "run", "--from-file", str(tmp_path / "nope.csv"))
-    assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1].endswith("nope.csv: no such file")
+    assert result.exit_code == 2  # bad input, refused before Prefect starts (issue 18)
+    assert result.output.strip().splitlines() == [
+        f"error: --from-file {tmp_path}/nope.csv: no such file"
+    ]
 
 
 @pytest.mark.parametrize("to", ["duckdb", "postgres"])
@@ -280,6 +282,7 @@ def test_into_a_warehouse_replaces_the_range(
 
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("DROP TABLE IF EXISTS mta.bnt_traffic_hourly")
+            conn.execute("DROP TABLE IF EXISTS mta.bnt_traffic_hourly_rejects")
     first = cli("bnt", "run", "--start-date", day(0), "--stop-date", day(3), "--to", to)
     assert first.exit_code == 0, first.output
     assert "warehouse rows" in first.output and "1,440" in first.output
@@ -308,6 +311,13 @@ def test_into_a_warehouse_replaces_the_range(
         cli("bnt", "run", "--start-date", day(2), "--stop-date", day(6), "--to", to).exit_code == 0
     )
     assert warehouse_state()[0] == 6 * ROWS_PER_DAY == len(table_rows())
+    # the rejects reach the warehouse too (the three bad rows of the first day), once each
+    assert (
+        cli("bnt", "run", "--start-date", day(0), "--stop-date", day(3), "--to", to).exit_code == 0
+    )
+    with open_warehouse(to, get_settings()) as warehouse:
+        assert warehouse.count(bnt.REJECTS_TABLE) == 3
+        assert warehouse.count(bnt.REJECTS_TABLE, "reason LIKE '%hour%'") == 1
 
 
 def test_to_postgres_without_its_url_is_refused_before_anything_runs(

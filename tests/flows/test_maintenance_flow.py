@@ -3,6 +3,8 @@ table under the loads' per-table lock and publishes a summary artifact."""
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import date
 from pathlib import Path
 
@@ -23,7 +25,7 @@ def test_maintenance_flow_expires_under_the_table_locks(
 ) -> None:
     from prefect.client.orchestration import get_client
 
-    from civiclake.flows._locks import lock_name
+    from civiclake.flows._locks import lock_path, read_holder
     from civiclake.flows.maintenance import civiclake_maintenance
 
     with SocrataServer({}) as server:
@@ -45,9 +47,20 @@ def test_maintenance_flow_expires_under_the_table_locks(
     assert len(table.metadata.snapshots) == 2 and table.scan().to_arrow().num_rows == rows
     assert len(catalog.load_table(bnt.REJECTS_TABLE).metadata.snapshots) > 2  # not named
 
+    lock = lock_path(bnt.TABLE, get_settings())  # an SQLite catalog: a file lock
+    assert lock.exists() and read_holder(lock) is None  # taken, and given back
+    # the whole lake: old raw and stage load folders go too, the latest of each series stays
+    old = Path(bnt.stage_dir(get_settings().lake(), "old-run").removeprefix("file://"))
+    old.mkdir(parents=True)
+    (old / "valid.parquet").write_bytes(b"x")
+    os.utime(old / "valid.parquet", (time.time() - 9 * 86_400,) * 2)
+    stage = old.parent
+    runs = len(list(stage.iterdir()))
+    civiclake_maintenance(retain_days=0, retain_last=2, dry_run=True)
+    assert (old / "valid.parquet").exists()
+    civiclake_maintenance(retain_days=0, retain_last=2, raw_retain_days=7)
+    assert not old.exists() and len(list(stage.iterdir())) == runs - 1
     with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name(lock_name(bnt.TABLE))
-        assert limit.limit == 1 and limit.active_slots == 0  # taken, and given back
         artifact = client.read_latest_artifacts()
     assert any(a.key == "civiclake-maintenance-summary" for a in artifact)
 

@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from report_support import EMPTY_TABLE, NO_TIME_TABLE, SCREENSHOTS, SOCRATA_TABLE, Lake
+from report_support import (
+    EMPTY_TABLE,
+    NO_TIME_TABLE,
+    PERMITS_TABLE,
+    SCREENSHOTS,
+    SOCRATA_TABLE,
+    Lake,
+)
 from typer.testing import CliRunner
 
 from civiclake import tables
@@ -50,6 +57,9 @@ def test_report_writes_a_page_per_table_and_an_index(written: Path, at_lake: Lak
         assert "<script" not in page and "<link" not in page
         urls = set(re.findall(r"(?:https?:)?//[\w.-]+[^\s\"'<>)]*", page))
         assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls
+        # every figure in a table cell: digits grouped by thousands, never 6720 beside 6,720
+        cells = re.findall(r'<td class="num">([^<]*)</td>', page)
+        assert [c for c in cells if not re.fullmatch(r"-?\d{1,3}(,\d{3})*(\.\d+)?", c)] == []
     assert "the table is empty" in (written / f"{EMPTY_TABLE}.html").read_text()
     assert "no date or timestamp column" in (written / f"{NO_TIME_TABLE}.html").read_text()
 
@@ -65,6 +75,19 @@ def test_report_of_named_tables_since_a_date(at_lake: Lake, tmp_path: Path) -> N
     assert "3,360 rows, rows since 2024-03-08" in page  # 7 of the 14 days
 
 
+def test_report_by_a_chosen_date_column(at_lake: Lake, tmp_path: Path) -> None:
+    code, output = cli(
+        "report", PERMITS_TABLE, "--date-column", "filed_date", "--out", str(tmp_path)
+    )
+    assert code == 0, output
+    page = (tmp_path / f"{PERMITS_TABLE}.html").read_text()
+    assert "<h3>Rows per month (filed_date)</h3>" in page
+    code, output = cli("report", PERMITS_TABLE, "--out", str(tmp_path))
+    assert code == 0, output
+    page = (tmp_path / f"{PERMITS_TABLE}.html").read_text()
+    assert "<h3>Rows per month (issued_date)</h3>" in page  # the partition column
+
+
 def test_default_folder_is_under_the_home(at_lake: Lake) -> None:
     code, output = cli("report", SOCRATA_TABLE)
     assert code == 0, output
@@ -76,12 +99,34 @@ def test_default_folder_is_under_the_home(at_lake: Lake) -> None:
     [
         (["report", "no.such_table"], "error: no table 'no.such_table' in the catalog"),
         (["report", "--since", "last week"], "error: --since: 'last week' is not a date"),
+        (
+            ["report", PERMITS_TABLE, "--date-column", "fee"],
+            f"error: --date-column 'fee': {PERMITS_TABLE} has no such date or timestamp column "
+            "(its date columns: socrata_created_at, socrata_updated_at, filed_date, issued_date)",
+        ),
+        (  # every table: most have no filed_date, and nothing is written
+            ["report", "--date-column", "filed_date"],
+            "error: --date-column 'filed_date': ",
+        ),
+        (
+            ["report", "mta.bnt_traffic_hourly", "--date-column", "loaded_at"],
+            "error: --date-column 'loaded_at': the page of mta.bnt_traffic_hourly is drawn by "
+            "its 'date' column",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(at_lake: Lake, args: list[str], message: str) -> None:
     code, output = cli(*args)
     assert code == 2
     assert output.strip().startswith(message), output
+
+
+# labels a page must show, as Chromium renders it
+CHART_LABELS = {
+    "tlc.green_trips": ("tip_share_distribution", ["0%", "10%", "50%", "tip, % of the fare"]),
+    "edge.revised": ("rows_per_snapshot", ["added (rolled back)", "20,000", "committed (UTC)"]),
+    "mta.bnt_traffic_hourly": ("ezpass_share", ["0%", "100%"]),
+}
 
 
 def test_pages_open_offline_in_chromium(written: Path, tmp_path: Path) -> None:
@@ -109,6 +154,16 @@ def test_pages_open_offline_in_chromium(written: Path, tmp_path: Path) -> None:
             for chart in page.locator("div.chart > svg").all():
                 assert chart.locator("path, rect").count() > 2
                 assert chart.bounding_box()["height"] > 40
+            # what a reader sees: no 9e+05 anywhere, the charts' own labels included
+            shown = page.evaluate(
+                "() => [document.body.innerText, ...Array.from("
+                "document.querySelectorAll('svg text'), t => t.textContent)].join('\\n')"
+            )
+            assert not re.findall(r"\d(?:\.\d+)?e[+-]\d", shown), path.name
+            if path.stem in CHART_LABELS:
+                key, wanted = CHART_LABELS[path.stem]
+                labels = page.locator(f"#{key} svg text").all_text_contents()
+                assert set(wanted) <= set(labels), (path.name, labels)
             page.screenshot(path=str(SCREENSHOTS / f"report-{path.stem}.png"), full_page=True)
             page.unroute("**/*")
 

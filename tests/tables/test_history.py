@@ -33,7 +33,20 @@ HISTORY_KEYS = [
     "rows_deleted",
     "total_rows",
     "current",
+    "state",
 ]
+
+
+def history_json(*args: str) -> list[dict]:
+    """``history --format json`` with its ids as ints again: beyond 2^53 JSON carries them as
+    exact strings (a reader like jq would round a number)."""
+    entries = cli_json("history", *args)
+    for e in entries:
+        for key in ("snapshot_id", "parent_id"):
+            value = e[key]
+            assert value is None or isinstance(value, int) or int(value) > 2**53, e
+            e[key] = None if value is None else int(value)
+    return entries
 
 
 def load(server: SocrataServer, day: int, *, bad: bool = False) -> bnt_daily.DayLoad:
@@ -42,7 +55,7 @@ def load(server: SocrataServer, day: int, *, bad: bool = False) -> bnt_daily.Day
 
 def test_history_lists_every_snapshot_newest_first(socrata: SocrataServer) -> None:
     loads = [load(socrata, d) for d in range(3)]
-    entries = cli_json("history", bnt.TABLE)
+    entries = history_json(bnt.TABLE)
     assert list(JSON_KEYS) == HISTORY_KEYS and all(list(e) == HISTORY_KEYS for e in entries)
     assert len(entries) == len(load_table().metadata.snapshots)
     assert [e["current"] for e in entries] == [True] + [False] * (len(entries) - 1)
@@ -63,7 +76,7 @@ def test_history_lists_every_snapshot_newest_first(socrata: SocrataServer) -> No
     assert early.output.startswith(
         f"error: {bnt.TABLE} did not exist yet at 2001-01-01T00:00:00+00:00 (its first snapshot "
     )
-    assert cli_json("history", bnt.TABLE, "--limit", "2") == entries[:2]
+    assert history_json(bnt.TABLE, "--limit", "2") == entries[:2]
     text = cli("history", bnt.TABLE, "--format", "csv").stdout
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [int(r["snapshot_id"]) for r in rows] == [e["snapshot_id"] for e in entries]
@@ -138,10 +151,16 @@ def test_rollback_undoes_a_bad_load_and_the_next_load_works(socrata: SocrataServ
         {"n": 3 * ROWS_PER_DAY}
     ]
     # recorded: the bad load's snapshots are still listed, no longer current
-    entries = cli_json("history", bnt.TABLE)
+    entries = history_json(bnt.TABLE)
     assert [e["snapshot_id"] for e in entries if e["current"]] == [good[-1].snapshot_id]
     assert any(e["snapshot_id"] == bad.snapshot_id for e in entries)
     assert "rolled back" in cli("history", bnt.TABLE).stdout
+    # the formats for scripts say it too, not only `current`
+    undone = next(e for e in entries if e["snapshot_id"] == bad.snapshot_id)
+    assert undone["state"] == "rolled back"
+    assert [e["state"] for e in entries if e["current"]] == ["current"]
+    rows = list(csv.DictReader(io.StringIO(cli("history", bnt.TABLE, "-f", "csv").stdout)))
+    assert {r["snapshot_id"]: r["state"] for r in rows}[str(bad.snapshot_id)] == "rolled back"
     log = load_table().metadata.snapshot_log
     assert log[-1].snapshot_id == good[-1].snapshot_id
     not_ancestor = cli("rollback", bnt.TABLE, "--to", str(bad.snapshot_id), "--yes")
@@ -153,7 +172,7 @@ def test_rollback_undoes_a_bad_load_and_the_next_load_works(socrata: SocrataServ
     right = cli_json("sql", doubled)[0]["v"]
     assert right * 2 == wrong
     parent = load_table().snapshot_by_id(fixed.snapshot_id)
-    ancestors = {e["snapshot_id"] for e in cli_json("history", bnt.TABLE)}
+    ancestors = {e["snapshot_id"] for e in history_json(bnt.TABLE)}
     assert parent is not None and good[-1].snapshot_id in ancestors
 
 

@@ -1,13 +1,13 @@
-"""BigQuery warehouse against a local emulator (bqemulator, started once per session): load
-jobs from Parquet, month replaces in one transaction, rollback, the doctor's check, the CLI."""
+"""BigQuery warehouse against a local emulator (bqemulator, started once per session): the
+conformance suite, and what only BigQuery has (load jobs from Parquet, gs:// lakes, datasets,
+credentials, the doctor's check), and the CLI into it."""
 
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from typer.testing import CliRunner
+from warehouse_suite import WarehouseSuite, shown
 
 from civiclake.config import get_settings
 from civiclake.errors import CivicLakeError, ParameterError
@@ -62,11 +63,20 @@ TRIP_TYPES = {
 slow = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def bq_emulator() -> Iterator[BigQueryEmulator]:
-    """One bqemulator for the session (~4 s to start), in-memory, on 127.0.0.1."""
-    with BigQueryEmulator() as emulator:
-        yield emulator
+@slow
+class TestBigQueryConformance(WarehouseSuite):
+    kind = "bigquery"
+
+    @pytest.fixture
+    def warehouse(self, bq_env: None) -> Iterator[BigQueryWarehouse]:
+        with BigQueryWarehouse.from_settings(get_settings()) as opened:
+            yield opened
+
+    def rows(self, warehouse: Warehouse, table: str, columns: list[str]) -> list[tuple[Any, ...]]:
+        assert isinstance(warehouse, BigQueryWarehouse)
+        names = ", ".join(f"`{name}`" for name in columns)
+        sql = f"SELECT {names} FROM `{warehouse.table_id(table)}`"
+        return [tuple(row.values()) for row in warehouse._client.query(sql).result()]
 
 
 @pytest.fixture(scope="session")
@@ -146,14 +156,6 @@ def tables_in(reader: bigquery.Client, warehouse: BigQueryWarehouse, table: str)
     return sorted(t.table_id for t in reader.list_tables(dataset))
 
 
-def shown(exc: BaseException | None) -> str:
-    messages = []
-    while exc is not None:
-        messages += traceback.format_exception_only(exc)
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    return "".join(messages)
-
-
 # -- against the emulator --------------------------------------------------------------------
 
 
@@ -231,123 +233,6 @@ def test_a_file_larger_than_an_upload_chunk_streams_in_chunks(
     loaded = warehouse.replace_range(table, tlc.table_schema(tlc.GREEN), [url], green.lake, **month)
 
     assert loaded == warehouse.count(table) == green.month.rows_valid
-
-
-@slow
-def test_an_existing_table_without_a_column_is_explained(
-    warehouse: BigQueryWarehouse, data: Any, table: str
-) -> None:
-    rows = trips(data, JAN, 10)
-    old = rows.drop_columns(["Note"])
-    warehouse.replace_range(
-        table, old.schema, [data.write(old, "old.parquet")], data.lake, **data.month(JAN)
-    )
-
-    with pytest.raises(CivicLakeError, match=r"lacks columns \['Note'\]: migrate or drop it"):
-        warehouse.replace_range(
-            table, rows.schema, [data.write(rows, "new.parquet")], data.lake, **data.month(JAN)
-        )
-    assert warehouse.count(table) == 10
-
-
-@slow
-def test_round_trip_every_type_with_columns_in_any_order(
-    warehouse: BigQueryWarehouse, reader: bigquery.Client, data: Any, table: str
-) -> None:
-    january = trips(data, JAN, 1200)
-    reversed_columns = january.select(list(reversed(january.column_names)))
-    urls = [
-        data.write(january.slice(0, 500), "a.parquet"),
-        data.write(reversed_columns.slice(500), "b.parquet"),
-    ]
-
-    loaded = warehouse.replace_range(table, january.schema, urls, data.lake, **data.month(JAN))
-
-    assert loaded == 1200
-    assert read_rows(reader, warehouse, table) == rows_of(january)
-    assert warehouse.column_types(table) == TRIP_TYPES
-    flags = january.column("store_and_fwd_flag").to_pylist()
-    assert warehouse.count(table, "store_and_fwd_flag = ''") == flags.count("") > 0
-    assert warehouse.count(table, "store_and_fwd_flag IS NULL") == flags.count(None) > 0
-
-
-@slow
-def test_replacing_a_month_leaves_other_months_alone(
-    warehouse: BigQueryWarehouse, reader: bigquery.Client, data: Any, table: str
-) -> None:
-    months = {m: trips(data, m, 300, first_id=i * 10_000) for i, m in enumerate((JAN, FEB, MAR))}
-    for month, rows in months.items():
-        url = data.write(rows, f"{month}.parquet")
-        warehouse.replace_range(table, rows.schema, [url], data.lake, **data.month(month))
-    new_feb = trips(data, FEB, 120, first_id=50_000, tag="v2 ")
-
-    url = data.write(new_feb, "feb-v2.parquet")
-    assert (
-        warehouse.replace_range(table, new_feb.schema, [url], data.lake, **data.month(FEB)) == 120
-    )
-
-    expected = rows_of(pa.concat_tables([months[JAN], new_feb, months[MAR]]))
-    assert read_rows(reader, warehouse, table) == expected
-
-
-@slow
-def test_a_range_of_dates_or_zoned_timestamps(
-    warehouse: BigQueryWarehouse, data: Any, table: str
-) -> None:
-    rows = trips(data, JAN, 100)
-    url = data.write(rows, "jan.parquet")
-    warehouse.replace_range(table, rows.schema, [url], data.lake, **data.month(JAN))
-    first_day = warehouse.count(table, "pickup_date = DATE '2024-01-01'")
-
-    by_date = {"column": "pickup_date", "start": date(2024, 1, 1), "stop": date(2024, 1, 2)}
-    assert warehouse.replace_range(table, rows.schema, [], data.lake, **by_date) == 0
-    assert warehouse.count(table) == 100 - first_day > 0
-
-    zoned = {
-        "column": "loaded_at",
-        "start": datetime(2000, 1, 1, tzinfo=UTC),
-        "stop": datetime(2100, 1, 1, tzinfo=UTC),
-    }
-    warehouse.replace_range(table, rows.schema, [], data.lake, **zoned)
-    kept = warehouse.count(table, "loaded_at IS NULL OR loaded_at < TIMESTAMP '2000-01-01'")
-    assert warehouse.count(table) == kept > 0
-
-
-@slow
-@pytest.mark.parametrize("failure", ["missing file", "foreign schema", "corrupt data"])
-def test_a_failed_load_changes_nothing(
-    warehouse: BigQueryWarehouse,
-    reader: bigquery.Client,
-    data: Any,
-    table: str,
-    failure: str,
-) -> None:
-    good = trips(data, JAN, 400)
-    warehouse.replace_range(
-        table, good.schema, [data.write(good, "good.parquet")], data.lake, **data.month(JAN)
-    )
-    before = read_rows(reader, warehouse, table)
-    replacement = data.write(trips(data, JAN, 200, first_id=90_000), "new.parquet")
-    if failure == "missing file":
-        bad = data.lake.join("stage", "nowhere.parquet")
-    elif failure == "foreign schema":
-        bad = data.write(trips(data, JAN, 10).drop_columns(["Note"]), "foreign.parquet")
-    else:  # the footer reads fine; the load job fails on a data page, after a first load
-        bad = data.write(trips(data, JAN, 3000, first_id=70_000), "corrupt.parquet")
-        raw = bytearray(data.lake.read_bytes(bad))
-        raw[len(raw) // 2 : len(raw) // 2 + 4096] = b"\xa5" * 4096
-        data.lake.write_bytes(bad, bytes(raw))
-
-    with pytest.raises(CivicLakeError) as caught:
-        warehouse.replace_range(
-            table, good.schema, [replacement, bad], data.lake, **data.month(JAN)
-        )
-
-    assert "\n" not in str(caught.value)
-    if failure == "corrupt data":
-        assert str(caught.value).startswith(f"loading {table} into BigQuery failed: ")
-    assert read_rows(reader, warehouse, table) == before
-    assert tables_in(reader, warehouse, table) == ["yellow_trips"]  # staging dropped
 
 
 @slow

@@ -1,7 +1,9 @@
-"""DuckDB warehouse: types, exact round trips, idempotent month replaces, rollback on failure."""
+"""DuckDB warehouse: the conformance suite, and what only DuckDB has (its types, a remote lake
+streamed as Arrow batches, one file shared by threads)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
@@ -9,11 +11,13 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+from warehouse_suite import WarehouseSuite
 
 from civiclake.config import get_settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
 from civiclake.warehouse import Warehouse, open_warehouse
+from civiclake.warehouse._arrow_sql import qualified, quote_ident
 from civiclake.warehouse.duckdb import DuckDBWarehouse
 
 TABLE = "tlc.yellow_trips"
@@ -47,6 +51,22 @@ def read_rows(warehouse: DuckDBWarehouse, data: Any, where: str = "true") -> lis
         return reader.execute(
             f"SELECT {data.columns_sql} FROM tlc.yellow_trips WHERE {where} ORDER BY trip_id"
         ).fetchall()
+
+
+class TestDuckDBConformance(WarehouseSuite):
+    kind = "duckdb"
+
+    @pytest.fixture
+    def warehouse(self) -> Iterator[DuckDBWarehouse]:
+        with open_warehouse("duckdb", get_settings()) as opened:
+            assert isinstance(opened, DuckDBWarehouse)
+            yield opened
+
+    def rows(self, warehouse: Warehouse, table: str, columns: list[str]) -> list[tuple[Any, ...]]:
+        assert isinstance(warehouse, DuckDBWarehouse)
+        names = ", ".join(quote_ident(name) for name in columns)
+        with duckdb.connect(str(warehouse.path)) as reader:
+            return reader.execute(f"SELECT {names} FROM {qualified(table)}").fetchall()
 
 
 def test_open_warehouse_is_a_file_under_home(warehouse: DuckDBWarehouse) -> None:
@@ -90,43 +110,6 @@ def test_round_trip_from_a_remote_lake_streams_batches(data: Any) -> None:
     remote.fs.rm("/civiclake-test-lake", recursive=True)
 
 
-def test_columns_load_by_name_in_any_order(warehouse: DuckDBWarehouse, data: Any) -> None:
-    january = data.make(JAN, 500)
-    shuffled = january.select(list(reversed(january.column_names)))
-    url = data.write(shuffled, "reversed.parquet")
-
-    warehouse.replace_range(TABLE, data.schema, [url], data.lake, **data.month(JAN))
-
-    assert list(warehouse.column_types(TABLE)) == data.schema.names
-    assert read_rows(warehouse, data) == data.rows(january)
-
-
-def test_replace_twice_gives_the_same_contents(warehouse: DuckDBWarehouse, data: Any) -> None:
-    url = data.write(data.make(JAN, 2000), "jan.parquet")
-    warehouse.replace_range(TABLE, data.schema, [url], data.lake, **data.month(JAN))
-    first = read_rows(warehouse, data)
-
-    assert warehouse.replace_range(TABLE, data.schema, [url], data.lake, **data.month(JAN)) == 2000
-
-    assert read_rows(warehouse, data) == first
-    assert warehouse.count(TABLE) == 2000
-
-
-def test_replacing_a_month_leaves_other_months_alone(warehouse: DuckDBWarehouse, data: Any) -> None:
-    months = {m: data.make(m, 1000, first_id=i * 10_000) for i, m in enumerate((JAN, FEB, MAR))}
-    for month, rows in months.items():
-        url = data.write(rows, f"{month}.parquet")
-        warehouse.replace_range(TABLE, data.schema, [url], data.lake, **data.month(month))
-    new_feb = data.make(FEB, 400, first_id=50_000, tag="v2 ")
-
-    url = data.write(new_feb, "feb-v2.parquet")
-    assert warehouse.replace_range(TABLE, data.schema, [url], data.lake, **data.month(FEB)) == 400
-
-    expected = data.rows(pa.concat_tables([months[JAN], new_feb, months[MAR]]))
-    assert read_rows(warehouse, data) == expected
-    assert warehouse.count(TABLE, "\"Note\" LIKE 'v2 %'") == 400 - 400 // 7 - (400 % 7 > 3)
-
-
 def test_an_empty_file_list_empties_the_month(warehouse: DuckDBWarehouse, data: Any) -> None:
     url = data.write(data.make(JAN, 100), "jan.parquet")
     warehouse.replace_range(TABLE, data.schema, [url], data.lake, **data.month(JAN))
@@ -134,33 +117,6 @@ def test_an_empty_file_list_empties_the_month(warehouse: DuckDBWarehouse, data: 
     assert warehouse.replace_range(TABLE, data.schema, [], data.lake, **data.month(JAN)) == 0
 
     assert warehouse.count(TABLE) == 0
-
-
-@pytest.mark.parametrize("failure", ["missing file", "foreign schema", "corrupt data"])
-def test_a_failed_load_changes_nothing(
-    warehouse: DuckDBWarehouse, data: Any, failure: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    good = data.write(data.make(JAN, 1500), "good.parquet")
-    warehouse.replace_range(TABLE, data.schema, [good], data.lake, **data.month(JAN))
-    before = read_rows(warehouse, data)
-    replacement = data.write(data.make(JAN, 700, first_id=90_000), "new.parquet")
-    if failure == "missing file":
-        bad = data.lake.join("stage", "nowhere.parquet")
-    elif failure == "foreign schema":
-        bad = data.write(data.make(JAN, 10).drop_columns(["Note"]), "foreign.parquet")
-    else:  # the footer reads fine; a data page fails half-way through the load
-        bad = data.write(data.make(JAN, 3000, first_id=70_000), "corrupt.parquet")
-        corrupt_middle(data.lake, bad)
-
-    with pytest.raises(CivicLakeError) as caught:
-        warehouse.replace_range(
-            TABLE, data.schema, [replacement, bad], data.lake, **data.month(JAN)
-        )
-
-    assert "\n" not in str(caught.value)
-    assert read_rows(warehouse, data) == before
-    # and the warehouse still works afterwards
-    assert warehouse.replace_range(TABLE, data.schema, [replacement], data.lake, **data.month(JAN))
 
 
 def test_a_failure_after_the_delete_rolls_back(
@@ -172,26 +128,12 @@ def test_a_failure_after_the_delete_rolls_back(
     before = read_rows(warehouse, data)
     foreign = data.make(JAN, 10).append_column("extra", pa.array(range(10)))
     bad = data.write(foreign, "foreign.parquet")
-    monkeypatch.setattr("civiclake.warehouse.duckdb.check_file_schema", lambda *a: None)
+    monkeypatch.setattr("civiclake.warehouse._sql.check_file_schema", lambda *a: None)
 
     with pytest.raises(CivicLakeError, match=r"loading tlc\.yellow_trips into DuckDB failed"):
         warehouse.replace_range(TABLE, data.schema, [good, bad], data.lake, **data.month(JAN))
 
     assert read_rows(warehouse, data) == before
-
-
-def test_an_existing_table_missing_columns_is_reported(
-    warehouse: DuckDBWarehouse, data: Any
-) -> None:
-    url = data.write(data.make(JAN, 10).drop_columns(["Note"]), "old.parquet")
-    old_schema = data.schema.remove(data.schema.get_field_index("Note"))
-    warehouse.replace_range(TABLE, old_schema, [url], data.lake, **data.month(JAN))
-    new = data.write(data.make(JAN, 10), "new.parquet")
-
-    with pytest.raises(CivicLakeError, match=r"lacks columns \['Note'\]"):
-        warehouse.replace_range(TABLE, data.schema, [new], data.lake, **data.month(JAN))
-
-    assert warehouse.count(TABLE) == 10
 
 
 def test_concurrent_loads_from_threads_all_land(data: Any) -> None:
@@ -226,11 +168,3 @@ def test_bad_arguments_are_parameter_errors(warehouse: DuckDBWarehouse, data: An
 def test_count_of_a_missing_table_is_a_civiclake_error(warehouse: DuckDBWarehouse) -> None:
     with pytest.raises(CivicLakeError, match=r"cannot count tlc\.nothing in DuckDB"):
         warehouse.count("tlc.nothing")
-
-
-def corrupt_middle(lake: Lake, url: str) -> None:
-    """Overwrite bytes in the middle of a Parquet file: its footer stays readable."""
-    raw = bytearray(lake.read_bytes(url))
-    middle = len(raw) // 2
-    raw[middle : middle + 4096] = b"\xa5" * 4096
-    lake.write_bytes(url, bytes(raw))

@@ -1,14 +1,14 @@
-"""PostgreSQL warehouse against a real server: COPY round trips, month replaces, rollback,
-and a password that never shows up in an error."""
+"""PostgreSQL warehouse against a real server: the conformance suite, and what only PostgreSQL
+has (binary and CSV COPY, the streaming ``range_load``, a password that never shows up in an
+error)."""
 
 from __future__ import annotations
 
 import time
-import traceback
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,16 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from warehouse_suite import WarehouseSuite, shown
 
 from civiclake.config import get_settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
 from civiclake.testing import postgres as testing_postgres
 from civiclake.testing.postgres import PostgresServer
-from civiclake.warehouse import Warehouse, open_warehouse, postgres
-from civiclake.warehouse.postgres import PostgresWarehouse, postgres_url
+from civiclake.warehouse import Warehouse, open_warehouse
+from civiclake.warehouse._arrow_sql import qualified, quote_ident
+from civiclake.warehouse.postgres import PostgresWarehouse, encoding, postgres_url
 
 JAN, FEB, MAR = date(2024, 1, 1), date(2024, 2, 1), date(2024, 3, 1)
 TLC_GREEN = (
@@ -70,6 +72,21 @@ def table(namespace: str) -> str:
     return f"{namespace}.yellow_trips"
 
 
+class TestPostgresConformance(WarehouseSuite):
+    kind = "postgres"
+
+    @pytest.fixture(params=["binary", "csv"])
+    def warehouse(self, request: pytest.FixtureRequest, pg_env: str) -> Iterator[PostgresWarehouse]:
+        with PostgresWarehouse(postgres_url(get_settings()), copy_format=request.param) as opened:
+            yield opened
+
+    def rows(self, warehouse: Warehouse, table: str, columns: list[str]) -> list[tuple[Any, ...]]:
+        assert isinstance(warehouse, PostgresWarehouse)
+        names = ", ".join(quote_ident(name) for name in columns)
+        with psycopg.connect(warehouse._url.get_secret_value()) as reader:
+            return reader.execute(f"SELECT {names} FROM {qualified(table)}").fetchall()
+
+
 def read_rows(server: PostgresServer, data: Any, table: str, where: str = "true") -> list[Any]:
     """Everything in the table, read by a second connection (what a reader sees)."""
     schema, name = table.split(".")
@@ -77,15 +94,6 @@ def read_rows(server: PostgresServer, data: Any, table: str, where: str = "true"
         return reader.execute(
             f'SELECT {data.columns_sql} FROM "{schema}"."{name}" WHERE {where} ORDER BY trip_id'
         ).fetchall()
-
-
-def shown(exc: BaseException | None) -> str:
-    """Every message a traceback would print for ``exc`` (its cause or context chain too)."""
-    messages = []
-    while exc is not None:
-        messages += traceback.format_exception_only(exc)
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    return "".join(messages)
 
 
 def test_open_warehouse_reads_the_url_from_the_environment(pg_env: str, table: str) -> None:
@@ -135,18 +143,6 @@ def test_timestamps_mean_utc_whatever_the_reader_time_zone(
     assert zoned == datetime(1999, 12, 31, 23, 59, 59, 999_999)  # TIMESTAMPTZ: the instant
 
 
-def test_columns_load_by_name_in_any_order(
-    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
-) -> None:
-    january = data.make(JAN, 500)
-    url = data.write(january.select(list(reversed(january.column_names))), "reversed.parquet")
-
-    warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN))
-
-    assert list(warehouse.column_types(table)) == data.schema.names
-    assert read_rows(postgres_server, data, table) == data.rows(january)
-
-
 def test_a_remote_lake_streams_through_fsspec(
     warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
 ) -> None:
@@ -159,56 +155,6 @@ def test_a_remote_lake_streams_through_fsspec(
 
     assert read_rows(postgres_server, data, table) == data.rows(january)
     remote.fs.rm("/civiclake-pg-test-lake", recursive=True)
-
-
-def test_replace_twice_gives_the_same_contents(
-    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
-) -> None:
-    url = data.write(data.make(JAN, 2000), "jan.parquet")
-    warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN))
-    first = read_rows(postgres_server, data, table)
-
-    assert warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN)) == 2000
-
-    assert read_rows(postgres_server, data, table) == first
-    assert warehouse.count(table) == 2000
-
-
-def test_replacing_a_month_leaves_other_months_alone(
-    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
-) -> None:
-    months = {m: data.make(m, 800, first_id=i * 10_000) for i, m in enumerate((JAN, FEB, MAR))}
-    for month, rows in months.items():
-        url = data.write(rows, f"{month}.parquet")
-        warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(month))
-    new_feb = data.make(FEB, 300, first_id=50_000, tag="v2 ")
-
-    url = data.write(new_feb, "feb-v2.parquet")
-    assert warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(FEB)) == 300
-
-    expected = data.rows(pa.concat_tables([months[JAN], new_feb, months[MAR]]))
-    assert read_rows(postgres_server, data, table) == expected
-
-
-def test_a_range_of_dates_or_zoned_datetimes(
-    warehouse: PostgresWarehouse, data: Any, table: str
-) -> None:
-    url = data.write(data.make(JAN, 100), "jan.parquet")
-    warehouse.replace_range(table, data.schema, [url], data.lake, **data.month(JAN))
-    by_date = {"column": "pickup_date", "start": date(2024, 1, 1), "stop": date(2024, 1, 2)}
-    on_first_day = warehouse.count(table, "pickup_date = '2024-01-01'")
-
-    assert warehouse.replace_range(table, data.schema, [], data.lake, **by_date) == 0
-    assert warehouse.count(table) == 100 - on_first_day
-
-    zoned = {
-        "column": "loaded_at",
-        "start": datetime(2000, 1, 1, tzinfo=UTC),
-        "stop": datetime(2100, 1, 1, tzinfo=UTC),
-    }
-    warehouse.replace_range(table, data.schema, [], data.lake, **zoned)
-    kept = warehouse.count(table, "loaded_at IS NULL OR loaded_at < '2000-01-01Z'")
-    assert warehouse.count(table) == kept > 0  # NULLs are in no range: they stay
 
 
 def test_concurrent_loads_from_threads_all_land(pg_env: str, data: Any, namespace: str) -> None:
@@ -258,38 +204,6 @@ def test_numeric_and_float_edge_values(
     assert [types[f"d{p}_{s}"] for p, s in NUMERIC_TYPES] == [
         f"numeric({p},{s})" for p, s in NUMERIC_TYPES
     ]
-
-
-@pytest.mark.parametrize("failure", ["missing file", "foreign schema", "corrupt data"])
-def test_a_failed_load_changes_nothing(
-    warehouse: PostgresWarehouse,
-    postgres_server: PostgresServer,
-    data: Any,
-    table: str,
-    failure: str,
-) -> None:
-    good = data.write(data.make(JAN, 1500), "good.parquet")
-    warehouse.replace_range(table, data.schema, [good], data.lake, **data.month(JAN))
-    before = read_rows(postgres_server, data, table)
-    replacement = data.write(data.make(JAN, 700, first_id=90_000), "new.parquet")
-    if failure == "missing file":
-        bad = data.lake.join("stage", "nowhere.parquet")
-    elif failure == "foreign schema":
-        bad = data.write(data.make(JAN, 10).drop_columns(["Note"]), "foreign.parquet")
-    else:  # the footer reads fine; a data page fails after the first file was copied
-        bad = data.write(data.make(JAN, 3000, first_id=70_000), "corrupt.parquet")
-        raw = bytearray(data.lake.read_bytes(bad))
-        raw[len(raw) // 2 : len(raw) // 2 + 4096] = b"\xa5" * 4096
-        data.lake.write_bytes(bad, bytes(raw))
-
-    with pytest.raises(CivicLakeError) as caught:
-        warehouse.replace_range(
-            table, data.schema, [replacement, bad], data.lake, **data.month(JAN)
-        )
-
-    assert "\n" not in str(caught.value)
-    assert read_rows(postgres_server, data, table) == before
-    assert warehouse.replace_range(table, data.schema, [replacement], data.lake, **data.month(JAN))
 
 
 def test_a_value_the_server_rejects_rolls_back(
@@ -410,13 +324,13 @@ def test_shaped_encoding_is_byte_identical_to_the_general_one(data: Any) -> None
     }
     for name, table in cases.items():
         batch = table.combine_chunks().to_batches()[0]
-        got = postgres._shaped_tuples(batch)
+        got = encoding._shaped_tuples(batch)
         assert got is not None, name
-        assert bytes(got) == bytes(postgres._joined_tuples(batch)), name
+        assert bytes(got) == bytes(encoding._joined_tuples(batch)), name
     notes = pa.array(["x" * (i % 50) for i in range(700)], pa.large_string())
     many_lengths = trips.set_column(trips.schema.get_field_index("Note"), "Note", notes)
-    assert postgres._shaped_tuples(many_lengths.to_batches()[0]) is None  # 50 lengths: joined
-    assert postgres._shaped_tuples(data.make(JAN, 10).to_batches()[0]) is None  # decimals
+    assert encoding._shaped_tuples(many_lengths.to_batches()[0]) is None  # 50 lengths: joined
+    assert encoding._shaped_tuples(data.make(JAN, 10).to_batches()[0]) is None  # decimals
 
 
 def _stream(

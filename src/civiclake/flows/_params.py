@@ -9,6 +9,8 @@ from typing import Annotated
 
 from pydantic import Field, WithJsonSchema
 
+from civiclake.warehouse import WAREHOUSE_KINDS
+
 DateParam = Annotated[
     date,
     WithJsonSchema(
@@ -20,12 +22,13 @@ DateParam = Annotated[
 MonthNumber = Annotated[int, Field(ge=1, le=12)]
 
 
-class WarehouseKind(StrEnum):
-    """A warehouse a flow loads (an enum: the server refuses any other value)."""
-
-    duckdb = "duckdb"
-    postgres = "postgres"
-    bigquery = "bigquery"
+WarehouseKind = StrEnum(  # type: ignore[misc]
+    "WarehouseKind", {kind: kind for kind in WAREHOUSE_KINDS}, module=__name__
+)
+WarehouseKind.__doc__ = (
+    "A warehouse a flow loads (an enum: the server refuses any other value); its members are "
+    "the registry's (civiclake.warehouse.WAREHOUSE_MODULES)."
+)
 
 
 # Parameters several flows share: one declaration each, so the UI reads the same everywhere.

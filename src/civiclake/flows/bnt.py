@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
+import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -20,7 +21,7 @@ from pydantic import Field
 from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
 from civiclake.config import Settings
-from civiclake.errors import ParameterError
+from civiclake.errors import CivicLakeError, ParameterError, SourceError, describe
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import (
     AllowEmptyParam,
@@ -148,6 +149,24 @@ def stage(
     return asdict(result)
 
 
+def _stage_user_file(
+    from_file: str, raw_urls: list[str], run_id: str, source: str, blocks: Blocks
+) -> dict[str, Any]:
+    """``stage`` of a user's file: its errors name the user's path, not the raw-zone copy."""
+    try:
+        return stage(raw_urls, run_id, source, None, None, blocks=blocks)  # type: ignore[no-any-return]
+    except CivicLakeError as exc:
+        text = str(exc)
+        for url in raw_urls:
+            text = text.replace(url, from_file)
+        raise type(exc)(text) from None
+    except (OSError, EOFError, ValueError, pa.ArrowException) as exc:
+        raise SourceError(
+            f"{from_file}: cannot read it ({describe(exc)}): is the file complete? "
+            "(download it again)"
+        ) from None
+
+
 @task(name="load", cache_policy=NO_CACHE)
 def load(
     staged: dict[str, Any],
@@ -166,6 +185,7 @@ def load(
     each in one Iceberg commit; an empty stage never deletes rows unless ``allow_empty``."""
     from civiclake import tables
     from civiclake.sources import bnt
+    from civiclake.tables.history import partitions_touched
 
     settings = settings_for(blocks)
     lake = settings.lake()
@@ -181,7 +201,7 @@ def load(
         **({WAREHOUSE_PROPERTY: warehouse} if warehouse else {}),
     }
     replaced = replaced or Window(bnt_fetch.DATE_FIELD, start, stop)
-    with table_lock(bnt_fetch.TABLE):
+    with table_lock(bnt_fetch.TABLE, settings):
         refuse_empty(
             catalog.load_table(bnt_fetch.TABLE) if catalog.table_exists(bnt_fetch.TABLE) else None,
             bnt_fetch.TABLE,
@@ -200,7 +220,7 @@ def load(
                 "rows_loaded": staged["rows_valid"],
                 "table_rows": int(snapshot.summary["total-records"]),
                 "rejects_snapshot_id": None,
-                "partitions": load_range.months(),
+                "partitions": [],  # nothing committed, nothing touched
                 "changes": "unchanged (nothing committed)",
             }
         main, rejects = bnt.commit_staged(
@@ -213,6 +233,8 @@ def load(
             props,
             replaced,
         )
+        # under the lock: the newest snapshots are this run's
+        touched = partitions_touched(catalog.load_table(bnt_fetch.TABLE), run_id)
     get_run_logger().info(
         "committed snapshot %s to %s (%s rows now)",
         main.snapshot_id,
@@ -224,7 +246,7 @@ def load(
         "rows_loaded": main.rows_written,
         "table_rows": main.total_rows,
         "rejects_snapshot_id": rejects.snapshot_id,
-        "partitions": load_range.months(),
+        "partitions": touched,  # what changed, not every month the range spans
     }
 
 
@@ -263,27 +285,39 @@ def load_warehouse(
     start: date,
     stop: date,
     to: str,
+    load_key: str | None = None,
     blocks: Blocks = None,
     replaced: Slice | None = None,
 ) -> dict[str, Any]:
-    """Replace ``[start, stop)`` (or ``replaced``) of the table in the warehouse from the same
-    staged Parquet: delete + bulk load in one transaction. (Rejects stay in Iceberg, read with
-    civiclake sql.)"""
+    """Replace ``[start, stop)`` (or ``replaced``: the days a file holds) of the table in the
+    warehouse from the same staged Parquet, and the load's rejects (those recorded under the
+    same load key, as TLC's and Socrata's rejects go to the warehouse): delete + bulk load, one
+    transaction per table."""
+    from civiclake.slices import RowIds, Window
     from civiclake.sources import bnt
     from civiclake.warehouse import open_warehouse
 
     settings = settings_for(blocks)
+    lake = settings.lake()
     with (
-        table_lock(f"{to}:{bnt_fetch.TABLE}"),
+        table_lock(f"{to}:{bnt_fetch.TABLE}", settings, commits=False),
         open_warehouse(to, settings) as warehouse,
     ):
         rows = warehouse.replace(
             bnt_fetch.TABLE,
             bnt.ARROW_SCHEMA,
             [staged["valid_url"]],
-            settings.lake(),
+            lake,
             replaced or Window(bnt_fetch.DATE_FIELD, start, stop),
         )
+        if load_key is not None:
+            warehouse.replace(
+                bnt_fetch.REJECTS_TABLE,
+                bnt.REJECTS_ARROW_SCHEMA,
+                [staged["rejects_url"]],
+                lake,
+                RowIds.of("load_range", [load_key]),
+            )
     get_run_logger().info(
         "replaced %s in %s %s: %s rows",
         replaced or f"[{start}, {stop})",
@@ -410,7 +444,7 @@ def _bnt_hourly_traffic(
             raise ParameterError("--from-file takes its dates from the file: drop the date options")
         source = f"file:{from_file.rsplit('/', 1)[-1]}"
         raw_urls = stage_file(from_file, run_id, blocks=blocks)
-        staged = stage(raw_urls, run_id, source, None, None, blocks=blocks)
+        staged = _stage_user_file(from_file, raw_urls, run_id, source, blocks)
         if staged["rows_valid"] == 0:
             raise ParameterError(
                 f"{from_file}: no valid row to load ({staged['rows_rejected']} rejected)"
@@ -468,7 +502,9 @@ def _bnt_hourly_traffic(
     warehouse, not_synced = None, None
     if to is not None:
         warehouse, not_synced = load_or_sync(
-            lambda: load_warehouse(staged, start, stop, to.value, blocks=blocks, replaced=replaced),
+            lambda: load_warehouse(
+                staged, start, stop, to.value, load_key, blocks=blocks, replaced=replaced
+            ),
             settings=settings,
             identifiers=[bnt_fetch.TABLE],
             to=to.value,

@@ -1,7 +1,7 @@
 """The ``civiclake-maintenance`` flow: ``civiclake maintain`` on a schedule, under the load locks.
 
-Each table is maintained in its own task while holding the same one-slot limit
-``civiclake-table:<table>`` the loads take (``flows/_locks.py``), so a scheduled maintenance
+Each table is maintained in its own task while holding the same table lock the loads take
+(``flows/_locks.py``), so a scheduled maintenance
 never interleaves with a load of the same table. The maintenance itself is also safe without
 the lock (commit conflicts are retried, young orphans are kept): ``civiclake maintain`` runs it
 directly, without Prefect.
@@ -51,7 +51,7 @@ def maintain_one(
     )
     every = maintenance.resolve_tables(catalog, [])
     log = get_run_logger()
-    with table_lock(name):
+    with table_lock(name, settings):
         report = maintenance.maintain_table(
             catalog,
             name,
@@ -72,6 +72,24 @@ def maintain_one(
     return summary
 
 
+@task(name="prune-zones", cache_policy=NO_CACHE)
+def prune_zones(raw_retain_days: int, dry_run: bool, blocks: Blocks = None) -> dict[str, Any]:
+    """The raw and stage zones' old load folders (``civiclake.tables.zones``)."""
+    from civiclake.tables import zones
+
+    report = zones.prune_zones(settings_for(blocks).lake(), raw_retain_days, dry_run=dry_run)
+    get_run_logger().info(
+        "raw and stage zones: %s %d load folders, %d files (%d bytes); kept %d latest, %d young",
+        "would remove" if dry_run else "removed",
+        report.folders_removed,
+        len(report.removed),
+        report.bytes_removed,
+        report.folders_kept_latest,
+        report.folders_kept_young,
+    )
+    return report.as_json()
+
+
 @flow(name=FLOW_NAME, validate_parameters=True)
 def civiclake_maintenance(
     tables: Annotated[
@@ -86,6 +104,9 @@ def civiclake_maintenance(
         str | None, Field(description="Lake URL (abfs://, s3://, gs://, file://); empty: settings")
     ] = None,
     lake_block: Annotated[str | None, Field(description="civiclake-lake block name")] = None,
+    raw_retain_days: Annotated[
+        int, Field(ge=1, description="Raw/stage load folders older than this go (no tables named)")
+    ] = 7,
 ) -> list[dict[str, Any]]:
     """Expire snapshots, remove unreferenced and old orphan files, optionally compact."""
     from civiclake import tables as tables_pkg
@@ -101,6 +122,7 @@ def civiclake_maintenance(
         )
         for name in chosen
     ]
+    pruned = prune_zones(raw_retain_days, dry_run, blocks=blocks) if not tables else None
     rows = "\n".join(
         f"| {r['table']} | {r['snapshots_expired']:,} | {r['files_removed']:,} | "
         f"{r['bytes_removed']:,} | {r['files_compacted']:,} |"
@@ -112,6 +134,13 @@ def civiclake_maintenance(
             f"## {FLOW_NAME}{' (dry run)' if dry_run else ''}\n\n"
             "| table | snapshots expired | files removed | bytes removed | files compacted |\n"
             f"|---|---|---|---|---|\n{rows}\n"
+            + (
+                f"\nRaw and stage zones (older than {raw_retain_days} days): "
+                f"{pruned['folders_removed']:,} load folders, {pruned['files_removed']:,} files, "
+                f"{pruned['bytes_removed']:,} bytes {'to remove' if dry_run else 'removed'}\n"
+                if pruned
+                else ""
+            )
         ),
         description="snapshots expired, files removed, files compacted",
     )

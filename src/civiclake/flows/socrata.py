@@ -115,7 +115,7 @@ def load(
         (spec.partition.transform, spec.partition.column) if spec.partition.transform else None
     )
     catalog = tables.load_catalog(settings)
-    with table_lock(spec.table):
+    with table_lock(spec.table, settings):
         refuse_empty(
             catalog.load_table(spec.table) if catalog.table_exists(spec.table) else None,
             spec.table,
@@ -217,7 +217,10 @@ def load_warehouse(
     result = StageResult(**staged)
     replaced, rejects_replaced = _slices(planned, lake, result)
     merges = not isinstance(replaced, Window)
-    with table_lock(f"{to}:{spec.table}"), open_warehouse(to, settings) as warehouse:
+    with (
+        table_lock(f"{to}:{spec.table}", settings, commits=False),
+        open_warehouse(to, settings) as warehouse,
+    ):
         rows = warehouse.replace(
             spec.table, spec.arrow_schema(), [result.valid_url], lake, replaced, evolve=merges
         )

@@ -4,9 +4,10 @@ The parent flow runs one ``tlc-taxi-month`` subflow per month, a bounded number 
 (``CIVICLAKE_TLC_CONCURRENCY``). A month that fails (a 404, a corrupt file) loads nothing and the
 other months still complete; the parent then fails, naming the months. Tasks pass lake URLs.
 
-Into PostgreSQL, a month's conversion and its warehouse load overlap (``convert-load-postgres``):
-the valid rows stream into the COPY of an open transaction while the file is converted, and the
-commit waits for the whole file and its Parquet. Other warehouses load the Parquet afterwards.
+Into a warehouse that streams while staging (``Capabilities.streams_while_staging``: PostgreSQL),
+a month's conversion and its warehouse load overlap (``convert-load-warehouse``): the valid rows
+stream into the COPY of an open transaction while the file is converted, and the commit waits
+for the whole file and its Parquet. Other warehouses load the Parquet afterwards.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
 from civiclake.lake import iter_table_chunks
 from civiclake.slices import Window
 from civiclake.sources import tlc
-from civiclake.warehouse import check_configured
+from civiclake.warehouse import check_configured, warehouse_module
 
 FLOW_NAME = "tlc-taxi-trips"
 MONTH_FLOW_NAME = "tlc-taxi-month"
@@ -143,17 +144,19 @@ def _converted(result: tlc.Conversion) -> dict[str, Any]:
     }
 
 
-@task(name="convert-load-postgres", cache_policy=NO_CACHE)
-def convert_load_postgres(
+@task(name="convert-load-warehouse", cache_policy=NO_CACHE)
+def convert_load_warehouse(
     raw_url: str,
     color: str,
     year: int,
     month: int,
     run_id: str,
+    to: str,
     blocks: Blocks = None,
     allow_empty: bool = False,
 ) -> dict[str, Any]:
-    """``convert`` and ``load_warehouse`` overlapped, for PostgreSQL.
+    """``convert`` and ``load_warehouse`` overlapped, for a warehouse that streams while
+    staging (``range_load``).
 
     One transaction: the month is deleted, then the valid rows are COPYed while the file is
     still being converted (each batch as it is made), then the rejects file is loaded; the
@@ -162,15 +165,15 @@ def convert_load_postgres(
     previous rows stay, as with ``load_warehouse``. Returns ``convert``'s summary plus the
     rows loaded.
     """
-    from civiclake.warehouse.postgres import PostgresWarehouse
+    from civiclake.warehouse import open_streaming
 
     settings = settings_for(blocks)
     lake = settings.lake()
     spec = tlc.spec_for(color)
     the_month = tlc.Month(year, month)
     with (
-        table_lock(f"{WarehouseKind.postgres.value}:{spec.table}"),
-        PostgresWarehouse.from_settings(settings) as warehouse,
+        table_lock(f"{to}:{spec.table}", settings, commits=False),
+        open_streaming(to, settings) as warehouse,
         warehouse.range_load(
             spec.table,
             tlc.table_schema(spec),
@@ -185,16 +188,19 @@ def convert_load_postgres(
         rows = load.finish()
         # before the COMMIT: a refusal rolls the warehouse back too
         _refuse_empty_month(settings, spec, the_month, result.rows_valid, allow_empty)
-        load.replace_range(
+        load.replace(
             spec.rejects_table,
             tlc.rejects_schema(spec),
             [result.rejects_url],
             lake,
-            column="source_month",
-            start=the_month.first_day,
-            stop=the_month.first_day + timedelta(days=1),
+            _rejects_slice(the_month),
         )
-    return {**_converted(result), "warehouse": WarehouseKind.postgres.value, "warehouse_rows": rows}
+    return {**_converted(result), "warehouse": to, "warehouse_rows": rows}
+
+
+def _rejects_slice(the_month: tlc.Month) -> Window:
+    """A month's rejects in the warehouse: those recorded for its first day (``source_month``)."""
+    return Window("source_month", the_month.first_day, the_month.first_day + timedelta(days=1))
 
 
 @task(name="load-iceberg", cache_policy=NO_CACHE)
@@ -207,6 +213,8 @@ def load_iceberg(
     blocks: Blocks = None,
 ) -> dict[str, Any]:
     """Replace the month in ``tlc.{color}_trips`` (and its rejects), one commit each."""
+    from civiclake.tables.history import partitions_touched
+
     settings = settings_for(blocks)
     lake = settings.lake()
     spec = tlc.spec_for(color)
@@ -219,7 +227,7 @@ def load_iceberg(
         "rows-loaded": str(converted["rows_valid"]),
         "rows-rejected": str(converted["rows_rejected"]),
     }
-    with table_lock(spec.table):
+    with table_lock(spec.table, settings):
         table = tables.ensure_table_for(
             catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
         )
@@ -239,7 +247,8 @@ def load_iceberg(
             lambda: iter_table_chunks(lake, converted["rejects_url"]),
             props,
         )
-    return {"snapshot_id": main.snapshot_id, "rows": main.rows_written}
+        touched = partitions_touched(table, run_id)  # under the lock: the newest are ours
+    return {"snapshot_id": main.snapshot_id, "rows": main.rows_written, "partitions": touched}
 
 
 @task(name="load-warehouse", cache_policy=NO_CACHE)
@@ -259,26 +268,22 @@ def load_warehouse(
     spec = tlc.spec_for(color)
     the_month = tlc.Month(year, month)
     with (
-        table_lock(f"{to}:{spec.table}"),
+        table_lock(f"{to}:{spec.table}", settings, commits=False),
         open_warehouse(to, settings) as warehouse,
     ):
-        rows = warehouse.replace_range(
+        rows = warehouse.replace(
             spec.table,
             tlc.table_schema(spec),
             [converted["valid_url"]],
             lake,
-            column=spec.pickup,
-            start=the_month.start,
-            stop=the_month.stop,
+            Window(spec.pickup, the_month.start, the_month.stop),
         )
-        warehouse.replace_range(
+        warehouse.replace(
             spec.rejects_table,
             tlc.rejects_schema(spec),
             [converted["rejects_url"]],
             lake,
-            column="source_month",
-            start=the_month.first_day,
-            stop=the_month.first_day + timedelta(days=1),
+            _rejects_slice(the_month),
         )
     return {"warehouse": to, "rows": rows}
 
@@ -297,10 +302,10 @@ def tlc_month(
 ) -> dict[str, Any]:
     """One month: download (or stage a local file), convert, load Iceberg, load the warehouse.
 
-    PostgreSQL: convert and load it at once, then load Iceberg from the same Parquet. If Iceberg
-    then fails, PostgreSQL keeps the month, as when the two loads ran side by side. A month
-    with no valid row is refused (Failed, that line) when the table has rows for it, unless
-    ``allow_empty``.
+    A warehouse that streams while staging (PostgreSQL): convert and load it at once, then load
+    Iceberg from the same Parquet. If Iceberg then fails, the warehouse keeps the month, as when
+    the two loads ran side by side. A month with no valid row is refused (Failed, that line)
+    when the table has rows for it, unless ``allow_empty``.
     """
     try:
         return _tlc_month(
@@ -342,11 +347,18 @@ def _tlc_month(
         raw_url = fetch(url, raw_target, blocks=blocks)
         if not the_lake.exists(raw_url):  # cached, but someone cleaned the raw zone since
             raw_url = fetch.with_options(refresh_cache=True)(url, raw_target, blocks=blocks)
-    if to is WarehouseKind.postgres:
-        # PostgreSQL loads while the file converts (committed once it all converted); Iceberg
-        # then commits the same Parquet
-        converted = convert_load_postgres(
-            raw_url, color.value, year, month, run_id, blocks=blocks, allow_empty=allow_empty
+    if warehouse_module(to.value).capabilities.streams_while_staging:
+        # the warehouse loads while the file converts (committed once it all converted);
+        # Iceberg then commits the same Parquet
+        converted = convert_load_warehouse(
+            raw_url,
+            color.value,
+            year,
+            month,
+            run_id,
+            to.value,
+            blocks=blocks,
+            allow_empty=allow_empty,
         )
         iceberg = load_iceberg(converted, color.value, year, month, run_id, blocks=blocks)
         warehouse = {"warehouse": converted["warehouse"], "rows": converted["warehouse_rows"]}
@@ -370,6 +382,7 @@ def _tlc_month(
         "rows_rejected": converted["rows_rejected"],
         "rejected_by_rule": converted["rejected_by_rule"],
         "iceberg_snapshot_id": iceberg["snapshot_id"],
+        "partitions_touched": iceberg["partitions"],
         "warehouse": warehouse["warehouse"],
         "warehouse_rows": warehouse["rows"],
         "duration_s": round(time.monotonic() - began, 2),
@@ -500,7 +513,11 @@ def tlc_taxi_trips(
     _publish(summary, blocks)
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
-        detail = "; ".join(f"{color.value} {r['month']}: {r['error']}" for r in failed)
+        detail = "; ".join(
+            f"{color.value} {r['month']}: "
+            + r["error"].removeprefix(f"{color.value} {r['month']}: ")  # said once
+            for r in failed
+        )
         error = MonthsFailed(
             f"{len(failed)} of {len(results)} months failed: {detail}",
             summary,

@@ -17,7 +17,7 @@ from pyiceberg.catalog import Catalog
 from civiclake.config import Settings
 from civiclake.errors import ParameterError
 from civiclake.report import bnt, profile, quality, tlc
-from civiclake.report._source import Source, open_source
+from civiclake.report._source import Source, date_columns, open_source
 from civiclake.report.html import index_html, page_html
 from civiclake.report.page import Page, Section
 
@@ -38,33 +38,58 @@ def _kind(identifier: str) -> str:
     return "profile"
 
 
-def _open(settings: Settings, catalog: Catalog, identifier: str, since: date | None) -> Source:
+def _open(
+    settings: Settings,
+    catalog: Catalog,
+    identifier: str,
+    since: date | None,
+    date_column: str | None = None,
+) -> Source:
     kind = _kind(identifier)
     joins = (identifier + "_rejects",)
-    preferred = None
+    preferred = date_column
     if kind == "bnt":
         preferred = bnt.TIME_COLUMN
     elif kind == "tlc":
         joins += (tlc.ZONES_TABLE,)
-    source = open_source(
+        if preferred is None:
+            names = catalog.load_table(identifier).schema().column_names
+            preferred = tlc.pickup_column(dict.fromkeys(names, ""))
+    return open_source(
         settings, catalog, identifier, joins=joins, time_column=preferred, since=since
     )
-    if kind == "tlc" and preferred is None:
-        pickup = tlc.pickup_column(source.columns)
-        if pickup and pickup != source.time_column:
-            source.close()
-            source = open_source(
-                settings, catalog, identifier, joins=joins, time_column=pickup, since=since
+
+
+def check_date_column(catalog: Catalog, identifiers: list[str], column: str) -> None:
+    """``--date-column`` must be a date or timestamp column of every table reported: refused
+    before any page is written, rather than silently charting another column."""
+    for identifier in identifiers:
+        if _kind(identifier) == "bnt" and column != bnt.TIME_COLUMN:
+            raise ParameterError(
+                f"--date-column {column!r}: the page of {identifier} is drawn by its "
+                f"{bnt.TIME_COLUMN!r} column; leave --date-column out for it"
             )
-    return source
+        found = date_columns(catalog.load_table(identifier))
+        if column not in found:
+            raise ParameterError(
+                f"--date-column {column!r}: {identifier} has no such date or timestamp column "
+                f"(its date columns: {', '.join(found) or 'none'}); name the tables it applies to"
+            )
 
 
 def build_page(
-    settings: Settings, catalog: Catalog, identifier: str, since: date | None = None
+    settings: Settings,
+    catalog: Catalog,
+    identifier: str,
+    since: date | None = None,
+    date_column: str | None = None,
 ) -> Page:
-    """Every figure of one table's page (SVG included); nothing is written."""
+    """Every figure of one table's page (SVG included); nothing is written.
+
+    ``date_column``: the column rows are counted over (default: see ``time_column_of``).
+    """
     kind = _kind(identifier)
-    source = _open(settings, catalog, identifier, since)
+    source = _open(settings, catalog, identifier, since, date_column)
     try:
         rows = int(source.one("SELECT count(*) FROM t") or 0)
         page = Page(identifier, kind, rows, since=since.isoformat() if since else None)
@@ -93,6 +118,7 @@ def write_reports(
     out_dir: Path,
     since: date | None = None,
     on_page: Callable[[Path], None] | None = None,
+    date_column: str | None = None,
 ) -> tuple[Path, list[Page]]:
     """Write a page per table (default: all) and ``index.html``; returns the index's path."""
     known = list_identifiers(catalog)
@@ -102,12 +128,14 @@ def write_reports(
         raise ParameterError(
             f"no table {missing[0]!r} in the catalog (tables: {', '.join(known) or 'none yet'})"
         )
+    if date_column is not None:
+        check_date_column(catalog, wanted, date_column)
     out_dir.mkdir(parents=True, exist_ok=True)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     pages: list[Page] = []
     entries = []
     for identifier in wanted:
-        page = build_page(settings, catalog, identifier, since)
+        page = build_page(settings, catalog, identifier, since, date_column)
         path = out_dir / page.file_name
         _write(path, page_html(page, generated))
         pages.append(page)

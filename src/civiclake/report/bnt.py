@@ -33,7 +33,13 @@ def sections(source: Source) -> list[Section]:
                 FROM {t} GROUP BY ALL ORDER BY date, facility
                 """
             ),
-            charts.line("date", "vehicles_per_day", color="facility", y_title="vehicles per day"),
+            charts.line(
+                "date",
+                "vehicles_per_day",
+                color="facility",
+                y_title="vehicles per day",
+                y_axis=charts.COUNT_AXIS,
+            ),
         )
     )
     # total vehicles of each (date, hour), averaged over the dates falling on each weekday
@@ -70,7 +76,7 @@ def sections(source: Source) -> list[Section]:
                 FROM {t} GROUP BY ALL ORDER BY month, facility
                 """
             ),
-            charts.heatmap("month", "facility", "e_zpass_share"),
+            charts.heatmap("month", "facility", "e_zpass_share", share=True),
         )
     )
     trend = Section("Year over year")

@@ -16,6 +16,11 @@ HEIGHT = 260
 BAND = 20  # px per category of a horizontal bar chart
 # Vega's default Roboto/Helvetica stack: every system has a fallback, nothing is fetched.
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
+# counts: whole numbers with thousands separators, never a tick at 0.5
+COUNT_AXIS = alt.Axis(format=",d", tickMinStep=1)
+# shares (0..1): percent labels over the whole 0-100 % range, never stretched over 0.828-0.836
+SHARE_AXIS = alt.Axis(format=".0%")
+SHARE_SCALE = alt.Scale(domain=[0, 1])
 
 
 @dataclass
@@ -63,11 +68,18 @@ def make(
     return Chart(key, title, records, svg=render(chart), note=note)
 
 
-def line(x: str, y: str, color: str | None = None, x_type: str = "T", y_title: str = "") -> Any:
+def line(
+    x: str,
+    y: str,
+    color: str | None = None,
+    x_type: str = "T",
+    y_title: str = "",
+    y_axis: alt.Axis | None = None,
+) -> Any:
     def build(base: alt.Chart) -> alt.Chart:
         enc: dict[str, Any] = {
             "x": alt.X(f"{x}:{x_type}", title=None),
-            "y": alt.Y(f"{y}:Q", title=y_title or y),
+            "y": alt.Y(f"{y}:Q", title=y_title or y, axis=y_axis),
             "tooltip": [f"{x}:{x_type}", f"{y}:Q"],
         }
         if color:
@@ -88,13 +100,18 @@ def bars(
     y_title: str = "",
     offset: bool = False,
     stack: Any = True,
+    share: bool = False,
 ) -> Any:
+    """Bars of a count (whole-number ticks) or, with ``share``, of a 0..1 share (0-100 %)."""
+
     def build(base: alt.Chart) -> alt.Chart:
+        axis = SHARE_AXIS if share else COUNT_AXIS
+        scale = SHARE_SCALE if share else alt.Undefined
         cat = alt.X(f"{x}:{x_type}", title=None, sort=sort)
-        val = alt.Y(f"{y}:Q", title=y_title or y, stack=stack)
+        val = alt.Y(f"{y}:Q", title=y_title or y, stack=stack, axis=axis, scale=scale)
         if horizontal:
             cat = alt.Y(f"{x}:{x_type}", title=None, sort=sort)
-            val = alt.X(f"{y}:Q", title=y_title or y, stack=stack)
+            val = alt.X(f"{y}:Q", title=y_title or y, stack=stack, axis=axis, scale=scale)
         enc: dict[str, Any] = {"x": val, "y": cat} if horizontal else {"x": cat, "y": val}
         if color:
             enc["color"] = alt.Color(f"{color}:N", title=None)
@@ -108,12 +125,15 @@ def bars(
     return build
 
 
-def histogram(low: str, high: str, y: str, x_title: str) -> Any:
+def histogram(low: str, high: str, y: str, x_title: str, x_unit: str = "") -> Any:
+    """Counts per bin; ``x_unit`` ("%") is appended to the x labels (values already in it)."""
+
     def build(base: alt.Chart) -> alt.Chart:
+        axis = alt.Axis(labelExpr=f"format(datum.value, ',') + '{x_unit}'") if x_unit else None
         return base.mark_bar().encode(
-            x=alt.X(f"{low}:Q", title=x_title, bin="binned"),
+            x=alt.X(f"{low}:Q", title=x_title, bin="binned", axis=axis),
             x2=f"{high}:Q",
-            y=alt.Y(f"{y}:Q", title=y),
+            y=alt.Y(f"{y}:Q", title=y, axis=COUNT_AXIS),
             tooltip=[f"{low}:Q", f"{high}:Q", f"{y}:Q"],
         )
 
@@ -121,14 +141,62 @@ def histogram(low: str, high: str, y: str, x_title: str) -> Any:
 
 
 def heatmap(
-    x: str, y: str, value: str, x_type: str = "O", y_type: str = "O", y_sort: Any = None
+    x: str,
+    y: str,
+    value: str,
+    x_type: str = "O",
+    y_type: str = "O",
+    y_sort: Any = None,
+    share: bool = False,
 ) -> Any:
+    """Cells coloured from zero (a count) or over 0-100 % (``share``): a colour scale spread
+    over the data's own narrow range makes a 1 % difference look like night and day."""
+
     def build(base: alt.Chart) -> alt.Chart:
+        if share:
+            scale, legend = SHARE_SCALE, alt.Legend(format=".0%")
+        else:
+            scale, legend = alt.Scale(zero=True), alt.Legend(format=",d")
         return base.mark_rect().encode(
             x=alt.X(f"{x}:{x_type}", title=x),
             y=alt.Y(f"{y}:{y_type}", title=y, sort=y_sort),
-            color=alt.Color(f"{value}:Q", title=value),
+            color=alt.Color(f"{value}:Q", title=value, scale=scale, legend=legend),
             tooltip=[f"{x}:{x_type}", f"{y}:{y_type}", f"{value}:Q"],
+        )
+
+    return build
+
+
+CHANGE_COLORS = {
+    "added": "#2f8f4e",
+    "removed": "#c0392b",
+    "added (rolled back)": "#b7d9c2",
+    "removed (rolled back)": "#ecc0bb",
+}
+
+
+def snapshot_flows(time: str, y: str, change: str) -> Any:
+    """Bars of rows added (up) and removed (down) at each snapshot's commit time (UTC),
+    rolled-back snapshots in pale colours; whole-number ticks."""
+
+    def build(base: alt.Chart) -> alt.Chart:
+        present = {r[change] for r in base.data.values}  # type: ignore[union-attr]
+        domain = [c for c in CHANGE_COLORS if c in present]
+        return base.mark_bar(width=6).encode(
+            # commits are seconds apart in a test, months in a lake: no ".500" ms ticks
+            x=alt.X(
+                f"{time}:T",
+                title="committed (UTC)",
+                scale=alt.Scale(type="utc"),
+                axis=alt.Axis(tickMinStep=1000),
+            ),
+            y=alt.Y(f"{y}:Q", title="rows", axis=COUNT_AXIS),
+            color=alt.Color(
+                f"{change}:N",
+                title=None,
+                scale=alt.Scale(domain=domain, range=[CHANGE_COLORS[c] for c in domain]),
+            ),
+            tooltip=[f"{time}:T", f"{y}:Q", f"{change}:N", "snapshot_id:N", "run_id:N"],
         )
 
     return build

@@ -3,6 +3,8 @@ no script, no link to anything outside the page (it opens from disk, offline).""
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from html import escape
 from typing import Any
 
@@ -22,13 +24,26 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f0f4f8}
 """
 
 
+def number_text(value: int | float | Decimal) -> str:
+    """A figure as an analyst reads it: fixed notation with thousands separators, every digit
+    kept (``900,000``, ``1,100,000,000.5``), never ``9e+05``; no trailing zeros."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        value = Decimal(repr(value))  # the shortest text that is this float
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return str(value)
+        text = format(value, ",f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return f"{value:,}"
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return f"<td>{'' if value is None else escape(str(value))}</td>"
-    if isinstance(value, int):  # ids are kept as text upstream: only counts reach here
-        return f'<td class="num">{value:,}</td>'
-    if isinstance(value, float):
-        return f'<td class="num">{value:,.4g}</td>'
+    if isinstance(value, int | float | Decimal):  # ids are kept as text upstream
+        return f'<td class="num">{number_text(value)}</td>'
     return f"<td>{escape(str(value))}</td>"
 
 
@@ -86,7 +101,7 @@ def index_html(entries: list[dict[str, Any]], generated_at: str) -> str:
     rows = "".join(
         "<tr>"
         f'<td><a href="{escape(e["file"])}">{escape(e["table"])}</a></td>'
-        f'<td class="num">{e["rows"]:,}</td><td class="num">{e["snapshots"]}</td>'
+        f'<td class="num">{e["rows"]:,}</td><td class="num">{e["snapshots"]:,}</td>'
         f"<td>{escape(e['last_load'] or '')}</td><td>{escape(e['kind'])}</td></tr>"
         for e in entries
     )

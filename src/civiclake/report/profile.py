@@ -4,6 +4,8 @@ summaries. Each is one SQL aggregate over the table, whatever its size."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from civiclake.report import charts
 from civiclake.report._source import DATA_VIEW, Source, quote
 from civiclake.report.page import Section, TableBlock
@@ -39,7 +41,7 @@ def rows_over_time(source: Source) -> Section:
             records,
             charts.bars(unit, "rows", x_type="T")
             if len(records) < BARS_UP_TO
-            else charts.line(unit, "rows"),
+            else charts.line(unit, "rows", y_axis=charts.COUNT_AXIS),
         )
     )
     return out
@@ -63,7 +65,9 @@ def columns_section(source: Source) -> Section:
             "null_rate",
             "Share of NULL values per column",
             nulls if total else [],
-            charts.bars("column", "null_rate", horizontal=True, sort=None, y_title="NULL share"),
+            charts.bars(
+                "column", "null_rate", horizontal=True, sort=None, y_title="NULL share", share=True
+            ),
             note="" if total else "no rows",
         )
     )
@@ -71,14 +75,17 @@ def columns_section(source: Source) -> Section:
     if numeric and total:
         parts = " UNION ALL ".join(
             f"SELECT {i} AS i, '{c.replace(chr(39), chr(39) * 2)}' AS column, "
-            f"min({quote(c)})::DOUBLE AS min, quantile_cont({quote(c)}, 0.5)::DOUBLE AS median, "
-            f"avg({quote(c)})::DOUBLE AS mean, max({quote(c)})::DOUBLE AS max, "
+            # min and max exactly as stored (a decimal(38,9) or a bigint is no double)
+            f"min({quote(c)})::VARCHAR AS min, quantile_cont({quote(c)}, 0.5)::DOUBLE AS median, "
+            f"avg({quote(c)})::DOUBLE AS mean, max({quote(c)})::VARCHAR AS max, "
             f"count({quote(c)}) AS non_null FROM {DATA_VIEW}"
             for i, c in enumerate(numeric)
         )
         summary = source.rows(f"SELECT * EXCLUDE (i) FROM ({parts}) ORDER BY i")
         for r in summary:
-            for k in ("min", "median", "mean", "max"):
+            for k in ("min", "max"):
+                r[k] = None if r[k] is None else Decimal(r[k])
+            for k in ("median", "mean"):
                 r[k] = None if r[k] is None else round(r[k], 4)
         out.items.append(TableBlock("numeric_summary", "Numeric columns", summary))
     text = [c for c, t in source.columns.items() if t.upper() == "VARCHAR"]

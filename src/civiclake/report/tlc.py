@@ -26,7 +26,8 @@ PAYMENT_TYPES = {
 }
 # (bin width, cap) of each histogram: values >= cap land in the last bin
 FARE_BINS = (2.5, 100.0)
-TIP_SHARE_BINS = (0.025, 0.5)
+TIP_PERCENT_BINS = (2.5, 50.0)  # percent of the fare
+CARD = 1  # payment_type of a credit card: the only trips whose tips the meter records
 DISTANCE_BINS = (0.5, 30.0)
 
 
@@ -67,7 +68,7 @@ def sections(source: Source) -> list[Section]:
     volume.items.append(
         charts.make(
             "trips_by_hour",
-            "Trips by hour of day (pickup)",
+            f"Trips by hour of day ({source.time_column})",
             source.rows(
                 f"SELECT hour({pickup}) AS hour, count(*) AS trips FROM {t} GROUP BY 1 ORDER BY 1"
             ),
@@ -88,17 +89,28 @@ def sections(source: Source) -> list[Section]:
                 note="negative fares and NULLs are left out",
             )
         )
-        tip_w, tip_cap = TIP_SHARE_BINS
-        money.items.append(
-            charts.make(
-                "tip_share_distribution",
-                "Tip as a share of the fare (card payments record tips; the last bar is "
-                f"{tip_cap:.0%} and more)",
-                _histogram(source, "tip_amount / fare_amount", "fare_amount > 0", tip_w, tip_cap),
-                charts.histogram("bin_start", "bin_end", "trips", "tip_amount / fare_amount"),
-                note="trips with a positive fare",
+        if "payment_type" in cols and "tip_amount" in cols:
+            # cash tips are not recorded (tip_amount 0): mixing them in halves the picture
+            tip_w, tip_cap = TIP_PERCENT_BINS
+            money.items.append(
+                charts.make(
+                    "tip_share_distribution",
+                    f"Tip as a percent of the fare, card payments (the last bar is {tip_cap:g}% "
+                    "and more)",
+                    _histogram(
+                        source,
+                        "100.0 * tip_amount / fare_amount",
+                        f"payment_type = {CARD} AND fare_amount > 0",
+                        tip_w,
+                        tip_cap,
+                    ),
+                    charts.histogram(
+                        "bin_start", "bin_end", "trips", "tip, % of the fare", x_unit="%"
+                    ),
+                    note="credit card trips (payment_type 1) with a positive fare; cash tips "
+                    "are not recorded",
+                )
             )
-        )
         dist_w, dist_cap = DISTANCE_BINS
         money.items.append(
             charts.make(

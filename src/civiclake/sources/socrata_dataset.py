@@ -185,11 +185,51 @@ def arrow_type(socrata_type: str, field_name: str = "") -> pa.DataType:
     return pa.string()
 
 
+def check_portal(portal: str) -> str:
+    """``portal`` if it is an http(s) URL with a host: a wrong one is bad input, not a network
+    failure to retry."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(portal.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ParameterError(
+            f"portal {portal!r} is not a URL: give --portal (or CIVICLAKE_SOCRATA_URL) as "
+            "https://host, e.g. https://data.ny.gov"
+        )
+    return portal.strip().rstrip("/")
+
+
+def check_reference(reference: str, portal: str | None) -> None:
+    """Refuse what a dataset URL would otherwise silently override or drop: a different
+    ``--portal`` and the URL's own SoQL (``?$where=...``; a page's ``?tab=`` is harmless)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    text = reference.strip()
+    if not text.startswith(("http://", "https://")):
+        return
+    parts = urlsplit(text)
+    if portal:
+        given = urlsplit(check_portal(portal))
+        if (given.hostname or "").lower() != (parts.hostname or "").lower():
+            raise ParameterError(
+                f"--portal {portal} differs from the dataset URL's portal "
+                f"{parts.scheme}://{parts.netloc}: drop --portal (or give the bare id)"
+            )
+    query = [key for key in parse_qs(parts.query) if key.startswith("$")]  # SoQL, not ?tab=...
+    if query:
+        names = ", ".join(sorted(query))
+        hint = " (pass it as --where)" if "$where" in query else ""
+        raise ParameterError(
+            f"the dataset URL carries SoQL ({names}) that a run does not use{hint}: "
+            "give the URL without it"
+        )
+
+
 def parse_dataset(reference: str, default_portal: str) -> tuple[str, str]:
     """``(portal, dataset id)`` from a 4x4 id or any dataset URL of any portal."""
     text = reference.strip()
     if DATASET_ID_RE.match(text):
-        return default_portal.rstrip("/"), text
+        return check_portal(default_portal), text
     if text.startswith(("http://", "https://")):
         scheme, rest = text.split("://", 1)
         host = rest.split("/", 1)[0]

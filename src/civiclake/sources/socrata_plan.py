@@ -58,6 +58,7 @@ def resolve_spec(
         partition = partition or named.partition
         where = where or named.where
         dataset = named.id
+    datasets.check_reference(dataset, portal)
     portal_url, dataset_id = datasets.parse_dataset(dataset, portal or settings.socrata_url)
     if partition:
         datasets.parse_partition(partition)  # a malformed value fails before any request
@@ -176,3 +177,43 @@ def describe(
     with SocrataClient.from_settings(settings, base_url=spec.portal) as client:
         rows = client.count(spec.dataset_id, where=spec.where)  # exact, unlike cached metadata
     return plan(settings, replace(spec, row_count=rows))
+
+
+def check_existing_table(settings: Settings, spec: DatasetSpec, *, full: bool = False) -> None:
+    """Refuse what a load into an existing table would otherwise silently do wrong: merge rows
+    of another portal (or dataset) into it (``full`` replaces them all: allowed), or ignore a
+    ``--partition`` other than its own (repartitioning a loaded table is not supported)."""
+    from civiclake import tables
+    from civiclake.tables.history import SOURCE_KEY
+
+    catalog = tables.load_catalog(settings)
+    if not catalog.table_exists(spec.table):
+        return
+    table = catalog.load_table(spec.table)
+    fields = table.spec().fields
+    if spec.partition.transform and fields:
+        schema = table.schema()
+        current = ", ".join(
+            f"{f.transform}({schema.find_column_name(f.source_id)})" for f in fields
+        )
+        if current != str(spec.partition):
+            raise ParameterError(
+                f"--partition {spec.partition}: {spec.table} is partitioned by {current}; "
+                "repartitioning a loaded table is not supported: drop --partition, or give "
+                "--table for a new table"
+            )
+    loaded_from = next(
+        (
+            s.summary.additional_properties.get(SOURCE_KEY)
+            for s in reversed(table.metadata.snapshots)
+            if s.summary
+            and (s.summary.additional_properties.get(SOURCE_KEY) or "").startswith("socrata:")
+        ),
+        None,
+    )
+    if loaded_from and loaded_from != spec.source and not full:
+        raise ParameterError(
+            f"{spec.table} holds rows of {loaded_from}, this run reads {spec.source}: the rows "
+            "of two sources would be mixed; give the same --portal, --table for a new table, or "
+            "--full to replace them all"
+        )

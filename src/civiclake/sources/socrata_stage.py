@@ -13,6 +13,7 @@ fails the run. The stage files appear only when the whole fetch succeeded (atomi
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,7 +25,7 @@ from civiclake._private.prefetch import Prefetch
 from civiclake._private.progress import Progress
 from civiclake.errors import SourceError
 from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake
-from civiclake.sources.socrata import SocrataClient
+from civiclake.sources.socrata import Page, SocrataClient
 from civiclake.sources.socrata_dataset import (
     ID_COLUMN,
     REJECTS_SCHEMA,
@@ -39,6 +40,9 @@ logger = logging.getLogger("civiclake.sources.socrata")
 PAGE_ORDER = ":id"  # unique and stable: offset paging neither repeats nor skips rows
 FETCH_ATTEMPTS = 2  # a count mismatch is fetched again once, then fails
 PARQUET_COMPRESSION = "zstd"
+# A page (50,000 rows, ~30 MB of JSON) is typed in pieces: the transform's working set is ~4x
+# its input, so whole pages cost ~90 MB at once; 10,000-row pieces stay near 20 MB.
+TRANSFORM_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -121,31 +125,38 @@ def _fetch_once(
         # the next page downloads while this one is typed and written (one page ahead: memory
         # holds two pages at most)
         Prefetch(
-            client.iter_pages(
-                spec.dataset_id,
-                order=PAGE_ORDER,
-                where=where,
-                page_size=page_size,
-                select=SYSTEM_SELECT,
-                decode=lambda body: decode_page(body, spec),
+            _kept_raw(
+                lake,
+                raw,
+                client.iter_pages(
+                    spec.dataset_id,
+                    order=PAGE_ORDER,
+                    where=where,
+                    page_size=page_size,
+                    select=SYSTEM_SELECT,
+                    decode=lambda body: decode_page(body, spec),
+                ),
             ),
             depth=1,
             name="civiclake-socrata-pages",
         ) as pages_ahead,
     ):
-        for page in pages_ahead:
+        for page_rows in pages_ahead:
             pages += 1
-            lake.write_bytes(f"{raw}/page-{page.number:06d}.json", page.body)
-            good, bad = transform(page.rows, spec, run_id=run_id, source=source, now=now)
-            if good.num_rows:
-                valid_writer.write_table(good)
-                newest = _latest(newest, good.column(UPDATED_COLUMN))
-            if bad.num_rows:
-                rejects_writer.write_table(bad)
-            fetched += page.rows.num_rows
-            valid += good.num_rows
-            rejected += bad.num_rows
-            progress.advance(page.rows.num_rows)
+            for start in range(0, page_rows.num_rows, TRANSFORM_ROWS):
+                piece = page_rows.slice(start, TRANSFORM_ROWS)
+                good, bad = transform(piece, spec, run_id=run_id, source=source, now=now)
+                if good.num_rows:
+                    valid_writer.write_table(good)
+                    newest = _latest(newest, good.column(UPDATED_COLUMN))
+                if bad.num_rows:
+                    rejects_writer.write_table(bad)
+                valid += good.num_rows
+                rejected += bad.num_rows
+                del piece, good, bad
+            fetched += page_rows.num_rows
+            progress.advance(page_rows.num_rows)
+            del page_rows
         if fetched != expected:
             raise _CountMismatch(f"fetched {fetched:,} rows but the portal counts {expected:,}")
     log.info(
@@ -165,6 +176,17 @@ def _fetch_once(
         retries=client.retries - retries_before,
         high_water_mark=newest.isoformat() if newest else None,
     )
+
+
+def _kept_raw(lake: Lake, raw: str, pages: Iterator[Page]) -> Iterator[pa.Table]:
+    """Each page's body into the raw zone as received, in the fetching thread; only its decoded
+    rows go on, so a body (~30 MB a page) is freed before the next page downloads."""
+    for page in pages:
+        lake.write_bytes(f"{raw}/page-{page.number:06d}.json", page.body)
+        rows = page.rows
+        del page
+        yield rows
+        del rows
 
 
 def _latest(current: datetime | None, column: pa.ChunkedArray) -> datetime | None:

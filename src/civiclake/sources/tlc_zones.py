@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,10 @@ def load(catalog: Catalog, zones: pa.Table, source: str, run_id: str) -> int | N
     table = tables.ensure_table_for(catalog, TABLE, SCHEMA)
     props = {"run-id": run_id, "source": source, "range": "all"}
     prefixed = {tables.SNAPSHOT_PROPERTY_PREFIX + k: v for k, v in props.items()}
-    table.overwrite(zones, snapshot_properties=prefixed)
+    with warnings.catch_warnings():
+        # the first load overwrites an empty table; PyIceberg warns that nothing matched
+        warnings.filterwarnings("ignore", "Delete operation did not match any records")
+        table.overwrite(zones, snapshot_properties=prefixed)
     snapshot = table.current_snapshot()
     return snapshot.snapshot_id if snapshot else None
 

@@ -24,8 +24,10 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import IcebergType
 
-from civiclake._private.iceberg_write import append_chunks
+from civiclake import interrupts
+from civiclake._private.iceberg_write import DataFiles, add_data_files, write_data_files
 from civiclake.config import Settings
+from civiclake.errors import CivicLakeError
 
 COMMIT_ATTEMPTS = 3
 CATALOG_INIT_ATTEMPTS = 3
@@ -155,25 +157,45 @@ class CommitResult:
     committed_at: datetime
 
 
-def replace_range(
+def write_files(table: Table, chunks: Iterable[pa.Table]) -> DataFiles:
+    """Write ``chunks`` as data files in ``table``'s location, for ``commit_files``; nothing is
+    visible until that commit (a crash leaves orphan files, which ``maintain`` removes)."""
+    return write_data_files(table.metadata, table.io, chunks)
+
+
+def commit_files(
     table: Table,
     delete_filter: BooleanExpression,
-    chunks: Callable[[], Iterable[pa.Table]],
+    written: DataFiles,
     snapshot_properties: dict[str, str],
+    *,
+    rewrite: Callable[[Table], DataFiles] | None = None,
 ) -> CommitResult:
-    """Delete the rows matching ``delete_filter`` and append ``chunks()`` in one atomic commit.
+    """Delete the rows matching ``delete_filter`` and add the data files ``written`` (by this
+    process or any other writer) in one atomic transaction.
 
-    ``chunks`` is a factory so a commit that loses a race with another writer can be replayed
-    from the (staged, replayable) input against the refreshed table.
+    A commit that loses a race with another writer is replayed on the refreshed table with the
+    same files; when that writer changed the partitioning the files no longer fit, and
+    ``rewrite(table)`` writes them again (without it the load fails, committing nothing).
     """
     props = {SNAPSHOT_PROPERTY_PREFIX + k: v for k, v in snapshot_properties.items()}
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        # writing may have taken long: plan the delete on the table as it is now (a `maintain`
+        # meanwhile may have expired the snapshot this process last saw, and removed its files)
+        table.refresh()
+        if written.spec_id != table.metadata.default_spec_id:
+            if rewrite is None:
+                raise CivicLakeError(
+                    f"{'.'.join(table.name())}: the table's partitioning changed during the"
+                    " load; nothing was committed, re-run the load"
+                )
+            written = rewrite(table)
         try:
             with table.transaction() as tx, warnings.catch_warnings():
                 # an empty range is normal for a first load; PyIceberg warns about it
                 warnings.filterwarnings("ignore", "Delete operation did not match any records")
                 tx.delete(delete_filter, snapshot_properties=props)
-                rows = append_chunks(tx, chunks(), props)
+                add_data_files(tx, written, props)
             break
         except (CommitFailedException, ValidationException):
             # ValidationException: PyIceberg's own rebase of this commit found a conflict (a
@@ -182,15 +204,32 @@ def replace_range(
             if attempt == COMMIT_ATTEMPTS:
                 raise
             time.sleep(0.2 * attempt)
-            table.refresh()
     snapshot = table.current_snapshot()
     total = int(snapshot.summary["total-records"]) if snapshot and snapshot.summary else 0
+    interrupts.record_commit(".".join(table.name()), snapshot.snapshot_id if snapshot else None)
     return CommitResult(
         snapshot_id=snapshot.snapshot_id if snapshot else None,
-        rows_written=rows,
+        rows_written=written.rows,
         total_rows=total,
         committed_at=datetime.now(UTC),
     )
+
+
+def replace_range(
+    table: Table,
+    delete_filter: BooleanExpression,
+    chunks: Callable[[], Iterable[pa.Table]],
+    snapshot_properties: dict[str, str],
+) -> CommitResult:
+    """Delete the rows matching ``delete_filter`` and append ``chunks()`` in one atomic commit:
+    ``write_files`` then ``commit_files``. ``chunks`` is a factory so a replayed commit can
+    write the (staged, replayable) input again if the table's partitioning changed meanwhile.
+    """
+
+    def write(current: Table) -> DataFiles:
+        return write_files(current, chunks())
+
+    return commit_files(table, delete_filter, write(table), snapshot_properties, rewrite=write)
 
 
 @dataclass(frozen=True)

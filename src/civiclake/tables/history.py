@@ -36,6 +36,7 @@ class SnapshotEntry:
     rows_deleted: int
     total_rows: int
     current: bool
+    state: str  # "current", "rolled back" (no longer in the current history) or ""
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -50,6 +51,7 @@ class SnapshotEntry:
             "rows_deleted": self.rows_deleted,
             "total_rows": self.total_rows,
             "current": self.current,
+            "state": self.state,
         }
 
 
@@ -69,7 +71,10 @@ def _int(props: dict[str, str], key: str) -> int:
 
 def snapshot_history(table: Table, limit: int | None = None) -> list[SnapshotEntry]:
     """Every snapshot the table still holds, newest first (ties: the later sequence number)."""
+
     current = table.metadata.current_snapshot_id
+    head = table.current_snapshot()
+    live = {s.snapshot_id for s in ancestors_of(head, table.metadata)} if head else set()
     snapshots = sorted(
         table.metadata.snapshots,
         key=lambda s: (s.timestamp_ms, s.sequence_number or 0),
@@ -94,6 +99,9 @@ def snapshot_history(table: Table, limit: int | None = None) -> list[SnapshotEnt
                 rows_deleted=_int(props, "deleted-records"),
                 total_rows=_int(props, "total-records"),
                 current=snap.snapshot_id == current,
+                state="current"
+                if snap.snapshot_id == current
+                else ("" if snap.snapshot_id in live else "rolled back"),
             )
         )
     return entries
@@ -202,3 +210,35 @@ def rollback(table: Table, plan: RollbackPlan) -> Snapshot:
     snap = table.current_snapshot()
     assert snap is not None
     return snap
+
+
+def partitions_touched(table: Table, run_id: str) -> list[str]:
+    """Partitions (``2023-04`` for a month partition) whose data files the newest snapshots of
+    run ``run_id`` added or deleted: what the load really changed, not the months its range
+    spans (an incremental range up to today spans years of empty months)."""
+    from pyiceberg.manifest import ManifestEntryStatus
+
+    changed = (ManifestEntryStatus.ADDED, ManifestEntryStatus.DELETED)
+    schema = table.schema()
+    touched: set[str] = set()
+    snap = table.current_snapshot()
+    while snap is not None and snap.summary is not None:
+        if snap.summary.additional_properties.get(RUN_ID_KEY) != run_id:
+            break
+        for manifest in snap.manifests(table.io):
+            if manifest.added_snapshot_id != snap.snapshot_id:
+                continue
+            spec = table.specs()[manifest.partition_spec_id]
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                if entry.status not in changed:
+                    continue
+                parts = [
+                    field.transform.to_human_string(
+                        schema.find_type(field.source_id), entry.data_file.partition[i]
+                    )
+                    for i, field in enumerate(spec.fields)
+                ]
+                touched.add("/".join(parts) if parts else "(unpartitioned)")
+        parent = snap.parent_snapshot_id
+        snap = table.snapshot_by_id(parent) if parent is not None else None
+    return sorted(touched)

@@ -1,8 +1,9 @@
-"""Arrow -> SQL: the column types, identifiers and checks both warehouses share.
+"""Arrow -> SQL: the column types, identifiers and checks every warehouse shares.
 
 One mapping for every destination (only the spelling differs), so a table loads with the same
-types into DuckDB and PostgreSQL, and a Parquet file is checked against it before anything is
-written: a mismatch is one clear error instead of a cast failure half-way through a COPY.
+types into DuckDB, PostgreSQL and BigQuery, and a Parquet file is checked against it before
+anything is written: a mismatch is one clear error instead of a cast failure half-way through a
+COPY.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
 from civiclake.slices import RowIds, Slice, Window, Windows
 
-Dialect = Literal["duckdb", "postgres"]
+Dialect = Literal["duckdb", "postgres", "bigquery"]
 
 _INTEGERS: dict[pa.DataType, str] = {
     pa.int8(): "SMALLINT",
@@ -28,17 +29,41 @@ _INTEGERS: dict[pa.DataType, str] = {
 _SPELLING: dict[Dialect, dict[str, str]] = {
     "duckdb": {"DOUBLE PRECISION": "DOUBLE", "TEXT": "VARCHAR", "NUMERIC": "DECIMAL"},
     "postgres": {},
+    "bigquery": {
+        "SMALLINT": "INT64",
+        "INTEGER": "INT64",
+        "BIGINT": "INT64",
+        "DOUBLE PRECISION": "FLOAT64",
+        "TEXT": "STRING",
+        "BOOLEAN": "BOOL",
+        "TIMESTAMP": "DATETIME",  # wall time (UTC, as in the lake)
+        "TIMESTAMPTZ": "TIMESTAMP",  # an instant
+    },
 }
 
 
 def sql_type(dtype: pa.DataType, dialect: Dialect) -> str:
     """The SQL column type of an Arrow type; raises CivicLakeError for types with no mapping."""
     generic = _generic_type(dtype)
+    if generic is not None and dialect == "bigquery":
+        generic = _bigquery_numeric(generic)
     if generic is None:
         raise CivicLakeError(f"no {dialect} column type for Arrow type {dtype}")
     spelling = _SPELLING[dialect]
     head, paren, rest = generic.partition("(")
     return spelling.get(head, head) + paren + rest
+
+
+def _bigquery_numeric(generic: str) -> str | None:
+    """BigQuery's NUMERIC holds 29 integer and 9 fractional digits; BIGNUMERIC 38 and 38."""
+    if not generic.startswith("NUMERIC("):
+        return generic
+    precision, scale = (int(n) for n in generic[len("NUMERIC(") : -1].split(","))
+    if 0 <= scale <= 9 and precision - scale <= 29:
+        return generic
+    if 0 <= scale <= 38 and precision - scale <= 38:
+        return "BIG" + generic
+    return None
 
 
 def _generic_type(dtype: pa.DataType) -> str | None:
@@ -108,14 +133,23 @@ def check_range(
 
 
 def check_slice(table: str, schema: pa.Schema, replaced: Slice) -> None:
-    """The slice's column exists (and a window's bounds are ordered)."""
+    """The slice's column exists (and each window's bounds are ordered)."""
     if isinstance(replaced, Window):
         check_range(table, schema, replaced.column, replaced.start, replaced.stop)
     elif isinstance(replaced, Windows):
+        if replaced.column not in schema.names:
+            raise ParameterError(
+                f"table {table} has no column {replaced.column!r} to replace windows of"
+            )
         for window in replaced.windows:
             check_range(table, schema, window.column, window.start, window.stop)
     elif isinstance(replaced, RowIds) and replaced.column not in schema.names:
         raise ParameterError(f"table {table} has no column {replaced.column!r} to merge by")
+
+
+def one_line(text: str) -> str:
+    """A database's message on one line: the CLI shows one line."""
+    return " ".join(text.split())
 
 
 def missing_columns(
@@ -162,7 +196,7 @@ def check_file_schema(
     check_file_columns(url, file_schema, schema)
     for field in schema:
         found = file_schema.field(field.name).type
-        if _generic_type(found) != _generic_type(field.type):
-            want = sql_type(field.type, dialect)
-            got = sql_type(found, dialect) if _generic_type(found) else str(found)
+        want = sql_type(field.type, dialect)
+        got = sql_type(found, dialect) if _generic_type(found) else str(found)
+        if got != want:
             raise CivicLakeError(f"{url}: column {field.name!r} is {got}, the table wants {want}")

@@ -4,8 +4,9 @@ Data goes in through LOAD JOBS from the lake's Parquet files, never streaming in
 gs:// lake BigQuery reads the files itself (``load_table_from_uri``); from any other lake each
 file is streamed up (``load_table_from_file``, a resumable upload read straight from
 ``lake.open``, bounded memory). Loads land in a staging table; one multi-statement transaction
-then deletes the range from the target and inserts the staged rows, so a re-run replaces a
-month instead of duplicating it and readers never see half a month. The staging table is
+then deletes the slice from the target (a month, a set of days, the row ids of a merge, the
+whole table) and inserts the staged rows, so a re-run replaces instead of duplicating and
+readers never see half a load. The staging table is
 dropped afterwards (and expires by itself a day later if the process dies first).
 
 Types: naive timestamps (wall time, UTC as in the lake) are DATETIME, zoned ones TIMESTAMP, as
@@ -21,13 +22,15 @@ the code takes the road both accept: query parameters are not bound inside multi
 scripts there (range bounds are typed SQL literals, formatted here from date/datetime values,
 never from user text); Parquet loads match columns by position there, by name in BigQuery (a
 staging table per column order of the files, so both read the same); BIGNUMERIC columns fail
-there (DuckDB decimals stop at 38 digits); partition decorators (``table$202401``) fail there.
+there (DuckDB decimals stop at 38 digits); partition decorators (``table$202401``) fail there;
+``ALTER TABLE ADD COLUMN`` changes its storage but not the schema its API reports (patched).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import io
 import os
 import re
 import threading
@@ -35,12 +38,12 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import google.auth
 import google.auth.exceptions
 import pyarrow as pa
+import pyarrow.parquet as pq
 import requests
 from google.api_core import exceptions as api_exceptions
 from google.api_core.client_info import ClientInfo
@@ -53,13 +56,16 @@ from civiclake._private.net import unreachable
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake, scheme_of
-from civiclake.slices import Slice, Window, Windows
+from civiclake.slices import RowIds, Slice
 from civiclake.warehouse._arrow_sql import (
-    check_file_columns,
-    check_range,
+    check_file_schema,
+    check_slice,
+    one_line,
     parquet_schema,
     split_table,
+    sql_type,
 )
+from civiclake.warehouse._sql import SqlWarehouse, range_column, slice_condition
 
 __all__ = [
     "BigQueryWarehouse",
@@ -79,35 +85,16 @@ _DATASET_RE = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 _PROJECT_RE = re.compile(r"^[a-z0-9.:-]{1,128}$")
 _BAD_NAME_CHARS = re.compile(r"[`\\\n\r]")
 _HTTP_PREFIX = re.compile(r"^(?:GET|POST|PUT|PATCH|DELETE) \S+: ")  # the request's URL
-_INTEGERS = (pa.int8(), pa.int16(), pa.int32(), pa.int64())
 _STANDARD_NAMES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL", "RECORD": "STRUCT"}
 _TIME_TYPES = ("DATE", "DATETIME", "TIMESTAMP")
 
 
 def bigquery_type(dtype: pa.DataType) -> str | None:
     """The BigQuery column type of an Arrow type (``NUMERIC(10,2)`` style), None if none."""
-    if pa.types.is_dictionary(dtype):
-        return bigquery_type(dtype.value_type)
-    if dtype in _INTEGERS:
-        return "INT64"
-    if pa.types.is_float64(dtype):
-        return "FLOAT64"
-    if pa.types.is_decimal128(dtype):
-        precision, scale = dtype.precision, dtype.scale
-        if 0 <= scale <= 9 and precision - scale <= 29:
-            return f"NUMERIC({precision},{scale})"
-        if 0 <= scale <= 38 and precision - scale <= 38:
-            return f"BIGNUMERIC({precision},{scale})"
+    try:
+        return sql_type(dtype, "bigquery")
+    except CivicLakeError:
         return None
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        return "STRING"
-    if pa.types.is_boolean(dtype):
-        return "BOOL"
-    if pa.types.is_date32(dtype):
-        return "DATE"
-    if pa.types.is_timestamp(dtype) and dtype.unit == "us":
-        return "DATETIME" if dtype.tz is None else "TIMESTAMP"
-    return None
 
 
 def _field(name: str, dtype: pa.DataType, table: str) -> bigquery.SchemaField:
@@ -131,18 +118,6 @@ def bigquery_schema(table: str, schema: pa.Schema) -> list[bigquery.SchemaField]
         if not name or _BAD_NAME_CHARS.search(name):
             raise ParameterError(f"table {table}: column name {name!r} cannot be used in BigQuery")
     return [_field(f.name, f.type, table) for f in schema]
-
-
-def _check_file_schema(url: str, file_schema: pa.Schema, schema: pa.Schema) -> None:
-    """Exactly the table's columns, each mapping to the same BigQuery type (any order)."""
-    check_file_columns(url, file_schema, schema)
-    for field in schema:
-        found = file_schema.field(field.name).type
-        want, got = bigquery_type(field.type), bigquery_type(found)
-        if got != want:
-            raise CivicLakeError(
-                f"{url}: column {field.name!r} is {got or found}, the table wants {want}"
-            )
 
 
 def _adc_configured() -> bool:
@@ -201,14 +176,12 @@ def _credential_source(credentials: Credentials) -> str:
     return f"application default ({type(credentials).__name__})"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-class BigQueryWarehouse:
+class BigQueryWarehouse(SqlWarehouse):
     """One BigQuery client; replaces are serialised within this object (like the others)."""
 
     name = "bigquery"
+    dialect = "bigquery"
+    label = "BigQuery"
 
     def __init__(
         self,
@@ -289,61 +262,6 @@ class BigQueryWarehouse:
 
     # -- loading ----------------------------------------------------------------------------
 
-    def replace_range(
-        self,
-        table: str,
-        schema: pa.Schema,
-        parquet_urls: list[str],
-        lake: Lake,
-        *,
-        column: str,
-        start: datetime | date,
-        stop: datetime | date,
-    ) -> int:
-        """Load the files into staging, then in one transaction delete ``start <= column <
-        stop`` and insert the staged rows; the target is untouched when anything fails."""
-        check_range(table, schema, column, start, stop)
-        return self._replace_windows(table, schema, parquet_urls, lake, column, [(start, stop)])
-
-    def _replace_windows(
-        self,
-        table: str,
-        schema: pa.Schema,
-        parquet_urls: list[str],
-        lake: Lake,
-        column: str,
-        spans: list[tuple[datetime | date, datetime | date]],
-    ) -> int:
-        """``replace_range`` for the union of ``spans`` (the days a file holds)."""
-        fields = bigquery_schema(table, schema)
-        dataset, _ = self._split(table)
-        by_order: dict[tuple[str, ...], list[str]] = {}
-        for url in parquet_urls:  # fail before any job on a missing or foreign file
-            file_schema = parquet_schema(lake, url)
-            _check_file_schema(url, file_schema, schema)
-            by_order.setdefault(tuple(file_schema.names), []).append(url)
-        with self._lock, self._errors(f"loading {table} into BigQuery failed"):
-            self._check_endpoint()
-            location = self._ensure_dataset(dataset)
-            target = self._ensure_table(table, fields, column)
-            stages: list[str] = []
-            try:
-                loaded = 0
-                for order, urls in by_order.items():
-                    stage, stage_fields = self._create_stage(table, fields, order)
-                    stages.append(stage)
-                    self._load(stage, stage_fields, urls, lake, location)
-                    loaded += self._rows(stage)
-                script = self._replace_script(target, fields, column, spans, stages)
-                self._client.query(script, location=location, retry=self._retry).result(
-                    retry=self._retry, timeout=self.job_timeout_s
-                )
-            finally:
-                for stage in stages:  # never hide the error that got us here
-                    with contextlib.suppress(Exception):
-                        self._client.delete_table(stage, not_found_ok=True, retry=self._retry)
-        return loaded
-
     def replace(
         self,
         table: str,
@@ -354,26 +272,48 @@ class BigQueryWarehouse:
         *,
         evolve: bool = False,
     ) -> int:
-        """The load contract: BigQuery replaces date/time windows (``replace_range``) only."""
-        if isinstance(replaced, Windows) and not evolve:
-            for window in replaced.windows:
-                check_range(table, schema, window.column, window.start, window.stop)
-            spans = [(w.start, w.stop) for w in replaced.windows]
-            return self._replace_windows(table, schema, parquet_urls, lake, replaced.column, spans)
-        if not isinstance(replaced, Window) or evolve:
-            raise ParameterError(
-                "the bigquery warehouse replaces date/time ranges only: a whole-table refresh, "
-                "a merge by row id or a new column is not supported there yet"
-            )
-        return self.replace_range(
-            table,
-            schema,
-            parquet_urls,
-            lake,
-            column=replaced.column,
-            start=replaced.start,
-            stop=replaced.stop,
-        )
+        """Load the files into staging tables, then in one transaction delete the slice from
+        the target and insert the staged rows; the target is untouched when anything fails.
+
+        ``evolve``: columns of ``schema`` the table lacks are added first (DDL cannot run in a
+        BigQuery transaction: a failed load leaves them there, empty). A ``RowIds`` slice's
+        ids are staged too (a Parquet load job), so the DELETE joins against a table instead
+        of a query text that grows with the ids.
+        """
+        check_slice(table, schema, replaced)
+        fields = bigquery_schema(table, schema)
+        dataset, _ = self._split(table)
+        by_order: dict[tuple[str, ...], list[str]] = {}
+        for url in parquet_urls:  # fail before any job on a missing or foreign file
+            file_schema = parquet_schema(lake, url)
+            check_file_schema(url, file_schema, schema, "bigquery")
+            by_order.setdefault(tuple(file_schema.names), []).append(url)
+        with self._lock, self._errors(f"loading {table} into BigQuery failed"):
+            self._check_endpoint()
+            location = self._ensure_dataset(dataset)
+            target = self._ensure_table(table, fields, range_column(replaced), location, evolve)
+            stages: list[str] = []
+            try:
+                loaded = 0
+                for order, urls in by_order.items():
+                    stage, stage_fields = self._create_stage(table, fields, order)
+                    stages.append(stage)
+                    self._load(stage, stage_fields, urls, lake, location)
+                    loaded += self._rows(stage)
+                ids = None
+                if isinstance(replaced, RowIds) and replaced.ids:
+                    ids = self._stage_ids(table, replaced, location)
+                    stages.append(ids)
+                data_stages = [stage for stage in stages if stage != ids]
+                script = self._replace_script(target, fields, replaced, data_stages, ids)
+                self._client.query(script, location=location, retry=self._retry).result(
+                    retry=self._retry, timeout=self.job_timeout_s
+                )
+            finally:
+                for stage in stages:  # never hide the error that got us here
+                    with contextlib.suppress(Exception):
+                        self._client.delete_table(stage, not_found_ok=True, retry=self._retry)
+        return loaded
 
     def _ensure_dataset(self, dataset: str) -> str:
         """The dataset's location; created in ``self.location`` when missing.
@@ -395,28 +335,59 @@ class BigQueryWarehouse:
         return self._locations[dataset]
 
     def _ensure_table(
-        self, table: str, fields: list[bigquery.SchemaField], column: str
+        self,
+        table: str,
+        fields: list[bigquery.SchemaField],
+        partition_by: str | None,
+        location: str,
+        evolve: bool,
     ) -> bigquery.Table:
         """The target table, created with the explicit schema (partitioned by month on the
-        range column) when missing; an existing one must have every column."""
+        slice's date/time column) when missing; an existing one must have every column, or
+        gets the missing ones with ``evolve``."""
         table_id = self.table_id(table)
         try:
             existing = self._client.get_table(table_id, retry=self._retry)
         except api_exceptions.NotFound:
             wanted = bigquery.Table(table_id, schema=fields)
-            kind = next(f.field_type for f in fields if f.name == column)
+            kind = next((f.field_type for f in fields if f.name == partition_by), None)
             if kind in _TIME_TYPES:  # a replace then rewrites one partition (the month)
                 wanted.time_partitioning = bigquery.TimePartitioning(
-                    type_=bigquery.TimePartitioningType.MONTH, field=column
+                    type_=bigquery.TimePartitioningType.MONTH, field=partition_by
                 )
             return self._client.create_table(wanted, exists_ok=True, retry=self._retry)
-        missing = sorted({f.name for f in fields} - {f.name for f in existing.schema})
-        if missing:
-            raise CivicLakeError(
-                f"table {table} in BigQuery lacks columns {missing}: "
-                "migrate or drop it, then reload"
-            )
+        if evolve:
+            existing = self._add_columns(existing, fields, location)
+        have = {f.name: "" for f in existing.schema}
+        self.check_columns(table, _names_schema(fields), have)
         return existing
+
+    def _add_columns(
+        self, existing: bigquery.Table, fields: list[bigquery.SchemaField], location: str
+    ) -> bigquery.Table:
+        """``ALTER TABLE ... ADD COLUMN`` for each new field (NULL in the rows already there).
+
+        The table's metadata is then patched if it still lacks them: BigQuery's DDL updates
+        both, the emulator only its storage (and a schema patch only its metadata).
+        """
+        known = {f.name.lower() for f in existing.schema}
+        new = [f for f in fields if f.name.lower() not in known]
+        if not new:
+            return existing
+        into = self._quoted(f"{existing.project}.{existing.dataset_id}.{existing.table_id}")
+        for field in new:
+            kind = _type_name(field).replace(", ", ",")
+            self._client.query(
+                f"ALTER TABLE {into} ADD COLUMN IF NOT EXISTS {_quote_column(field.name)} {kind}",
+                location=location,
+                retry=self._retry,
+            ).result(retry=self._retry, timeout=self.job_timeout_s)
+        table = self._client.get_table(existing.reference, retry=self._retry)
+        have = {f.name.lower() for f in table.schema}
+        if any(f.name.lower() not in have for f in new):
+            table.schema = [*table.schema, *(f for f in new if f.name.lower() not in have)]
+            table = self._client.update_table(table, ["schema"], retry=self._retry)
+        return table
 
     def _create_stage(
         self, table: str, fields: list[bigquery.SchemaField], order: tuple[str, ...]
@@ -463,25 +434,47 @@ class BigQueryWarehouse:
         """Rows of a table after its load jobs (exact: no streaming buffer is involved)."""
         return int(self._client.get_table(table_id, retry=self._retry).num_rows or 0)
 
+    def _stage_ids(self, table: str, replaced: RowIds, location: str) -> str:
+        """The slice's ids in a staging table of one STRING column ``id``."""
+        fields = [bigquery.SchemaField("id", "STRING")]
+        stage_id, _ = self._create_stage(table, fields, ("id",))
+        out = io.BytesIO()
+        pq.write_table(pa.table({"id": pa.array(sorted(replaced.ids), pa.string())}), out)
+        out.seek(0)
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            schema=fields,
+            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+            create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
+        )
+        job = self._client.load_table_from_file(out, stage_id, job_config=config, location=location)
+        job.result(retry=self._retry, timeout=self.job_timeout_s)
+        return stage_id
+
     def _replace_script(
         self,
         target: bigquery.Table,
         fields: list[bigquery.SchemaField],
-        column: str,
-        spans: list[tuple[datetime | date, datetime | date]],
+        replaced: Slice,
         stages: list[str],
+        ids: str | None,
     ) -> str:
         """One transaction: BigQuery rolls it back by itself if any statement fails."""
-        kind = next(f.field_type for f in fields if f.name == column)
-        col = _quote_column(column)
+        kinds = {f.name: f.field_type for f in fields}
+        column = getattr(replaced, "column", "")
+
+        def bind(value: datetime | date) -> str:
+            return _literal(value, kinds.get(column, ""))
+
+        def member(quoted: str, _: RowIds) -> str:
+            key = quoted if kinds.get(column) == "STRING" else f"CAST({quoted} AS STRING)"
+            return f"{key} IN (SELECT id FROM {self._quoted(ids or '')})"
+
         into = self._quoted(f"{target.project}.{target.dataset_id}.{target.table_id}")
         columns = ", ".join(_quote_column(f.name) for f in fields)
         lines = ["BEGIN TRANSACTION;"]
-        if spans:
-            where = " OR ".join(
-                f"({col} >= {_literal(start, kind)} AND {col} < {_literal(stop, kind)})"
-                for start, stop in spans
-            )
+        where = slice_condition(replaced, _quote_column, bind, member)
+        if where is not None:
             lines.append(f"DELETE FROM {into} WHERE {where};")
         lines += [
             f"INSERT INTO {into} ({columns}) SELECT {columns} FROM {self._quoted(stage)};"
@@ -586,7 +579,7 @@ class BigQueryWarehouse:
         if isinstance(exc, api_exceptions.RetryError) and exc.cause is not None:
             return self._reason(exc.cause) + " (gave up retrying)"
         if isinstance(exc, api_exceptions.GoogleAPICallError):
-            message = _HTTP_PREFIX.sub("", _one_line(exc.message or "")) or type(exc).__name__
+            message = _HTTP_PREFIX.sub("", one_line(exc.message or "")) or type(exc).__name__
             message = message.split("; reason: ")[0]  # job errors repeat themselves after this
             if isinstance(exc, api_exceptions.Forbidden):
                 return f"permission denied: {message}"
@@ -600,21 +593,10 @@ class BigQueryWarehouse:
             return f"cannot connect to the BigQuery API at {self.endpoint or DEFAULT_API_HOST}"
         if isinstance(exc, concurrent.futures.TimeoutError):
             return f"no answer within {self.job_timeout_s:.0f} s"
-        return _one_line(str(exc)) or type(exc).__name__
+        return one_line(str(exc)) or type(exc).__name__
 
     def close(self) -> None:
         self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _quote_column(name: str) -> str:
@@ -622,7 +604,10 @@ def _quote_column(name: str) -> str:
 
 
 def _literal(value: datetime | date, column_type: str) -> str:
-    """A typed SQL literal of a range bound. Naive datetimes are UTC, as in the lake."""
+    """A typed SQL literal of a range bound. Naive datetimes are UTC, as in the lake; a day
+    bounding a DATETIME or TIMESTAMP column means its midnight (UTC)."""
+    if not isinstance(value, datetime) and column_type in ("DATETIME", "TIMESTAMP"):
+        value = datetime(value.year, value.month, value.day)
     if isinstance(value, datetime):
         utc = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
         text = utc.isoformat(sep=" ")
@@ -630,6 +615,11 @@ def _literal(value: datetime | date, column_type: str) -> str:
             return f"TIMESTAMP '{text}+00'"
         return f"DATETIME '{text}'"
     return f"DATE '{value.isoformat()}'"
+
+
+def _names_schema(fields: list[bigquery.SchemaField]) -> pa.Schema:
+    """Only the names matter to ``check_columns``."""
+    return pa.schema([(f.name, pa.null()) for f in fields])
 
 
 def _type_name(field: bigquery.SchemaField) -> str:

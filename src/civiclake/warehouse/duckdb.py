@@ -11,8 +11,6 @@ import contextlib
 import threading
 from datetime import date, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import duckdb
 import pyarrow as pa
@@ -22,17 +20,15 @@ from fsspec.implementations.local import LocalFileSystem
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError
 from civiclake.lake import Lake
-from civiclake.slices import Slice, WholeTable, Window, Windows
+from civiclake.slices import RowIds, Slice
 from civiclake.warehouse._arrow_sql import (
-    check_file_schema,
-    check_slice,
-    create_table_sql,
     missing_columns,
-    parquet_schema,
+    one_line,
     qualified,
     quote_ident,
     split_table,
 )
+from civiclake.warehouse._sql import SqlWarehouse, slice_condition
 
 __all__ = ["DEFAULT_BATCH_ROWS", "DuckDBWarehouse"]
 
@@ -56,10 +52,12 @@ def _file_lock(path: str) -> threading.Lock:
         return _FILE_LOCKS.setdefault(path, threading.Lock())
 
 
-class DuckDBWarehouse:
+class DuckDBWarehouse(SqlWarehouse):
     """One DuckDB file; writes to it from this process are serialised (see ``_file_lock``)."""
 
     name = "duckdb"
+    dialect = "duckdb"
+    label = "DuckDB"
 
     def __init__(self, path: Path | str, *, batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
         self.path = Path(path)
@@ -81,20 +79,6 @@ class DuckDBWarehouse:
     def from_settings(cls, settings: Settings) -> DuckDBWarehouse:
         return cls(settings.home_dir / FILE_NAME)
 
-    def replace_range(
-        self,
-        table: str,
-        schema: pa.Schema,
-        parquet_urls: list[str],
-        lake: Lake,
-        *,
-        column: str,
-        start: datetime | date,
-        stop: datetime | date,
-    ) -> int:
-        """Delete ``start <= column < stop`` and load the files, in one transaction."""
-        return self.replace(table, schema, parquet_urls, lake, Window(column, start, stop))
-
     def replace(
         self,
         table: str,
@@ -107,11 +91,8 @@ class DuckDBWarehouse:
     ) -> int:
         """Delete the slice and load the files, in one transaction. ``evolve``: columns of
         ``schema`` the table lacks are added (a source's new column) instead of refused."""
-        check_slice(table, schema, replaced)
+        create = self.checked_create_sql(table, schema, parquet_urls, lake, replaced)
         namespace, _ = split_table(table)
-        create = create_table_sql(table, schema, "duckdb")
-        for url in parquet_urls:  # fail before the transaction on a missing or foreign file
-            check_file_schema(url, parquet_schema(lake, url), schema, "duckdb")
         target = qualified(table)
         local = _local_paths(lake, parquet_urls)
         with self._lock:
@@ -123,7 +104,7 @@ class DuckDBWarehouse:
                 if evolve:
                     for name, kind in missing_columns(self._column_types(table), schema, "duckdb"):
                         con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {kind}")
-                self._check_columns(table, schema)
+                self.check_columns(table, schema, self._column_types(table))
                 self._delete(target, replaced)
                 if not parquet_urls:
                     loaded = 0
@@ -151,29 +132,23 @@ class DuckDBWarehouse:
         return loaded
 
     def _delete(self, target: str, replaced: Slice) -> None:
-        con = self._con
-        if isinstance(replaced, WholeTable):
-            con.execute(f"DELETE FROM {target}")
-        elif isinstance(replaced, Window):
-            col = quote_ident(replaced.column)
-            con.execute(
-                f"DELETE FROM {target} WHERE {col} >= ? AND {col} < ?",
-                [replaced.start, replaced.stop],
-            )
-        elif isinstance(replaced, Windows):  # the days a file holds, not the span between
-            if replaced.windows:
-                col = quote_ident(replaced.column)
-                where = " OR ".join([f"({col} >= ? AND {col} < ?)"] * len(replaced.windows))
-                bounds = [b for w in replaced.windows for b in (w.start, w.stop)]
-                con.execute(f"DELETE FROM {target} WHERE {where}", bounds)
-        elif replaced.ids:  # RowIds: the ids as an Arrow table DuckDB joins against
-            con.register(_IDS_VIEW, pa.table({"id": pa.array(sorted(replaced.ids), pa.string())}))
-            try:
-                con.execute(
-                    f"DELETE FROM {target} WHERE {quote_ident(replaced.column)} IN "
-                    f"(SELECT id FROM {_IDS_VIEW})"
-                )
-            finally:
+        con, params = self._con, []
+
+        def bind(value: date | datetime) -> str:
+            params.append(value)
+            return "?"
+
+        def member(column: str, ids: RowIds) -> str:  # the ids as an Arrow table joined against
+            con.register(_IDS_VIEW, pa.table({"id": pa.array(sorted(ids.ids), pa.string())}))
+            return f"{column} IN (SELECT id FROM {_IDS_VIEW})"
+
+        where = slice_condition(replaced, quote_ident, bind, member)
+        if where is None:
+            return
+        try:
+            con.execute(f"DELETE FROM {target} WHERE {where}", params)
+        finally:
+            if isinstance(replaced, RowIds):
                 con.unregister(_IDS_VIEW)
 
     def _insert_streamed(self, target: str, lake: Lake, url: str) -> int:
@@ -190,14 +165,6 @@ class DuckDBWarehouse:
                 )
             finally:
                 self._con.unregister(_STREAM_VIEW)
-
-    def _check_columns(self, table: str, schema: pa.Schema) -> None:
-        """An existing table made from an older schema: say so instead of a binder error."""
-        missing = sorted(set(schema.names) - set(self._column_types(table)))
-        if missing:
-            raise CivicLakeError(
-                f"table {table} in DuckDB lacks columns {missing}: migrate or drop it, then reload"
-            )
 
     def check(self) -> str:
         """Prove the file takes writes (a table created in a transaction rolled back)."""
@@ -240,17 +207,6 @@ class DuckDBWarehouse:
     def close(self) -> None:
         self._con.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def _local_paths(lake: Lake, urls: list[str]) -> list[str] | None:
     """Local paths DuckDB can read itself, or None when the lake is not on this disk."""
@@ -266,4 +222,4 @@ def _first(result: duckdb.DuckDBPyConnection) -> int:
 
 def _reason(exc: BaseException) -> str:
     """The first line of a database error: the CLI shows one line."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return one_line((str(exc).strip().splitlines() or [""])[0]) or type(exc).__name__
