@@ -179,7 +179,7 @@ def test_socrata_options_a_loaded_table_cannot_honour_are_refused(
         assert mixed.exit_code == 2
         assert "the rows of two sources would be mixed" in mixed.output
         table.refresh()
-        assert table.current_snapshot().snapshot_id != snapshot  # `same` loaded
+        assert table.current_snapshot().snapshot_id == snapshot  # `same`: nothing new, no commit
         latest = table.current_snapshot().snapshot_id
         replaced = runner.invoke(app, ["socrata", "run", DATASET, "--portal", other.url, "--full"])
         assert replaced.exit_code == 0, replaced.output
