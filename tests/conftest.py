@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +42,24 @@ def civiclake_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CIVICLAKE_FETCH_RETRY_DELAY", "0")
     monkeypatch.setenv("CIVICLAKE_DOWNLOAD_RETRY_DELAY", "0")
     return home
+
+
+@pytest.fixture(autouse=True)
+def no_closed_log_streams() -> Iterator[None]:
+    """In-process CLI tests (CliRunner) swap sys.stderr for a buffer they close afterwards;
+    Prefect's console handler, configured during such a test, kept writing to it and printed
+    "--- Logging error ---" into a later test's output. After each test, every log handler
+    whose stream was closed goes back to the real stderr."""
+    yield
+    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in list(getattr(logger, "handlers", [])):
+            console = getattr(handler, "console", None)  # Prefect's rich console handler
+            if console is not None and getattr(console.file, "closed", False):
+                console.file = sys.__stderr__
+            stream = getattr(handler, "stream", None)
+            if stream is not None and getattr(stream, "closed", False):
+                handler.stream = sys.__stderr__  # not setStream: it flushes the closed one
 
 
 @pytest.fixture(scope="session")
