@@ -534,7 +534,6 @@ def test_crash_between_the_two_commits_is_repaired_by_the_next_load(tmp_path: Pa
     days = Windows.of_days(bnt.DATE_FIELD, staged.days)
     props = {
         "run-id": "crashed",
-        "rejects-url": staged.rejects_url,
         "rejects-days": "2024-03-01/2024-03-02",
         "load-key": ctx.load_key,
     }
