@@ -38,7 +38,7 @@ from civiclake.flows._params import (
     WarehouseBlockParam,
     WarehouseKind,
 )
-from civiclake.flows._sync import check_warehouse
+from civiclake.flows._sync import WAREHOUSE_PROPERTY, check_warehouse
 from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
 from civiclake.lake import iter_table_chunks
 from civiclake.slices import Window
@@ -205,6 +205,7 @@ def load_iceberg(
     month: int,
     run_id: str,
     blocks: Blocks = None,
+    warehouse: str | None = None,
 ) -> dict[str, Any]:
     """Replace the month in ``tlc.{color}_trips`` (and its rejects), one commit each."""
     settings = settings_for(blocks)
@@ -218,6 +219,7 @@ def load_iceberg(
         "range": str(the_month),
         "rows-loaded": str(converted["rows_valid"]),
         "rows-rejected": str(converted["rows_rejected"]),
+        **({WAREHOUSE_PROPERTY: warehouse} if warehouse else {}),  # what rollback reads
     }
     with table_lock(spec.table):
         table = tables.ensure_table_for(
@@ -348,7 +350,9 @@ def _tlc_month(
         converted = convert_load_postgres(
             raw_url, color.value, year, month, run_id, blocks=blocks, allow_empty=allow_empty
         )
-        iceberg = load_iceberg(converted, color.value, year, month, run_id, blocks=blocks)
+        iceberg = load_iceberg(
+            converted, color.value, year, month, run_id, blocks=blocks, warehouse=to.value
+        )
         warehouse = {"warehouse": converted["warehouse"], "rows": converted["warehouse_rows"]}
     else:
         converted = convert(raw_url, color.value, year, month, run_id, blocks=blocks)
@@ -356,7 +360,7 @@ def _tlc_month(
         _refuse_empty_month(settings, spec, the_month, converted["rows_valid"], allow_empty)
         # Iceberg and the warehouse load the same Parquet independently: side by side
         iceberg_future = load_iceberg.submit(
-            converted, color.value, year, month, run_id, blocks=blocks
+            converted, color.value, year, month, run_id, blocks=blocks, warehouse=to.value
         )
         warehouse_future = load_warehouse.submit(
             converted, color.value, year, month, to.value, blocks=blocks
