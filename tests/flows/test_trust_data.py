@@ -534,7 +534,6 @@ def test_crash_between_the_two_commits_is_repaired_by_the_next_load(tmp_path: Pa
     days = Windows.of_days(bnt.DATE_FIELD, staged.days)
     props = {
         "run-id": "crashed",
-        "rejects-url": staged.rejects_url,
         "rejects-days": "2024-03-01/2024-03-02",
         "load-key": ctx.load_key,
     }
@@ -604,3 +603,14 @@ def test_bnt_rerun_with_nothing_new_commits_nothing(bnt_server: SocrataServer) -
     after = [len(catalog.load_table(t).metadata.snapshots) for t in (bnt.TABLE, bnt.REJECTS_TABLE)]
     assert after == counts
     assert len(table_rows()) == 2 * ROWS_PER_DAY
+
+
+def test_rollback_of_a_taxi_month_says_its_warehouse_is_not_rolled_back(tmp_path: Path) -> None:
+    assert cli("taxi", "run", "--from-file", str(YELLOW)).exit_code == 0  # -> DuckDB
+    first = tables.load_catalog(get_settings()).load_table("tlc.yellow_trips").current_snapshot()
+    fewer = tmp_path / YELLOW.name
+    fewer.write_text("\n".join(YELLOW.read_text().splitlines()[:50]) + "\n")
+    assert cli("taxi", "run", "--from-file", str(fewer)).exit_code == 0
+    result = cli("rollback", "tlc.yellow_trips", "--to", str(first.snapshot_id), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "re-run the load with --to duckdb to re-sync" in " ".join(result.output.split())

@@ -39,7 +39,7 @@ from civiclake.flows._params import (
     WarehouseBlockParam,
     WarehouseKind,
 )
-from civiclake.flows._sync import check_warehouse
+from civiclake.flows._sync import WAREHOUSE_PROPERTY, check_warehouse
 from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
 from civiclake.lake import iter_table_chunks
 from civiclake.slices import Window
@@ -211,6 +211,7 @@ def load_iceberg(
     month: int,
     run_id: str,
     blocks: Blocks = None,
+    warehouse: str | None = None,
 ) -> dict[str, Any]:
     """Replace the month in ``tlc.{color}_trips`` (and its rejects), one commit each."""
     from civiclake.tables.history import partitions_touched
@@ -226,6 +227,7 @@ def load_iceberg(
         "range": str(the_month),
         "rows-loaded": str(converted["rows_valid"]),
         "rows-rejected": str(converted["rows_rejected"]),
+        **({WAREHOUSE_PROPERTY: warehouse} if warehouse else {}),  # what rollback reads
     }
     with table_lock(spec.table, settings):
         table = tables.ensure_table_for(
@@ -360,7 +362,9 @@ def _tlc_month(
             blocks=blocks,
             allow_empty=allow_empty,
         )
-        iceberg = load_iceberg(converted, color.value, year, month, run_id, blocks=blocks)
+        iceberg = load_iceberg(
+            converted, color.value, year, month, run_id, blocks=blocks, warehouse=to.value
+        )
         warehouse = {"warehouse": converted["warehouse"], "rows": converted["warehouse_rows"]}
     else:
         converted = convert(raw_url, color.value, year, month, run_id, blocks=blocks)
@@ -368,7 +372,7 @@ def _tlc_month(
         _refuse_empty_month(settings, spec, the_month, converted["rows_valid"], allow_empty)
         # Iceberg and the warehouse load the same Parquet independently: side by side
         iceberg_future = load_iceberg.submit(
-            converted, color.value, year, month, run_id, blocks=blocks
+            converted, color.value, year, month, run_id, blocks=blocks, warehouse=to.value
         )
         warehouse_future = load_warehouse.submit(
             converted, color.value, year, month, to.value, blocks=blocks

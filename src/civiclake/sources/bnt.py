@@ -706,8 +706,8 @@ def commit_staged(
 
     The two commits are a moment apart: a crash between them leaves the table at this load and
     its rejects at the previous one (``sql --as-of`` this load then reads the older rejects).
-    The table's snapshot records what the rejects commit needs (``rejects-url``,
-    ``rejects-days``, ``load-key``), so the next load first completes it
+    The table's snapshot records what the rejects commit needs (``rejects-days``, ``load-key``;
+    the staged rejects file is found from the run id), so the next load first completes it
     (:func:`repair_rejects`).
 
     No Prefect here: the flow's ``load`` task calls it under the table's lock, and tests and
@@ -723,7 +723,6 @@ def commit_staged(
     )
     props = {
         **snapshot_properties,
-        "rejects-url": rejects_url,
         "rejects-days": ",".join(f"{a.isoformat()}/{b.isoformat()}" for a, b in spans),
         "load-key": load_key,
     }
@@ -795,8 +794,11 @@ def repair_rejects(catalog: Catalog, lake: Lake) -> bool:
         for k, v in snapshot.summary.additional_properties.items()
         if k.startswith(prefix)
     }
-    run_id, url = props.get("run-id"), props.get("rejects-url")
-    if not run_id or not url or "rejects-days" not in props or not lake.exists(url):
+    run_id = props.get("run-id")
+    if not run_id or "rejects-days" not in props:
+        return False
+    url = f"{stage_dir(lake, run_id)}/rejects.parquet"  # where ``stage`` wrote them
+    if not lake.exists(url):
         return False
     if catalog.table_exists(REJECTS_TABLE):
         done = catalog.load_table(REJECTS_TABLE).metadata.snapshots
