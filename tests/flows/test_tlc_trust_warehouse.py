@@ -138,3 +138,46 @@ def test_rollback_of_a_taxi_month_then_a_rerun_resyncs(tmp_path: Path) -> None:
     again = cli("taxi", "run", "--from-file", str(YELLOW), "--to", "duckdb")
     assert again.exit_code == 0, again.output
     assert warehouse_count(TABLE) == iceberg_count(TABLE)  # August gone, as in the lake
+
+
+def test_postgres_month_failing_leaves_the_lake_unchanged(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Into PostgreSQL the month commits before Iceberg's: its failure never moves the lake."""
+    import psycopg
+
+    monkeypatch.setenv("CIVICLAKE_POSTGRES_URL", postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS tlc")
+        conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        conn.execute(f"CREATE TABLE {TABLE} (x int)")  # passes the check, refuses the load
+    result = cli("taxi", "run", "--from-file", str(YELLOW), "--to", "postgres")
+    assert result.exit_code == 1, result.output
+    assert "lacks columns" in error_line(result)
+    assert "warehouse not updated" not in error_line(result)
+    catalog = tables.load_catalog(get_settings())
+    assert not catalog.table_exists(TABLE) or iceberg_count(TABLE) == 0
+
+
+def test_rollback_into_postgres_then_a_rerun_resyncs(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The streaming warehouse honours the mark too: the whole table, after the months."""
+    import psycopg
+
+    monkeypatch.setenv("CIVICLAKE_POSTGRES_URL", postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for name in (TABLE, REJECTS):
+            conn.execute(f"DROP TABLE IF EXISTS {name}")
+    assert cli("taxi", "run", "--from-file", str(YELLOW), "--to", "postgres").exit_code == 0
+    before = tables.load_catalog(get_settings()).load_table(TABLE).current_snapshot()
+    august = tmp_path / "yellow_tripdata_2020-08.csv"
+    august.write_text(YELLOW.read_text().replace("2020-07-", "2020-08-"))
+    assert cli("taxi", "run", "--from-file", str(august), "--to", "postgres").exit_code == 0
+    assert cli("rollback", TABLE, "--to", str(before.snapshot_id), "--yes").exit_code == 0
+
+    again = cli("taxi", "run", "--from-file", str(YELLOW), "--to", "postgres")
+    assert again.exit_code == 0, again.output
+    with open_warehouse("postgres", get_settings()) as warehouse:
+        assert warehouse.count(TABLE) == iceberg_count(TABLE)
+    assert not not_synced_marks()
