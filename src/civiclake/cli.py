@@ -659,6 +659,7 @@ def taxi_run(
         settings.lake().check_writable()
 
     interrupts.install()
+    from civiclake.flows._sync import WarehouseNotSynced
     from civiclake.flows.tlc import MonthsFailed, tlc_taxi_trips
 
     _prefect_ready()
@@ -675,7 +676,7 @@ def taxi_run(
             warehouse_block=warehouse_block,
             allow_empty=allow_empty,
         )
-    except MonthsFailed as exc:
+    except (MonthsFailed, WarehouseNotSynced) as exc:
         if exc.summary:
             _print_taxi_summary(exc.summary)
         raise
@@ -696,13 +697,16 @@ def _print_taxi_summary(summary: dict[str, Any]) -> None:
         title=f"{summary['table']} -> Iceberg + {summary['to']}",
     )
     for r in summary["months"]:
-        if r["status"] != "loaded":
+        if r["status"] == "failed":
             table.add_row(r["month"], styled("failed", "red"), "", "", "", "", "", "", "")
             continue
+        status = "loaded"
+        if r["status"] == "not synced":  # in the lake, not in the warehouse: say which snapshot
+            status = styled(r["warehouse_line"], "red")
         rules = ", ".join(f"{k} {v:,}" for k, v in r["rejected_by_rule"].items() if v)
         table.add_row(
             r["month"],
-            "loaded",
+            status,
             f"{r['rows_read']:,}",
             f"{r['rows_loaded']:,}",
             f"{r['rows_rejected']:,}",
@@ -712,6 +716,11 @@ def _print_taxi_summary(summary: dict[str, Any]) -> None:
             str(r["duration_s"]),
         )
     _print_table(table)
+    if "warehouse_resynced_rows" in summary:
+        out.print(
+            f"{summary['to']}: {summary['table']} re-synced from the lake "
+            f"({summary['warehouse_resynced_rows']:,} rows)"
+        )
 
 
 @app.command("deploy")

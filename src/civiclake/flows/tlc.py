@@ -39,7 +39,15 @@ from civiclake.flows._params import (
     WarehouseBlockParam,
     WarehouseKind,
 )
-from civiclake.flows._sync import WAREHOUSE_PROPERTY, check_warehouse
+from civiclake.flows._sync import (
+    WAREHOUSE_PROPERTY,
+    WarehouseNotSynced,
+    check_warehouse,
+    mark_not_synced,
+    not_synced,
+    not_synced_line,
+    sync_whole_table,
+)
 from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
 from civiclake.lake import iter_table_chunks
 from civiclake.slices import Window
@@ -377,7 +385,12 @@ def _tlc_month(
         warehouse_future = load_warehouse.submit(
             converted, color.value, year, month, to.value, blocks=blocks
         )
-        iceberg, warehouse = iceberg_future.result(), warehouse_future.result()
+        iceberg = iceberg_future.result()
+        try:
+            warehouse = warehouse_future.result()
+        except Exception as exc:  # the lake committed the month, the warehouse did not
+            line = _month_not_synced(settings, spec, to.value, iceberg, converted, the_month, exc)
+            return {**line, "duration_s": round(time.monotonic() - began, 2)}
     return {
         "month": str(the_month),
         "status": "loaded",
@@ -391,6 +404,61 @@ def _tlc_month(
         "warehouse_rows": warehouse["rows"],
         "duration_s": round(time.monotonic() - began, 2),
     }
+
+
+def _month_not_synced(
+    settings: Any,
+    spec: tlc.TripSchema,
+    to: str,
+    iceberg: dict[str, Any],
+    converted: dict[str, Any],
+    the_month: tlc.Month,
+    exc: BaseException,
+) -> dict[str, Any]:
+    """A month whose warehouse load failed after its Iceberg commit: the table is marked (the
+    next run with the same ``--to`` copies it whole) and the month says so, with the cause."""
+    snapshot_id = iceberg["snapshot_id"]
+    with table_lock(spec.table, settings):  # a property commit, beside other months' loads
+        mark_not_synced(settings, spec.table, to, snapshot_id)
+    line = not_synced_line(snapshot_id, to)
+    cause = " ".join(str(exc).split()) or type(exc).__name__
+    get_run_logger().error("%s: %s (%s)", the_month, line, cause)
+    return {
+        "month": str(the_month),
+        "status": "not synced",
+        "error": f"{line} ({cause})",
+        "warehouse_line": line,
+        "rows_read": converted["rows_read"],
+        "rows_loaded": converted["rows_valid"],
+        "rows_rejected": converted["rows_rejected"],
+        "rejected_by_rule": converted["rejected_by_rule"],
+        "iceberg_snapshot_id": snapshot_id,
+        "partitions_touched": iceberg["partitions"],
+        "warehouse": to,
+        "warehouse_rows": None,
+    }
+
+
+@task(name="resync-warehouse", cache_policy=NO_CACHE)
+def resync_warehouse(
+    identifiers: list[str], to: str, run_id: str, blocks: Blocks = None
+) -> dict[str, Any]:
+    """Copy the table and its rejects whole into the warehouse, after an earlier run (or a
+    rollback) left it behind the lake; on failure the mark stays, at the current snapshot."""
+    settings = settings_for(blocks)
+    try:
+        with table_lock(f"{to}:{identifiers[0]}", settings, commits=False):
+            rows = sync_whole_table(settings, identifiers, to, run_id)
+    except Exception as exc:
+        table = tables.load_catalog(settings).load_table(identifiers[0])
+        snapshot = table.current_snapshot()
+        snapshot_id = snapshot.snapshot_id if snapshot else None
+        with table_lock(identifiers[0], settings):
+            mark_not_synced(settings, identifiers[0], to, snapshot_id)
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        return {"error": f"{not_synced_line(snapshot_id, to)} ({cause})"}
+    get_run_logger().info("%s: %s re-synced from the lake (%s rows)", to, identifiers[0], rows)
+    return {"rows": rows}
 
 
 @task(name="month", cache_policy=NO_CACHE)
@@ -467,6 +535,9 @@ def tlc_taxi_trips(
     check_warehouse(to.value, settings)  # reachable, credentials: before any month commits
     # Wrong credentials, a missing container or a dead endpoint fail here, before any write.
     settings.lake().check_writable()
+    spec = tlc.spec_for(color.value)
+    # an earlier run (or a rollback) left the warehouse behind the lake: copy it whole at the end
+    behind = not_synced(settings, spec.table, to.value)
     limit = min(settings.tlc_concurrency, len(wanted))
     log.info(
         "%s %s: %s months, %d at a time, into %s", color.value, year, len(wanted), limit, to.value
@@ -506,21 +577,37 @@ def tlc_taxi_trips(
                     {"month": str(the_month), "status": "failed", "error": reason}
                     | ({"refused": True} if refusal else {})
                 )
+    unsynced = [r for r in results if r["status"] == "not synced"]
+    resync: dict[str, Any] = {}
+    if behind and not unsynced:  # after the months: no month loads while the copy is made
+        run_id = str(flow_run.id or "local")
+        resync = resync_warehouse([spec.table, spec.rejects_table], to.value, run_id, blocks)
     summary = {
-        "table": tlc.spec_for(color.value).table,
+        "table": spec.table,
         "color": color.value,
         "to": to.value,
         "months": results,
+        **({"warehouse_resynced_rows": resync["rows"]} if "rows" in resync else {}),
+        **({"warehouse": resync["error"]} if "error" in resync else {}),
         "duration_s": round(time.monotonic() - began, 2),
     }
     load_taxi_zones(from_file, blocks=blocks)
     _publish(summary, blocks)
     failed = [r for r in results if r["status"] == "failed"]
+    not_synced_detail = "; ".join(
+        [f"{color.value} {r['month']}: {r['error']}" for r in unsynced]
+        + ([resync["error"]] if "error" in resync else [])
+    )
+    if not failed and not_synced_detail:
+        raise WarehouseNotSynced(not_synced_detail, summary)
     if failed:
         detail = "; ".join(
-            f"{color.value} {r['month']}: "
-            + r["error"].removeprefix(f"{color.value} {r['month']}: ")  # said once
-            for r in failed
+            [
+                f"{color.value} {r['month']}: "
+                + r["error"].removeprefix(f"{color.value} {r['month']}: ")  # said once
+                for r in failed
+            ]
+            + ([not_synced_detail] if not_synced_detail else [])
         )
         error = MonthsFailed(
             f"{len(failed)} of {len(results)} months failed: {detail}",
@@ -541,6 +628,12 @@ def _publish(summary: dict[str, Any], blocks: Blocks = None) -> None:
     for r in summary["months"]:
         if r["status"] == "failed":
             lines.append(f"| {r['month']} | failed: {r['error']} | | | | | | |")
+            continue
+        if r["status"] == "not synced":
+            lines.append(
+                f"| {r['month']} | {r['error']} | {r['rows_read']:,} | {r['rows_loaded']:,} | "
+                f"{r['rows_rejected']:,} | | {r['iceberg_snapshot_id']} | |"
+            )
             continue
         rules = ", ".join(f"{k}={v}" for k, v in r["rejected_by_rule"].items() if v)
         lines.append(
