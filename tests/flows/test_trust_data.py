@@ -559,6 +559,52 @@ def test_crash_between_the_two_commits_is_repaired_by_the_next_load(tmp_path: Pa
     assert run_sql(count, settings).column("n").to_pylist() == [3]
 
 
+@pytest.mark.parametrize("mode", [(), ("--full",)], ids=["incremental", "full"])
+def test_socrata_crash_between_the_two_commits_is_repaired_by_the_next_run(
+    portal: SocrataServer, monkeypatch: pytest.MonkeyPatch, mode: tuple[str, ...]
+) -> None:
+    """The Socrata flow's two commits, as for B&T: a crash after the table's commit leaves
+    its rejects one load behind; the next run completes them from the staged files before
+    it commits anything, so ``--as-of`` the crashed load reads both at that load."""
+    from civiclake.flows import socrata as socrata_flow
+    from civiclake.query import run_sql
+    from civiclake.tables.pairs import pending_rejects
+    from civiclake.testing.socrata_samples import sample_row
+
+    assert cli("socrata", "run", DATASET).exit_code == 0
+    rows = sample_rows(25)
+    for i in (20, 21):  # revised at the source, and no longer valid
+        rows[i] = {**sample_row(i, minutes=900), "count": "bad"}
+    portal.add_dataset(DATASET, rows, columns=COLUMNS)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed between the two commits")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(socrata_flow, "commit_rejects", crash)
+        crashed_run = cli("socrata", "run", DATASET, *mode)
+    assert crashed_run.exit_code != 0, crashed_run.output
+    settings = get_settings()
+    table, rejects = "socrata.abcd_1234", "socrata.abcd_1234_rejects"
+    crashed = tables.load_catalog(settings).load_table(table).current_snapshot().snapshot_id
+    count = f"SELECT count(*) AS n FROM {rejects}"
+    joined = f"SELECT (SELECT count(*) FROM {table}) AS rows, ({count}) AS rejects"
+    # what it leaves: the table at the crashed load, its rejects at the previous load
+    assert run_sql(joined, settings, as_of=crashed).to_pylist() == [{"rows": 23, "rejects": 0}]
+
+    again = cli("socrata", "run", DATASET)  # the same rows at the source
+    assert again.exit_code == 0, again.output
+    assert run_sql(joined, settings, as_of=crashed).to_pylist() == [{"rows": 23, "rejects": 2}]
+    ids = run_sql(f"SELECT socrata_id FROM {rejects} ORDER BY 1", settings)
+    assert ids.column("socrata_id").to_pylist() == ["row-00020", "row-00021"]
+    # repaired once: nothing left to complete, and a later run commits nothing
+    catalog = tables.load_catalog(settings)
+    assert pending_rejects(catalog, table, rejects, socrata_flow.REJECTS_SLICE) is None
+    before = len(catalog.load_table(rejects).metadata.snapshots)
+    assert cli("socrata", "run", DATASET).exit_code == 0
+    assert len(tables.load_catalog(settings).load_table(rejects).metadata.snapshots) == before
+
+
 # ---------------------------------------------------------------- re-run: nothing new
 
 
