@@ -605,6 +605,51 @@ def test_socrata_crash_between_the_two_commits_is_repaired_by_the_next_run(
     assert len(tables.load_catalog(settings).load_table(rejects).metadata.snapshots) == before
 
 
+def test_tlc_crash_between_the_two_commits_is_repaired_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLC's month load is the same two commits: a crash after the table's commit is
+    completed by the next load of the table (here another month) from the staged rejects."""
+    from civiclake.flows import tlc as tlc_flow
+    from civiclake.query import run_sql
+
+    header, *lines = YELLOW.read_text().splitlines()
+    bad = [  # dropoff before pickup: 2 rejects a month
+        f"1,2020-07-0{d} 10:00:00,2020-07-0{d} 09:00:00,1,1.5,1,N,238,75,2,8,0.5,0.5,0,0,0.3,9.3,0"
+        for d in (2, 3)
+    ]
+    july = write_csv(tmp_path / "yellow_tripdata_2020-07.csv", header, lines[:40] + bad)
+    august = write_csv(
+        tmp_path / "yellow_tripdata_2020-08.csv",
+        header,
+        [x.replace("2020-07-", "2020-08-") for x in lines[:40] + bad],
+    )
+    assert cli("taxi", "run", "--from-file", str(august)).exit_code == 0
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed between the two commits")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tlc_flow, "commit_rejects", crash)
+        assert cli("taxi", "run", "--from-file", str(july)).exit_code != 0
+    settings = get_settings()
+    table, rejects = "tlc.yellow_trips", "tlc.yellow_trips_rejects"
+    crashed = tables.load_catalog(settings).load_table(table).current_snapshot().snapshot_id
+
+    def month(m: int) -> str:
+        return f"(SELECT count(*) FROM {rejects} WHERE source_month = DATE '2020-0{m}-01')"
+
+    joined = f"SELECT (SELECT count(*) FROM {table}) AS rows, {month(7)} AS jul, {month(8)} AS aug"
+    # what it leaves: July in the table, its rejects missing (August's only)
+    (left,) = run_sql(joined, settings, as_of=crashed).to_pylist()
+    assert (left["jul"], left["aug"]) == (0, 2)
+    assert left["rows"] > 40  # both months' valid rows
+
+    assert cli("taxi", "run", "--from-file", str(august)).exit_code == 0
+    assert run_sql(joined, settings, as_of=crashed).to_pylist() == [{**left, "jul": 2}]
+    assert run_sql(joined, settings).to_pylist() == [{**left, "jul": 2}]
+
+
 # ---------------------------------------------------------------- re-run: nothing new
 
 
