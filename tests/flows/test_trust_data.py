@@ -648,6 +648,14 @@ def test_tlc_crash_between_the_two_commits_is_repaired_by_the_next_run(
     assert cli("taxi", "run", "--from-file", str(august)).exit_code == 0
     assert run_sql(joined, settings, as_of=crashed).to_pylist() == [{**left, "jul": 2}]
     assert run_sql(joined, settings).to_pylist() == [{**left, "jul": 2}]
+    # the usual retry, the same month again: its conversion replaced the crashed run's staged
+    # rejects, so no repair from them; the retry's own two commits make the month whole
+    with monkeypatch.context() as patch:
+        patch.setattr(tlc_flow, "commit_rejects", crash)
+        assert cli("taxi", "run", "--from-file", str(july)).exit_code != 0
+    retry = cli("taxi", "run", "--from-file", str(july))
+    assert retry.exit_code == 0, retry.output
+    assert run_sql(joined, settings).to_pylist() == [{**left, "jul": 2}]
 
 
 # ---------------------------------------------------------------- re-run: nothing new
