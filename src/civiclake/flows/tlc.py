@@ -233,7 +233,7 @@ def load_iceberg(
         REJECTS_MONTH: the_month.first_day.isoformat(),  # what a repair of the rejects needs
     }
     with table_lock(spec.table, settings):
-        repair_rejects(catalog, lake, spec)
+        repair_rejects(catalog, lake, spec, the_month.first_day)
         table = tables.ensure_table_for(
             catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
         )
@@ -267,11 +267,12 @@ def commit_rejects(
     )
 
 
-def repair_rejects(catalog: Any, lake: Any, spec: tlc.TripSchema) -> bool:
+def repair_rejects(catalog: Any, lake: Any, spec: tlc.TripSchema, loading: date) -> bool:
     """Complete a month whose rejects commit never happened (a crash between its two commits)
     from the month's staged rejects, if they are still that run's: a later conversion of the
     same month replaces them, and its load then replaces the month's rejects anyway. True when
-    it repaired one. Called under the table's lock, before the next load commits anything."""
+    it repaired one. Called under the table's lock, before the next load (of the month that
+    begins on ``loading``) commits anything."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -288,13 +289,21 @@ def repair_rejects(catalog: Any, lake: Any, spec: tlc.TripSchema) -> bool:
             column = pq.read_table(handle, columns=["load_run_id"]).column("load_run_id")
         runs = pc.unique(column).to_pylist()
     if runs != [run_id] and not (runs == [] and props.get("rows-rejected") == "0"):
-        get_run_logger().warning(
-            "%s: the rejects commit of run %s (%s) is missing and its staged rejects are gone;"
-            " the next load of that month replaces them",
-            spec.rejects_table,
-            run_id,
-            first_day.strftime("%Y-%m"),
-        )
+        if first_day == loading:  # the usual retry: this load replaces the month's rejects
+            get_run_logger().info(
+                "%s: replacing the rejects of %s that run %s did not commit",
+                spec.rejects_table,
+                first_day.strftime("%Y-%m"),
+                run_id,
+            )
+        else:
+            get_run_logger().warning(
+                "%s: the rejects commit of run %s (%s) is missing and its staged rejects are"
+                " gone; the next load of that month replaces them",
+                spec.rejects_table,
+                run_id,
+                first_day.strftime("%Y-%m"),
+            )
         return False
     commit_rejects(catalog, lake, spec, first_day, rejects_url, props)
     get_run_logger().warning(
