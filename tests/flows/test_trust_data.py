@@ -559,6 +559,105 @@ def test_crash_between_the_two_commits_is_repaired_by_the_next_load(tmp_path: Pa
     assert run_sql(count, settings).column("n").to_pylist() == [3]
 
 
+@pytest.mark.parametrize("mode", [(), ("--full",)], ids=["incremental", "full"])
+def test_socrata_crash_between_the_two_commits_is_repaired_by_the_next_run(
+    portal: SocrataServer, monkeypatch: pytest.MonkeyPatch, mode: tuple[str, ...]
+) -> None:
+    """The Socrata flow's two commits, as for B&T: a crash after the table's commit leaves
+    its rejects one load behind; the next run completes them from the staged files before
+    it commits anything, so ``--as-of`` the crashed load reads both at that load."""
+    from civiclake.flows import socrata as socrata_flow
+    from civiclake.query import run_sql
+    from civiclake.tables.pairs import pending_rejects
+    from civiclake.testing.socrata_samples import sample_row
+
+    assert cli("socrata", "run", DATASET).exit_code == 0
+    rows = sample_rows(25)
+    for i in (20, 21):  # revised at the source, and no longer valid
+        rows[i] = {**sample_row(i, minutes=900), "count": "bad"}
+    portal.add_dataset(DATASET, rows, columns=COLUMNS)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed between the two commits")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(socrata_flow, "commit_rejects", crash)
+        crashed_run = cli("socrata", "run", DATASET, *mode)
+    assert crashed_run.exit_code != 0, crashed_run.output
+    settings = get_settings()
+    table, rejects = "socrata.abcd_1234", "socrata.abcd_1234_rejects"
+    crashed = tables.load_catalog(settings).load_table(table).current_snapshot().snapshot_id
+    count = f"SELECT count(*) AS n FROM {rejects}"
+    joined = f"SELECT (SELECT count(*) FROM {table}) AS rows, ({count}) AS rejects"
+    # what it leaves: the table at the crashed load, its rejects at the previous load
+    assert run_sql(joined, settings, as_of=crashed).to_pylist() == [{"rows": 23, "rejects": 0}]
+
+    again = cli("socrata", "run", DATASET)  # the same rows at the source
+    assert again.exit_code == 0, again.output
+    assert run_sql(joined, settings, as_of=crashed).to_pylist() == [{"rows": 23, "rejects": 2}]
+    ids = run_sql(f"SELECT socrata_id FROM {rejects} ORDER BY 1", settings)
+    assert ids.column("socrata_id").to_pylist() == ["row-00020", "row-00021"]
+    # repaired once: nothing left to complete, and a later run commits nothing
+    catalog = tables.load_catalog(settings)
+    assert pending_rejects(catalog, table, rejects, socrata_flow.REJECTS_SLICE) is None
+    before = len(catalog.load_table(rejects).metadata.snapshots)
+    assert cli("socrata", "run", DATASET).exit_code == 0
+    assert len(tables.load_catalog(settings).load_table(rejects).metadata.snapshots) == before
+
+
+def test_tlc_crash_between_the_two_commits_is_repaired_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLC's month load is the same two commits: a crash after the table's commit is
+    completed by the next load of the table (here another month) from the staged rejects."""
+    from civiclake.flows import tlc as tlc_flow
+    from civiclake.query import run_sql
+
+    header, *lines = YELLOW.read_text().splitlines()
+    bad = [  # dropoff before pickup: 2 rejects a month
+        f"1,2020-07-0{d} 10:00:00,2020-07-0{d} 09:00:00,1,1.5,1,N,238,75,2,8,0.5,0.5,0,0,0.3,9.3,0"
+        for d in (2, 3)
+    ]
+    july = write_csv(tmp_path / "yellow_tripdata_2020-07.csv", header, lines[:40] + bad)
+    august = write_csv(
+        tmp_path / "yellow_tripdata_2020-08.csv",
+        header,
+        [x.replace("2020-07-", "2020-08-") for x in lines[:40] + bad],
+    )
+    assert cli("taxi", "run", "--from-file", str(august)).exit_code == 0
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed between the two commits")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tlc_flow, "commit_rejects", crash)
+        assert cli("taxi", "run", "--from-file", str(july)).exit_code != 0
+    settings = get_settings()
+    table, rejects = "tlc.yellow_trips", "tlc.yellow_trips_rejects"
+    crashed = tables.load_catalog(settings).load_table(table).current_snapshot().snapshot_id
+
+    def month(m: int) -> str:
+        return f"(SELECT count(*) FROM {rejects} WHERE source_month = DATE '2020-0{m}-01')"
+
+    joined = f"SELECT (SELECT count(*) FROM {table}) AS rows, {month(7)} AS jul, {month(8)} AS aug"
+    # what it leaves: July in the table, its rejects missing (August's only)
+    (left,) = run_sql(joined, settings, as_of=crashed).to_pylist()
+    assert (left["jul"], left["aug"]) == (0, 2)
+    assert left["rows"] > 40  # both months' valid rows
+
+    assert cli("taxi", "run", "--from-file", str(august)).exit_code == 0
+    assert run_sql(joined, settings, as_of=crashed).to_pylist() == [{**left, "jul": 2}]
+    assert run_sql(joined, settings).to_pylist() == [{**left, "jul": 2}]
+    # the usual retry, the same month again: its conversion replaced the crashed run's staged
+    # rejects, so no repair from them; the retry's own two commits make the month whole
+    with monkeypatch.context() as patch:
+        patch.setattr(tlc_flow, "commit_rejects", crash)
+        assert cli("taxi", "run", "--from-file", str(july)).exit_code != 0
+    retry = cli("taxi", "run", "--from-file", str(july))
+    assert retry.exit_code == 0, retry.output
+    assert run_sql(joined, settings).to_pylist() == [{**left, "jul": 2}]
+
+
 # ---------------------------------------------------------------- re-run: nothing new
 
 

@@ -53,9 +53,17 @@ from civiclake.sources.socrata_plan import (
     range_window,
     resolve_spec,
 )
-from civiclake.sources.socrata_stage import StageResult, fetch_and_stage, staged_ids
+from civiclake.sources.socrata_stage import (
+    StageResult,
+    fetch_and_stage,
+    stage_dir,
+    staged_ids,
+    staged_ids_of,
+)
 
 FLOW_NAME = "socrata-dataset"
+REJECTS_SLICE = "rejects-slice"
+"""Snapshot property of a load: its rejects slice (``whole`` or ``ids``), for the repair."""
 
 
 @task(name="fetch-stage", cache_policy=NO_CACHE)
@@ -115,7 +123,9 @@ def load(
         (spec.partition.transform, spec.partition.column) if spec.partition.transform else None
     )
     catalog = tables.load_catalog(settings)
+    props[REJECTS_SLICE] = "whole" if isinstance(rejects_replaced, WholeTable) else "ids"
     with table_lock(spec.table, settings):
+        repair_rejects(catalog, lake, spec)
         refuse_empty(
             catalog.load_table(spec.table) if catalog.table_exists(spec.table) else None,
             spec.table,
@@ -145,15 +155,7 @@ def load(
             lambda: (tables.conform(c, table) for c in iter_table_chunks(lake, result.valid_url)),
             props,
         )
-        rejects_table = tables.ensure_table_for(
-            catalog, spec.rejects_table, datasets.REJECTS_SCHEMA
-        )
-        tables.replace_range(
-            rejects_table,
-            rejects_replaced.iceberg_filter(),
-            lambda: iter_table_chunks(lake, result.rejects_url),
-            props,
-        )
+        commit_rejects(catalog, lake, spec, rejects_replaced, result.rejects_url, props)
     get_run_logger().info(
         "committed snapshot %s to %s (%s rows now)",
         main.snapshot_id,
@@ -165,6 +167,57 @@ def load(
         "table_rows": main.total_rows,
         "replaced": str(replaced),
     }
+
+
+def commit_rejects(
+    catalog: Any,
+    lake: Any,
+    spec: DatasetSpec,
+    replaced: Slice,
+    rejects_url: str,
+    props: dict[str, str],
+) -> None:
+    """A load's second commit: its rejects replace the rejects slice (after the table's)."""
+    from civiclake import tables
+
+    rejects_table = tables.ensure_table_for(catalog, spec.rejects_table, datasets.REJECTS_SCHEMA)
+    tables.replace_range(
+        rejects_table,
+        replaced.iceberg_filter(),
+        lambda: iter_table_chunks(lake, rejects_url),
+        props,
+    )
+
+
+def repair_rejects(catalog: Any, lake: Any, spec: DatasetSpec) -> bool:
+    """Complete a load whose rejects commit never happened (a crash between its two commits),
+    from its staged files and the slice its table snapshot records. True when it repaired one.
+    Called under the table's lock, before the next load commits anything."""
+    from civiclake.tables.pairs import pending_rejects
+
+    props = pending_rejects(catalog, spec.table, spec.rejects_table, REJECTS_SLICE)
+    if props is None:
+        return False
+    run_id = props["run-id"]
+    folder = stage_dir(lake, spec, run_id)  # where ``fetch_and_stage`` wrote them
+    valid_url, rejects_url = f"{folder}/valid.parquet", f"{folder}/rejects.parquet"
+    if not (lake.exists(valid_url) and lake.exists(rejects_url)):
+        get_run_logger().warning(
+            "%s: the rejects commit of run %s is missing and its staged files are gone;"
+            " the next load of those rows replaces them",
+            spec.rejects_table,
+            run_id,
+        )
+        return False
+    replaced: Slice = WholeTable()
+    if props[REJECTS_SLICE] == "ids":
+        ids = staged_ids_of(lake, valid_url, rejects_url)
+        replaced = RowIds.of(datasets.ID_COLUMN, ids)
+    commit_rejects(catalog, lake, spec, replaced, rejects_url, props)
+    get_run_logger().warning(
+        "completed the rejects commit of run %s (interrupted between its commits)", run_id
+    )
+    return True
 
 
 def _unchanged(

@@ -56,6 +56,8 @@ from civiclake.warehouse import check_configured, warehouse_module
 
 FLOW_NAME = "tlc-taxi-trips"
 MONTH_FLOW_NAME = "tlc-taxi-month"
+REJECTS_MONTH = "rejects-month"
+"""Snapshot property of a month's load: the month its rejects replace, for the repair."""
 DOWNLOAD_CACHE_EXPIRATION = timedelta(days=1)
 
 
@@ -236,8 +238,10 @@ def load_iceberg(
         "rows-loaded": str(converted["rows_valid"]),
         "rows-rejected": str(converted["rows_rejected"]),
         **({WAREHOUSE_PROPERTY: warehouse} if warehouse else {}),  # what rollback reads
+        REJECTS_MONTH: the_month.first_day.isoformat(),  # what a repair of the rejects needs
     }
     with table_lock(spec.table, settings):
+        repair_rejects(catalog, lake, spec, the_month.first_day)
         table = tables.ensure_table_for(
             catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
         )
@@ -248,17 +252,72 @@ def load_iceberg(
         main = tables.replace_range(
             table, month_filter, lambda: iter_table_chunks(lake, converted["valid_url"]), props
         )
-        rejects_table = tables.ensure_table_for(
-            catalog, spec.rejects_table, tlc.rejects_schema(spec)
-        )
-        tables.replace_range(
-            rejects_table,
-            EqualTo("source_month", the_month.first_day.isoformat()),
-            lambda: iter_table_chunks(lake, converted["rejects_url"]),
-            props,
-        )
+        commit_rejects(catalog, lake, spec, the_month.first_day, converted["rejects_url"], props)
         touched = partitions_touched(table, run_id)  # under the lock: the newest are ours
     return {"snapshot_id": main.snapshot_id, "rows": main.rows_written, "partitions": touched}
+
+
+def commit_rejects(
+    catalog: Any,
+    lake: Any,
+    spec: tlc.TripSchema,
+    first_day: date,
+    rejects_url: str,
+    props: dict[str, str],
+) -> None:
+    """A month's second commit: its rejects (after the table's)."""
+    rejects_table = tables.ensure_table_for(catalog, spec.rejects_table, tlc.rejects_schema(spec))
+    tables.replace_range(
+        rejects_table,
+        EqualTo("source_month", first_day.isoformat()),
+        lambda: iter_table_chunks(lake, rejects_url),
+        props,
+    )
+
+
+def repair_rejects(catalog: Any, lake: Any, spec: tlc.TripSchema, loading: date) -> bool:
+    """Complete a month whose rejects commit never happened (a crash between its two commits)
+    from the month's staged rejects, if they are still that run's: a later conversion of the
+    same month replaces them, and its load then replaces the month's rejects anyway. True when
+    it repaired one. Called under the table's lock, before the next load (of the month that
+    begins on ``loading``) commits anything."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from civiclake.tables.pairs import pending_rejects
+
+    props = pending_rejects(catalog, spec.table, spec.rejects_table, REJECTS_MONTH)
+    if props is None:
+        return False
+    run_id, first_day = props["run-id"], date.fromisoformat(props[REJECTS_MONTH])
+    rejects_url = tlc.stage_urls(lake, spec, tlc.Month(first_day.year, first_day.month))[1]
+    runs: list[str | None] = []
+    if lake.exists(rejects_url):
+        with lake.open(rejects_url) as handle:
+            column = pq.read_table(handle, columns=["load_run_id"]).column("load_run_id")
+        runs = pc.unique(column).to_pylist()
+    if runs != [run_id] and not (runs == [] and props.get("rows-rejected") == "0"):
+        if first_day == loading:  # the usual retry: this load replaces the month's rejects
+            get_run_logger().info(
+                "%s: replacing the rejects of %s that run %s did not commit",
+                spec.rejects_table,
+                first_day.strftime("%Y-%m"),
+                run_id,
+            )
+        else:
+            get_run_logger().warning(
+                "%s: the rejects commit of run %s (%s) is missing and its staged rejects are"
+                " gone; the next load of that month replaces them",
+                spec.rejects_table,
+                run_id,
+                first_day.strftime("%Y-%m"),
+            )
+        return False
+    commit_rejects(catalog, lake, spec, first_day, rejects_url, props)
+    get_run_logger().warning(
+        "completed the rejects commit of run %s (interrupted between its commits)", run_id
+    )
+    return True
 
 
 @task(name="load-warehouse", cache_policy=NO_CACHE)

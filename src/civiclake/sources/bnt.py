@@ -781,32 +781,15 @@ def commit_rejects(
 def repair_rejects(catalog: Catalog, lake: Lake) -> bool:
     """Complete a load whose rejects commit never happened (a crash between the two commits):
     the table's last load has no rejects snapshot of its run. True when it repaired one."""
-    from civiclake import tables
+    from civiclake.tables.pairs import pending_rejects
 
-    if not catalog.table_exists(TABLE):
+    props = pending_rejects(catalog, TABLE, REJECTS_TABLE, "rejects-days")
+    if props is None:
         return False
-    snapshot = catalog.load_table(TABLE).current_snapshot()
-    if snapshot is None or snapshot.summary is None:
-        return False
-    prefix = tables.SNAPSHOT_PROPERTY_PREFIX
-    props = {
-        k.removeprefix(prefix): v
-        for k, v in snapshot.summary.additional_properties.items()
-        if k.startswith(prefix)
-    }
-    run_id = props.get("run-id")
-    if not run_id or "rejects-days" not in props:
-        return False
+    run_id = props["run-id"]
     url = f"{stage_dir(lake, run_id)}/rejects.parquet"  # where ``stage`` wrote them
     if not lake.exists(url):
         return False
-    if catalog.table_exists(REJECTS_TABLE):
-        done = catalog.load_table(REJECTS_TABLE).metadata.snapshots
-        if any(
-            s.summary and s.summary.additional_properties.get(prefix + "run-id") == run_id
-            for s in done
-        ):
-            return False
     spans = []
     for span in filter(None, props["rejects-days"].split(",")):
         a, b = span.split("/")

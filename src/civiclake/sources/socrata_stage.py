@@ -198,8 +198,13 @@ def _latest(current: datetime | None, column: pa.ChunkedArray) -> datetime | Non
 
 def staged_ids(lake: Lake, staged: StageResult) -> set[str]:
     """Every ``socrata_id`` the fetch saw, valid or rejected: the ids a merge replaces."""
+    return staged_ids_of(lake, staged.valid_url, staged.rejects_url)
+
+
+def staged_ids_of(lake: Lake, *urls: str) -> set[str]:
+    """Every ``socrata_id`` in the staged files ``urls``."""
     ids: set[str] = set()
-    for url in (staged.valid_url, staged.rejects_url):
+    for url in urls:
         with lake.open(url) as handle:
             column = pq.read_table(handle, columns=[ID_COLUMN]).column(ID_COLUMN)
         ids.update(v for v in column.to_pylist() if v is not None)
