@@ -68,19 +68,26 @@ LINEAGE_COLUMNS = frozenset(
 """Columns a load stamps (which run, when): not content, so ignored by :func:`same_rows`."""
 
 
-def same_rows(table: Table | None, replaced: Slice, staged_url: str, lake: Lake) -> bool:
-    """The staged rows are exactly the rows the slice holds now (lineage columns aside): a
-    re-run with nothing new at the source, whose commit would change nothing but lineage.
-    Compared in memory: meant for the slices of incremental re-runs (a few days, the ids
-    fetched), not for a full refresh of a large table."""
+def same_rows(
+    table: Table | None, replaced: Slice, staged_url: str | list[str], lake: Lake
+) -> bool:
+    """The staged rows (one file, or a load's data files) are exactly the rows the slice holds
+    now (lineage columns aside): a re-run with nothing new at the source, whose commit would
+    change nothing but lineage. Compared in memory: meant for the slices of incremental re-runs
+    (a few days, the ids fetched), not for a full refresh of a large table."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if table is None or table.current_snapshot() is None:
         return False
-    with lake.open(staged_url) as handle:
-        staged = pq.read_table(handle)
+    parts = []
+    for url in [staged_url] if isinstance(staged_url, str) else staged_url:
+        with lake.open(url) as handle:
+            parts.append(pq.read_table(handle))
     current = table.scan(row_filter=replaced.iceberg_filter()).to_arrow()
+    if not parts:  # a load of no data files
+        return current.num_rows == 0
+    staged = pa.concat_tables(parts, promote_options="permissive")
     if staged.num_rows != current.num_rows:
         return False
     columns = [c for c in current.column_names if c not in LINEAGE_COLUMNS]

@@ -4,6 +4,7 @@ rejects (partitioned, streamed in small batches), committed once; nothing visibl
 from __future__ import annotations
 
 import io
+import pickle
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -181,3 +182,35 @@ def test_writer_bounds_buffers_and_rolls_row_groups(monkeypatch: pytest.MonkeyPa
 def test_unknown_engine_is_a_parameter_error() -> None:
     with pytest.raises(ParameterError, match="unknown engine 'ray' \\(engines: arrow\\)"):
         get_stage("ray")
+
+
+def test_commit_then_crash_before_rejects_is_completed_by_repair() -> None:
+    """The table committed, the process gone before its rejects commit: ``repair`` commits
+    the saved rejects (once), and a second repair finds nothing to do."""
+    from civiclake.pipeline import commit as pipeline_commit
+
+    lake = get_settings().lake()
+    catalog, table, rejects = _tables()
+    url = _write_raw(lake, "e.csv", date(2024, 2, 1), 2, 10, bad=2)
+    staged = get_stage()(DaysSpec(), lake, [url], _ctx("r9"), table=table, rejects_table=rejects)
+    window = Window("day", date(2024, 2, 1), date(2024, 3, 1))
+    load = pipeline_commit.Load(staged, window, WholeTable(), {"run-id": "r9"})
+    lake.write_bytes(pipeline_commit.load_url(lake, DaysSpec.table, "r9"), pickle.dumps(load))
+    tables.commit_files(
+        table,
+        window.iceberg_filter(),
+        staged.data,
+        {"run-id": "r9", pipeline_commit.LOAD_MARKER: "1"},
+    )  # ... and the process dies here
+    assert rejects.scan().to_arrow().num_rows == 0
+    assert pipeline_commit.repair(catalog, lake, DaysSpec.table, DaysSpec.rejects_table)
+    assert catalog.load_table(DaysSpec.rejects_table).scan().to_arrow().num_rows == 2
+    assert not pipeline_commit.repair(catalog, lake, DaysSpec.table, DaysSpec.rejects_table)
+    # a whole commit leaves nothing to repair
+    staged2 = get_stage()(DaysSpec(), lake, [url], _ctx("r10"), table=table, rejects_table=rejects)
+    pipeline_commit.commit(
+        lake, table, rejects, pipeline_commit.Load(staged2, window, WholeTable(), {"run-id": "r10"})
+    )
+    assert not pipeline_commit.repair(catalog, lake, DaysSpec.table, DaysSpec.rejects_table)
+    assert catalog.load_table(DaysSpec.rejects_table).scan().to_arrow().num_rows == 2
+    assert table.scan().to_arrow().num_rows == 20
