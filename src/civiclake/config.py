@@ -98,6 +98,7 @@ class Settings(BaseSettings):
         None, description="taxi_zone_lookup.csv; default: <TLC mirror root>/misc/."
     )
     tlc_concurrency: int = Field(2, ge=1, description="Months processed at the same time.")
+    engine: str = Field("arrow", description="The stage engine (civiclake.pipeline.engines).")
     download_timeout: float = Field(120.0, gt=0, description="Seconds without data = failure.")
     download_retries: int = Field(3, ge=0, description="Retries of a failed download.")
     download_retry_delay: float = Field(2.0, ge=0, description="First retry delay; doubles.")

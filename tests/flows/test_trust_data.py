@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -609,8 +610,7 @@ def test_tlc_crash_between_the_two_commits_is_repaired_by_the_next_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """TLC's month load is the same two commits: a crash after the table's commit is
-    completed by the next load of the table (here another month) from the staged rejects."""
-    from civiclake.flows import tlc as tlc_flow
+    completed by the next load of the table (here another month) from the staged load."""
     from civiclake.query import run_sql
 
     header, *lines = YELLOW.read_text().splitlines()
@@ -626,11 +626,15 @@ def test_tlc_crash_between_the_two_commits_is_repaired_by_the_next_run(
     )
     assert cli("taxi", "run", "--from-file", str(august)).exit_code == 0
 
-    def crash(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("killed between the two commits")
+    commit_files = tables.commit_files
+
+    def crash(table: Any, *args: Any, **kwargs: Any) -> Any:
+        if table.name()[-1].endswith("_rejects"):  # the second commit
+            raise RuntimeError("killed between the two commits")
+        return commit_files(table, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(tlc_flow, "commit_rejects", crash)
+        patch.setattr(tables, "commit_files", crash)
         assert cli("taxi", "run", "--from-file", str(july)).exit_code != 0
     settings = get_settings()
     table, rejects = "tlc.yellow_trips", "tlc.yellow_trips_rejects"
@@ -648,10 +652,10 @@ def test_tlc_crash_between_the_two_commits_is_repaired_by_the_next_run(
     assert cli("taxi", "run", "--from-file", str(august)).exit_code == 0
     assert run_sql(joined, settings, as_of=crashed).to_pylist() == [{**left, "jul": 2}]
     assert run_sql(joined, settings).to_pylist() == [{**left, "jul": 2}]
-    # the usual retry, the same month again: its conversion replaced the crashed run's staged
-    # rejects, so no repair from them; the retry's own two commits make the month whole
+    # the usual retry, the same month again: the crashed run's rejects are completed from its
+    # staged load, then the retry's own two commits replace the month again
     with monkeypatch.context() as patch:
-        patch.setattr(tlc_flow, "commit_rejects", crash)
+        patch.setattr(tables, "commit_files", crash)
         assert cli("taxi", "run", "--from-file", str(july)).exit_code != 0
     retry = cli("taxi", "run", "--from-file", str(july))
     assert retry.exit_code == 0, retry.output

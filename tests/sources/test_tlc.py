@@ -1,20 +1,30 @@
-"""TLC source: parameters, download verification, typed conversion and rules on real files."""
+"""TLC source: parameters, download verification, the spec of each color (reader, transform
+contract, rules) on small batches and on real files staged by the local engine."""
 
 from __future__ import annotations
 
 import gzip
+import json
+import pickle
 import shutil
 from collections.abc import Iterator
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from civiclake import tables
+from civiclake.config import get_settings
 from civiclake.errors import ParameterError, SourceError
 from civiclake.lake import Lake
+from civiclake.pipeline import RAW_RECORD, REJECT_REASON, RunContext, Staged, output_schema, split
+from civiclake.pipeline.engines import get_stage
 from civiclake.sources import tlc
 from civiclake.testing.files import FileServer
 
@@ -106,46 +116,81 @@ def expected_rules(
     }
 
 
-def _convert(tmp_path: Path, source: Path, color: str, month: tlc.Month) -> tlc.Conversion:
-    lake = Lake((tmp_path / "lake").as_uri())
+NOW = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class StagedMonth:
+    lake: Lake
+    staged: Staged
+
+    def valid(self) -> pa.Table:
+        return pa.concat_tables(pq.read_table(self.lake.fs.open(u)) for u in self.staged.data_urls)
+
+    def rejects(self) -> pa.Table:
+        return pa.concat_tables(
+            pq.read_table(self.lake.fs.open(u)) for u in self.staged.rejects_urls
+        )
+
+
+def _stage(source: Path, color: str, month: tlc.Month, **kwargs: Any) -> StagedMonth:
+    """A raw file through the color's spec on the local engine: data files, nothing committed."""
+    settings = get_settings()
+    lake = settings.lake()
+    spec = tlc.spec_for(color)
+    catalog = tables.load_catalog(settings)
+    table = tables.ensure_table_for(
+        catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
+    )
+    rejects = tables.ensure_table_for(catalog, spec.rejects_table, tlc.rejects_schema(spec))
     raw = tlc.stage_local_file(lake, str(source), color, month)
-    return tlc.convert(lake, raw, tlc.spec_for(color), month, run_id="run-1")
+    ctx = tlc.context(spec, month, run_id="run-1", now=NOW)
+    staged = get_stage()(spec, lake, [raw], ctx, table=table, rejects_table=rejects, **kwargs)
+    return StagedMonth(lake, staged)
 
 
-def test_green_month_types_and_rules(tmp_path: Path) -> None:
+def _by_rule(staged: Staged) -> dict[str, int]:
+    return {rule: staged.rejected_by_reason.get(rule, 0) for rule in tlc.RULES}
+
+
+def test_green_month_types_and_rules() -> None:
     month = tlc.Month(2020, 10)
-    result = _convert(tmp_path, GREEN, "green", month)
+    result = _stage(GREEN, "green", month)
+    staged = result.staged
     frame = pd.read_csv(GREEN, low_memory=False)
-    assert result.rows_read == len(frame) == 95_120
-    assert result.rows_read == result.rows_valid + result.rows_rejected
-    assert result.rejected_by_rule == expected_rules(
+    assert staged.rows_read == len(frame) == 95_120
+    assert (staged.rows_valid, staged.rows_rejected) == (94_852, 268)
+    assert _by_rule(staged) == expected_rules(
         frame, "lpep_pickup_datetime", "lpep_dropoff_datetime", month
     )
-    valid = pq.read_table(result.valid_url.removeprefix("file://"))
-    assert valid.schema == tlc.table_schema(tlc.GREEN)
-    assert valid.num_rows == result.rows_valid
+    valid = result.valid()
+    assert valid.num_rows == staged.rows_valid
+    assert round(pc.sum(valid.column("total_amount")).as_py(), 2) == 2_192_954.40
+    assert valid.column("lpep_pickup_datetime").type == pa.timestamp("us")
+    assert valid.column("PULocationID").type == pa.int32()
+    assert set(valid.column("load_run_id").to_pylist()) == {"run-1"}
     # NULL passenger counts stay NULL, never invented
     assert valid.column("passenger_count").null_count == int(frame["passenger_count"].isna().sum())
     assert valid.column("ehail_fee").null_count == valid.num_rows
-    assert pa.compute.min(valid.column("lpep_pickup_datetime")).as_py() >= month.start
+    assert pc.min(valid.column("lpep_pickup_datetime")).as_py() >= month.start
     distance = frame.loc[frame["trip_distance"].astype(str).str.startswith("."), "trip_distance"]
     assert len(distance) == 0 or distance.iloc[0] < 1  # '.79' parsed as 0.79
-    rejects = pq.read_table(result.rejects_url.removeprefix("file://"))
-    assert rejects.num_rows == result.rows_rejected
+    rejects = result.rejects()
+    assert rejects.num_rows == staged.rows_rejected
+    assert rejects.schema.names == tlc.rejects_schema(tlc.GREEN).names
     assert set(rejects.column("reject_reason").to_pylist()) <= set(tlc.RULES)
     assert set(rejects.column("source_month").to_pylist()) == {month.first_day}
 
 
-def test_yellow_sample(tmp_path: Path) -> None:
+def test_yellow_sample() -> None:
     month = tlc.Month(2020, 7)
-    result = _convert(tmp_path, YELLOW, "yellow", month)
+    result = _stage(YELLOW, "yellow", month)
     frame = pd.read_csv(YELLOW)
-    assert result.rows_read == len(frame)
-    assert result.rejected_by_rule == expected_rules(
+    assert result.staged.rows_read == len(frame)
+    assert _by_rule(result.staged) == expected_rules(
         frame, "tpep_pickup_datetime", "tpep_dropoff_datetime", month
     )
-    valid = pq.read_table(result.valid_url.removeprefix("file://"))
-    assert valid.schema.field("congestion_surcharge").type == pa.float64()
+    assert result.valid().schema.field("congestion_surcharge").type == pa.float64()
 
 
 def test_parquet_input_is_conformed(tmp_path: Path) -> None:
@@ -156,52 +201,155 @@ def test_parquet_input_is_conformed(tmp_path: Path) -> None:
     frame["airport_fee"] = 0.0  # newer files carry extra columns
     source = tmp_path / "yellow_tripdata_2020-07.parquet"
     frame.to_parquet(source)
-    result = _convert(tmp_path, source, "yellow", tlc.Month(2020, 7))
-    assert result.rows_read == len(frame)
-    valid = pq.read_table(result.valid_url.removeprefix("file://"))
-    assert valid.schema == tlc.table_schema(tlc.YELLOW)
+    lake = Lake((tmp_path / "lake").as_uri())
+    raw = tlc.stage_local_file(lake, str(source), "yellow", tlc.Month(2020, 7))
+    batches = list(tlc.YELLOW.read(lake, raw))
+    assert sum(b.num_rows for b in batches) == len(frame)
+    assert all(b.schema == tlc.YELLOW.arrow for b in batches)  # the declared types, exactly
+    result = _stage(source, "yellow", tlc.Month(2020, 7))
+    assert result.staged.rows_read == len(frame)
+    assert result.valid().column("passenger_count").type == pa.int32()
 
 
 def test_wrong_color_and_corrupt_files(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="is not a green trip file"):
-        _convert(tmp_path, YELLOW, "green", tlc.Month(2020, 7))
+        _stage(YELLOW, "green", tlc.Month(2020, 7))
     corrupt = tmp_path / "green_tripdata_2020-10.csv.gz"
     corrupt.write_bytes(GREEN.read_bytes()[:200_000])
-    with pytest.raises(SourceError, match="green 2020-10: cannot read"):
-        _convert(tmp_path, corrupt, "green", tlc.Month(2020, 10))
+    with pytest.raises(SourceError, match=r"cannot read green_tripdata_2020-10\.csv\.gz"):
+        _stage(corrupt, "green", tlc.Month(2020, 10))
+
+
+# ---------------------------------------------------------------- the transform contract
+
+
+def _batch(spec: tlc.TripSchema, rows: list[dict[str, Any]]) -> pa.RecordBatch:
+    """Rows as the reader yields them: every declared column, declared types."""
+    return pa.RecordBatch.from_pylist(
+        [{name: row.get(name) for name in spec.names} for row in rows], schema=spec.arrow
+    )
+
+
+def _ctx(spec: tlc.TripSchema, month: tlc.Month = tlc.Month(2020, 10)) -> RunContext:
+    return tlc.context(spec, month, run_id="run-7", now=NOW)
+
+
+def _green(pickup: str, dropoff: str, passengers: int | None = 1, **more: Any) -> dict[str, Any]:
+    return {
+        "VendorID": 2,
+        "lpep_pickup_datetime": datetime.fromisoformat(pickup),
+        "lpep_dropoff_datetime": datetime.fromisoformat(dropoff),
+        "passenger_count": passengers,
+        "total_amount": 12.5,
+        **more,
+    }
+
+
+def test_transform_green_each_rule_first_rule_wins_raw_record_kept() -> None:
+    spec = tlc.GREEN
+    batch = _batch(
+        spec,
+        [
+            _green("2020-10-01 00:00:00", "2020-10-01 00:10:00"),  # valid
+            _green("2020-10-31 23:59:59", "2020-11-01 00:05:00", None),  # valid: NULL stays
+            _green("2020-09-30 23:59:59", "2020-10-01 00:10:00"),  # outside (before)
+            _green("2020-11-01 00:00:00", "2020-11-01 00:10:00"),  # outside (the stop)
+            _green("2020-10-05 10:00:00", "2020-10-05 09:00:00"),  # backwards
+            _green("2020-10-05 10:00:00", "2020-10-05 10:30:00", 0),  # zero passengers
+            _green("2020-11-05 10:00:00", "2020-11-05 09:00:00", 0),  # all three: the first
+            _green("2020-10-06 10:00:00", "2020-10-06 09:00:00", 0),  # two: the first of them
+        ],
+    )
+    ctx = _ctx(spec)
+    out = spec.transform(batch, ctx)
+    assert out.schema == output_schema(spec)
+    assert out.column(REJECT_REASON).to_pylist() == [
+        None,
+        None,
+        tlc.RULE_PICKUP_OUTSIDE_MONTH,
+        tlc.RULE_PICKUP_OUTSIDE_MONTH,
+        tlc.RULE_DROPOFF_BEFORE_PICKUP,
+        tlc.RULE_PASSENGER_COUNT_ZERO,
+        tlc.RULE_PICKUP_OUTSIDE_MONTH,
+        tlc.RULE_DROPOFF_BEFORE_PICKUP,
+    ]
+    assert set(out.column("load_run_id").to_pylist()) == {"run-7"}
+    assert set(out.column("loaded_at").to_pylist()) == {NOW}
+    raw = out.column(RAW_RECORD).to_pylist()
+    assert raw[:2] == [None, None]  # nothing spent on valid rows
+    kept = json.loads(raw[4])
+    assert kept["lpep_pickup_datetime"] == "2020-10-05 10:00:00"
+    assert (kept["VendorID"], kept["passenger_count"], kept["total_amount"]) == (2, 1, 12.5)
+
+    rows, rejects = split(spec, out, ctx)
+    assert rows.schema == tlc.table_schema(spec)
+    assert rows.column("passenger_count").to_pylist() == [1, None]
+    assert rejects.schema == tlc.rejects_schema(spec)
+    assert rejects.num_rows == 6
+    assert set(rejects.column("source_month").to_pylist()) == {date(2020, 10, 1)}
+    assert rejects.column("lpep_dropoff_datetime")[2].as_py() == datetime(2020, 10, 5, 9)
+    assert rejects.column("reject_reason").to_pylist() == out.column(REJECT_REASON).to_pylist()[2:]
+
+
+def test_transform_yellow_and_fhv() -> None:
+    yellow = _batch(
+        tlc.YELLOW,
+        [
+            {
+                "tpep_pickup_datetime": datetime(2020, 7, 1, 8),
+                "tpep_dropoff_datetime": datetime(2020, 7, 1, 9),
+                "passenger_count": 0,
+            },
+            {
+                "tpep_pickup_datetime": datetime(2020, 7, 1, 8),
+                "tpep_dropoff_datetime": None,  # unknown: not a broken rule
+                "passenger_count": 2,
+            },
+        ],
+    )
+    out = tlc.YELLOW.transform(yellow, _ctx(tlc.YELLOW, tlc.Month(2020, 7)))
+    assert out.column(REJECT_REASON).to_pylist() == [tlc.RULE_PASSENGER_COUNT_ZERO, None]
+    fhv = _batch(
+        tlc.FHV,
+        [
+            {"pickup_datetime": datetime(2020, 7, 3), "dropOff_datetime": datetime(2020, 7, 4)},
+            {"pickup_datetime": None, "dropOff_datetime": datetime(2020, 7, 4)},  # no pickup
+        ],
+    )
+    out = tlc.FHV.transform(fhv, _ctx(tlc.FHV, tlc.Month(2020, 7)))  # no passenger rule
+    assert out.column(REJECT_REASON).to_pylist() == [None, tlc.RULE_PICKUP_OUTSIDE_MONTH]
+
+
+def test_transform_is_pure_and_its_context_pickles() -> None:
+    """The same batch and context give the same output, wherever it runs (a worker gets the
+    context by value)."""
+    spec = tlc.GREEN
+    batch = _batch(spec, [_green("2020-10-05 10:00:00", "2020-10-05 09:00:00")])
+    ctx = _ctx(spec)
+    again = pickle.loads(pickle.dumps(ctx))
+    assert spec.transform(batch, ctx).equals(
+        pickle.loads(pickle.dumps(spec)).transform(batch, again)
+    )
 
 
 def test_the_sink_gets_every_valid_row_before_it_is_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(tlc, "PARQUET_BATCH_ROWS", 20_000)
-    lake = Lake((tmp_path / "lake").as_uri())
-    month = tlc.Month(2020, 10)
-    raw = tlc.stage_local_file(lake, str(GREEN), "green", month)
-    valid_url, _ = tlc.stage_urls(lake, tlc.GREEN, month)
     seen: list[pa.Table] = []
-
-    def sink(table: pa.Table) -> None:
-        assert not lake.exists(valid_url)  # streamed while converting: no file yet
-        seen.append(table)
-
-    result = tlc.convert(lake, raw, tlc.GREEN, month, run_id="run-1", sink=sink)
-
+    result = _stage(GREEN, "green", tlc.Month(2020, 10), sink=seen.append)
     assert len(seen) >= 4 and all(t.num_rows for t in seen)
     streamed = pa.concat_tables(seen)
     assert streamed.schema == tlc.table_schema(tlc.GREEN)
-    assert streamed.num_rows == result.rows_valid
-    assert streamed.equals(pq.read_table(valid_url.removeprefix("file://")))
+    assert streamed.num_rows == result.staged.rows_valid
+    assert pc.sum(streamed.column("total_amount")).equals(
+        pc.sum(result.valid().column("total_amount"))
+    )
 
 
 @pytest.mark.parametrize("error", [RuntimeError("COPY failed"), OSError("connection reset")])
-def test_a_failing_sink_stops_the_conversion_and_writes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
-) -> None:
+def test_a_failing_sink_stops_the_stage(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     monkeypatch.setattr(tlc, "PARQUET_BATCH_ROWS", 20_000)
-    lake = Lake((tmp_path / "lake").as_uri())
-    month = tlc.Month(2020, 10)
-    raw = tlc.stage_local_file(lake, str(GREEN), "green", month)
     calls: list[int] = []
 
     def sink(table: pa.Table) -> None:
@@ -210,31 +358,23 @@ def test_a_failing_sink_stops_the_conversion_and_writes_nothing(
             raise error
 
     with pytest.raises(type(error)) as caught:  # the sink's own error, not a SourceError
-        tlc.convert(lake, raw, tlc.GREEN, month, run_id="run-1", sink=sink)
-
+        _stage(GREEN, "green", tlc.Month(2020, 10), sink=sink)
     assert caught.value is error and len(calls) == 2
-    assert not any(lake.exists(url) for url in tlc.stage_urls(lake, tlc.GREEN, month))
 
 
 def test_a_truncated_file_fails_after_streaming_some_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Corruption found late in the file: the sink has had batches, the error still ends the
-    convert. (Arrow reads ahead: the damage must lie well past the first batches.)"""
+    stage. (Arrow reads ahead: the damage must lie well past the first batches.)"""
     monkeypatch.setattr(tlc, "PARQUET_BATCH_ROWS", 20_000)
     text = gzip.decompress(GREEN.read_bytes())
     big = tmp_path / "green_tripdata_2020-10.csv.gz"
     big.write_bytes(gzip.compress(text + text.split(b"\n", 1)[1] * 5)[:-100_000])
-    lake = Lake((tmp_path / "lake").as_uri())
-    month = tlc.Month(2020, 10)
-    raw = tlc.stage_local_file(lake, str(big), "green", month)
     calls: list[int] = []
-
-    with pytest.raises(SourceError, match="green 2020-10: cannot read"):
-        tlc.convert(lake, raw, tlc.GREEN, month, run_id="run-1", sink=lambda t: calls.append(1))
-
+    with pytest.raises(SourceError, match=r"cannot read green_tripdata_2020-10\.csv\.gz"):
+        _stage(big, "green", tlc.Month(2020, 10), sink=lambda t: calls.append(1))
     assert calls  # some batches reached the sink before the damage
-    assert not any(lake.exists(url) for url in tlc.stage_urls(lake, tlc.GREEN, month))
 
 
 def test_a_local_file_never_overwrites_the_cached_download(tmp_path: Path) -> None:

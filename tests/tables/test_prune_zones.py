@@ -11,6 +11,7 @@ from typer.testing import CliRunner, Result
 
 from civiclake.cli import app
 from civiclake.config import get_settings
+from civiclake.pipeline.commit import load_url
 from civiclake.sources import bnt, bnt_fetch, tlc
 
 DAY = 86_400.0
@@ -40,8 +41,8 @@ def test_maintain_prunes_old_load_folders_and_keeps_the_latest(civiclake_home: P
         age: put(f"{bnt.stage_dir(lake, f'r{age}')}/valid.parquet", age) for age in (30, 10, 0.1)
     }
     green = tlc.spec_for("green")
-    months = {  # TLC stage folders per month: an old month, and a newer one (the latest)
-        m: put(tlc.stage_urls(lake, green, tlc.Month(2020, m))[0], age)
+    months = {  # TLC staged loads (one folder per run): an old one, and a newer one (the latest)
+        m: put(load_url(lake, green.table, f"run-2020-{m:02d}"), age)
         for m, age in ((9, 20), (10, 8))
     }
     writing = put(f"{bnt_fetch.raw_dir(lake, 'data.ny.gov', 'qzve-kjga', 'r40')}/p0.json", 40)

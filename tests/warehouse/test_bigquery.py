@@ -18,6 +18,7 @@ import pytest
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
+from tlc_month import TlcMonth, tlc_month
 from typer.testing import CliRunner
 from warehouse_suite import WarehouseSuite, shown
 
@@ -118,15 +119,14 @@ def table(namespace: str) -> str:
 @dataclass(frozen=True)
 class Green:
     lake: Lake
-    month: tlc.Conversion
+    month: TlcMonth
 
 
 @pytest.fixture(scope="session")
 def green(tmp_path_factory: pytest.TempPathFactory) -> Green:
-    """The real green October 2020 month, converted once to the lake's Parquet."""
+    """The real green October 2020 month, staged once to Parquet files in the lake."""
     lake = Lake((tmp_path_factory.mktemp("green") / "lake").as_uri())
-    raw = tlc.stage_local_file(lake, str(GREEN), "green", OCTOBER)
-    return Green(lake, tlc.convert(lake, raw, tlc.GREEN, OCTOBER, run_id="run-bq"))
+    return Green(lake, tlc_month(lake, GREEN, "green", OCTOBER, run_id="run-bq"))
 
 
 def parquet(url: str) -> pa.Table:

@@ -490,19 +490,31 @@ def test_a_range_load_waiting_for_the_table_lock_is_abandoned_at_once(
         assert warehouse.replace_range(table, data.schema, [], data.lake, **data.month(JAN)) == 0
 
 
-def test_tlc_month_streamed_while_converting_equals_the_file_load(
+def test_tlc_month_streamed_while_staging_equals_the_load_of_its_data_files(
     pg_env: str, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The real green month: streamed batch by batch during ``convert`` or loaded from its
-    Parquet afterwards, PostgreSQL ends up with exactly the same rows."""
+    """The real green month: streamed batch by batch while the engine stages it, or loaded
+    afterwards from the Iceberg data files the stage wrote, PostgreSQL ends up with exactly
+    the same rows."""
+    from datetime import UTC
+
+    from civiclake import tables
+    from civiclake.pipeline.engines import get_stage
     from civiclake.sources import tlc
 
     monkeypatch.setattr(tlc, "PARQUET_BATCH_ROWS", 20_000)  # several sink calls
-    lake = Lake((tmp_path / "lake").as_uri())
-    month = tlc.Month(2020, 10)
+    settings = get_settings()
+    lake = settings.lake()
+    month, spec = tlc.Month(2020, 10), tlc.GREEN
+    catalog = tables.load_catalog(settings)
+    table = tables.ensure_table_for(
+        catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
+    )
+    rejects = tables.ensure_table_for(catalog, spec.rejects_table, tlc.rejects_schema(spec))
     raw = tlc.stage_local_file(lake, str(TLC_GREEN), "green", month)
-    schema = tlc.table_schema(tlc.GREEN)
-    bounds = {"column": tlc.GREEN.pickup, "start": month.start, "stop": month.stop}
+    ctx = tlc.context(spec, month, run_id="run-1", now=datetime.now(UTC))
+    schema = tlc.table_schema(spec)
+    bounds = {"column": spec.pickup, "start": month.start, "stop": month.stop}
     namespace = f"tlc_{uuid.uuid4().hex[:10]}"
     streamed, from_file = f"{namespace}.streamed", f"{namespace}.from_file"
     calls: list[int] = []
@@ -510,15 +522,17 @@ def test_tlc_month_streamed_while_converting_equals_the_file_load(
     with PostgresWarehouse(pg_env) as warehouse:
         with warehouse.range_load(streamed, schema, **bounds) as load:
 
-            def sink(table: pa.Table) -> None:
-                calls.append(table.num_rows)
-                load.write(table)
+            def sink(rows: pa.Table) -> None:
+                calls.append(rows.num_rows)
+                load.write(rows)
 
-            conversion = tlc.convert(lake, raw, tlc.GREEN, month, run_id="run-1", sink=sink)
-        loaded = warehouse.replace_range(from_file, schema, [conversion.valid_url], lake, **bounds)
+            staged = get_stage()(
+                spec, lake, [raw], ctx, table=table, rejects_table=rejects, sink=sink
+            )
+        loaded = warehouse.replace_range(from_file, schema, staged.data_urls, lake, **bounds)
 
-        assert len(calls) >= 4 and sum(calls) == conversion.rows_valid == load.rows == loaded
-        assert warehouse.count(streamed) == warehouse.count(from_file) == conversion.rows_valid
+        assert len(calls) >= 4 and sum(calls) == staged.rows_valid == load.rows == loaded
+        assert warehouse.count(streamed) == warehouse.count(from_file) == 94_852
     with psycopg.connect(postgres_server.url) as reader:
         for one, other in ((streamed, from_file), (from_file, streamed)):
             difference = reader.execute(

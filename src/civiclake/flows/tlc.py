@@ -1,19 +1,23 @@
-"""The ``tlc-taxi-trips`` flow: TLC monthly files -> lake (raw, Parquet) -> Iceberg -> warehouse.
+"""The ``tlc-taxi-trips`` flow: TLC monthly files -> lake (raw) -> Iceberg -> warehouse.
 
 The parent flow runs one ``tlc-taxi-month`` subflow per month, a bounded number at a time
 (``CIVICLAKE_TLC_CONCURRENCY``). A month that fails (a 404, a corrupt file) loads nothing and the
-other months still complete; the parent then fails, naming the months. Tasks pass lake URLs.
+other months still complete; the parent then fails, naming the months. A month is the one
+pipeline (``civiclake.pipeline``): download into the raw zone, stage (the color's spec run by
+the ``CIVICLAKE_ENGINE`` engine: Iceberg data files written once), commit (the table, then its
+rejects), the warehouse loaded from the same data files.
 
 Into a warehouse that streams while staging (``Capabilities.streams_while_staging``: PostgreSQL),
-a month's conversion and its warehouse load overlap (``convert-load-warehouse``): the valid rows
-stream into the COPY of an open transaction while the file is converted, and the commit waits
-for the whole file and its Parquet. Other warehouses load the Parquet afterwards.
+a month's stage and its warehouse load overlap (``stage-load-warehouse``): the valid rows
+stream into the COPY of an open transaction while the file is staged, and the commit waits for
+the whole file. Other warehouses load the data files afterwards.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import date, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -25,7 +29,6 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
-from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan
 
 from civiclake import tables
 from civiclake.blocks import Blocks, settings_for
@@ -49,7 +52,9 @@ from civiclake.flows._sync import (
     sync_whole_table,
 )
 from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
-from civiclake.lake import iter_table_chunks
+from civiclake.pipeline import Staged
+from civiclake.pipeline.commit import Load, commit, repair
+from civiclake.pipeline.engines import get_stage
 from civiclake.slices import Window
 from civiclake.sources import tlc
 from civiclake.warehouse import check_configured, warehouse_module
@@ -57,7 +62,7 @@ from civiclake.warehouse import check_configured, warehouse_module
 FLOW_NAME = "tlc-taxi-trips"
 MONTH_FLOW_NAME = "tlc-taxi-month"
 REJECTS_MONTH = "rejects-month"
-"""Snapshot property of a month's load: the month its rejects replace, for the repair."""
+"""Snapshot property of a month's load: the month its rejects replace."""
 DOWNLOAD_CACHE_EXPIRATION = timedelta(days=1)
 
 
@@ -126,36 +131,63 @@ def stage_file(path: str, color: str, year: int, month: int, blocks: Blocks = No
     return tlc.stage_local_file(settings.lake(), path, color, tlc.Month(year, month))
 
 
-@task(name="convert", cache_policy=NO_CACHE)
-def convert(
-    raw_url: str, color: str, year: int, month: int, run_id: str, blocks: Blocks = None
-) -> dict[str, Any]:
-    """Raw file -> typed Parquet (zstd) and rejects in the lake's stage zone."""
-    settings = settings_for(blocks)
-    result = tlc.convert(
+def _tables(settings: Any, spec: tlc.TripSchema) -> tuple[Any, Any]:
+    """The color's table (partitioned by pickup month) and rejects table, created before a
+    stage writes their data files (written for the table's current partitioning)."""
+    catalog = tables.load_catalog(settings)
+    if not (catalog.table_exists(spec.table) and catalog.table_exists(spec.rejects_table)):
+        with table_lock(spec.table, settings):  # months of one color race to create it
+            tables.ensure_table_for(
+                catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
+            )
+            tables.ensure_table_for(catalog, spec.rejects_table, tlc.rejects_schema(spec))
+    return catalog.load_table(spec.table), catalog.load_table(spec.rejects_table)
+
+
+def _stage(
+    settings: Any,
+    raw_url: str,
+    spec: tlc.TripSchema,
+    the_month: tlc.Month,
+    run_id: str,
+    sink: Callable[[Any], None] | None = None,
+) -> Staged:
+    """The month's raw file -> data files of its table and rejects table (nothing committed)."""
+    table, rejects_table = _tables(settings, spec)
+    ctx = tlc.context(spec, the_month, run_id=run_id, now=datetime.now(UTC))
+    return get_stage(settings.engine)(  # type: ignore[no-any-return]
+        spec,
         settings.lake(),
-        raw_url,
-        tlc.spec_for(color),
-        tlc.Month(year, month),
-        run_id=run_id,
+        [raw_url],
+        ctx,
+        table=table,
+        rejects_table=rejects_table,
         log=get_run_logger(),
+        sink=sink,
     )
-    return _converted(result)
 
 
-def _converted(result: tlc.Conversion) -> dict[str, Any]:
+def _counts(staged: Staged) -> dict[str, Any]:
+    """What a month's summary says of its stage."""
     return {
-        "valid_url": result.valid_url,
-        "rejects_url": result.rejects_url,
-        "rows_read": result.rows_read,
-        "rows_valid": result.rows_valid,
-        "rows_rejected": result.rows_rejected,
-        "rejected_by_rule": result.rejected_by_rule,
+        "rows_read": staged.rows_read,
+        "rows_valid": staged.rows_valid,
+        "rows_rejected": staged.rows_rejected,
+        "rejected_by_rule": {rule: staged.rejected_by_reason.get(rule, 0) for rule in tlc.RULES},
     }
 
 
-@task(name="convert-load-warehouse", cache_policy=NO_CACHE)
-def convert_load_warehouse(
+@task(name="stage", cache_policy=NO_CACHE)
+def stage(
+    raw_url: str, color: str, year: int, month: int, run_id: str, blocks: Blocks = None
+) -> Staged:
+    """Raw file -> typed, ruled Iceberg data files of the table and its rejects (uncommitted)."""
+    settings = settings_for(blocks)
+    return _stage(settings, raw_url, tlc.spec_for(color), tlc.Month(year, month), run_id)
+
+
+@task(name="stage-load-warehouse", cache_policy=NO_CACHE)
+def stage_load_warehouse(
     raw_url: str,
     color: str,
     year: int,
@@ -164,21 +196,19 @@ def convert_load_warehouse(
     to: str,
     blocks: Blocks = None,
     allow_empty: bool = False,
-) -> dict[str, Any]:
-    """``convert`` and ``load_warehouse`` overlapped, for a warehouse that streams while
-    staging (``range_load``).
+) -> tuple[Staged, int]:
+    """``stage`` and the warehouse load overlapped, for a warehouse that streams while
+    staging (``Capabilities.streams_while_staging``: ``range_load``).
 
     One transaction: the month is deleted, then the valid rows are COPYed while the file is
-    still being converted (each batch as it is made), then the rejects file is loaded; the
-    commit comes only once the whole file converted and both Parquet files are written. A
-    corrupt or truncated file, a failing rule or a COPY error rolls it all back: the month's
-    previous rows stay, as with ``load_warehouse``. Returns ``convert``'s summary plus the
-    rows loaded.
+    still being staged (each batch as it is typed), then the staged rejects; the commit comes
+    only once the whole file is staged. A corrupt or truncated file, a failing rule or a COPY
+    error rolls it all back: the month's previous rows stay, as with ``load_warehouse``.
+    Returns the stage and the rows the warehouse loaded.
     """
     from civiclake.warehouse import open_streaming
 
     settings = settings_for(blocks)
-    lake = settings.lake()
     spec = tlc.spec_for(color)
     the_month = tlc.Month(year, month)
     with (
@@ -192,30 +222,28 @@ def convert_load_warehouse(
             stop=the_month.stop,
         ) as load,
     ):
-        result = tlc.convert(
-            lake, raw_url, spec, the_month, run_id=run_id, log=get_run_logger(), sink=load.write
-        )
+        staged = _stage(settings, raw_url, spec, the_month, run_id, sink=load.write)
         rows = load.finish()
         # before the COMMIT: a refusal rolls the warehouse back too
-        _refuse_empty_month(settings, spec, the_month, result.rows_valid, allow_empty)
+        _refuse_empty_month(settings, spec, the_month, staged.rows_valid, allow_empty)
         load.replace(
             spec.rejects_table,
             tlc.rejects_schema(spec),
-            [result.rejects_url],
-            lake,
+            staged.rejects_urls,
+            settings.lake(),
             _rejects_slice(the_month),
         )
-    return {**_converted(result), "warehouse": to, "warehouse_rows": rows}
+    return staged, rows
 
 
 def _rejects_slice(the_month: tlc.Month) -> Window:
-    """A month's rejects in the warehouse: those recorded for its first day (``source_month``)."""
+    """A month's rejects: those recorded for its first day (``source_month``)."""
     return Window("source_month", the_month.first_day, the_month.first_day + timedelta(days=1))
 
 
 @task(name="load-iceberg", cache_policy=NO_CACHE)
 def load_iceberg(
-    converted: dict[str, Any],
+    staged: Staged,
     color: str,
     year: int,
     month: int,
@@ -223,7 +251,8 @@ def load_iceberg(
     blocks: Blocks = None,
     warehouse: str | None = None,
 ) -> dict[str, Any]:
-    """Replace the month in ``tlc.{color}_trips`` (and its rejects), one commit each."""
+    """Commit the staged month into ``tlc.{color}_trips`` (replacing the month), then its
+    rejects: one commit each (``pipeline.commit``)."""
     from civiclake.tables.history import partitions_touched
 
     settings = settings_for(blocks)
@@ -235,101 +264,37 @@ def load_iceberg(
         "run-id": run_id,
         "source": f"tlc:{color}/{the_month}",
         "range": str(the_month),
-        "rows-loaded": str(converted["rows_valid"]),
-        "rows-rejected": str(converted["rows_rejected"]),
+        "rows-loaded": str(staged.rows_valid),
+        "rows-rejected": str(staged.rows_rejected),
         **({WAREHOUSE_PROPERTY: warehouse} if warehouse else {}),  # what rollback reads
-        REJECTS_MONTH: the_month.first_day.isoformat(),  # what a repair of the rejects needs
+        REJECTS_MONTH: the_month.first_day.isoformat(),
     }
+    load = Load(
+        staged,
+        Window(spec.pickup, the_month.start, the_month.stop),
+        _rejects_slice(the_month),
+        props,
+    )
     with table_lock(spec.table, settings):
-        repair_rejects(catalog, lake, spec, the_month.first_day)
-        table = tables.ensure_table_for(
-            catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
-        )
-        month_filter = And(
-            GreaterThanOrEqual(spec.pickup, the_month.start.isoformat()),
-            LessThan(spec.pickup, the_month.stop.isoformat()),
-        )
-        main = tables.replace_range(
-            table, month_filter, lambda: iter_table_chunks(lake, converted["valid_url"]), props
-        )
-        commit_rejects(catalog, lake, spec, the_month.first_day, converted["rejects_url"], props)
+        # a crash between an earlier load's two commits: complete its rejects first
+        repair(catalog, lake, spec.table, spec.rejects_table, log=get_run_logger())
+        table = catalog.load_table(spec.table)
+        main = commit(lake, table, catalog.load_table(spec.rejects_table), load)
         touched = partitions_touched(table, run_id)  # under the lock: the newest are ours
     return {"snapshot_id": main.snapshot_id, "rows": main.rows_written, "partitions": touched}
 
 
-def commit_rejects(
-    catalog: Any,
-    lake: Any,
-    spec: tlc.TripSchema,
-    first_day: date,
-    rejects_url: str,
-    props: dict[str, str],
-) -> None:
-    """A month's second commit: its rejects (after the table's)."""
-    rejects_table = tables.ensure_table_for(catalog, spec.rejects_table, tlc.rejects_schema(spec))
-    tables.replace_range(
-        rejects_table,
-        EqualTo("source_month", first_day.isoformat()),
-        lambda: iter_table_chunks(lake, rejects_url),
-        props,
-    )
-
-
-def repair_rejects(catalog: Any, lake: Any, spec: tlc.TripSchema, loading: date) -> bool:
-    """Complete a month whose rejects commit never happened (a crash between its two commits)
-    from the month's staged rejects, if they are still that run's: a later conversion of the
-    same month replaces them, and its load then replaces the month's rejects anyway. True when
-    it repaired one. Called under the table's lock, before the next load (of the month that
-    begins on ``loading``) commits anything."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from civiclake.tables.pairs import pending_rejects
-
-    props = pending_rejects(catalog, spec.table, spec.rejects_table, REJECTS_MONTH)
-    if props is None:
-        return False
-    run_id, first_day = props["run-id"], date.fromisoformat(props[REJECTS_MONTH])
-    rejects_url = tlc.stage_urls(lake, spec, tlc.Month(first_day.year, first_day.month))[1]
-    runs: list[str | None] = []
-    if lake.exists(rejects_url):
-        with lake.open(rejects_url) as handle:
-            column = pq.read_table(handle, columns=["load_run_id"]).column("load_run_id")
-        runs = pc.unique(column).to_pylist()
-    if runs != [run_id] and not (runs == [] and props.get("rows-rejected") == "0"):
-        if first_day == loading:  # the usual retry: this load replaces the month's rejects
-            get_run_logger().info(
-                "%s: replacing the rejects of %s that run %s did not commit",
-                spec.rejects_table,
-                first_day.strftime("%Y-%m"),
-                run_id,
-            )
-        else:
-            get_run_logger().warning(
-                "%s: the rejects commit of run %s (%s) is missing and its staged rejects are"
-                " gone; the next load of that month replaces them",
-                spec.rejects_table,
-                run_id,
-                first_day.strftime("%Y-%m"),
-            )
-        return False
-    commit_rejects(catalog, lake, spec, first_day, rejects_url, props)
-    get_run_logger().warning(
-        "completed the rejects commit of run %s (interrupted between its commits)", run_id
-    )
-    return True
-
-
 @task(name="load-warehouse", cache_policy=NO_CACHE)
 def load_warehouse(
-    converted: dict[str, Any],
+    staged: Staged,
     color: str,
     year: int,
     month: int,
     to: str,
     blocks: Blocks = None,
 ) -> dict[str, Any]:
-    """Replace the month in the warehouse: delete + bulk load in one transaction."""
+    """Replace the month in the warehouse from the staged data files: delete + bulk load in
+    one transaction."""
     from civiclake.warehouse import open_warehouse
 
     settings = settings_for(blocks)
@@ -343,14 +308,14 @@ def load_warehouse(
         rows = warehouse.replace(
             spec.table,
             tlc.table_schema(spec),
-            [converted["valid_url"]],
+            staged.data_urls,
             lake,
             Window(spec.pickup, the_month.start, the_month.stop),
         )
         warehouse.replace(
             spec.rejects_table,
             tlc.rejects_schema(spec),
-            [converted["rejects_url"]],
+            staged.rejects_urls,
             lake,
             _rejects_slice(the_month),
         )
@@ -417,9 +382,9 @@ def _tlc_month(
         if not the_lake.exists(raw_url):  # cached, but someone cleaned the raw zone since
             raw_url = fetch.with_options(refresh_cache=True)(url, raw_target, blocks=blocks)
     if warehouse_module(to.value).capabilities.streams_while_staging:
-        # the warehouse loads while the file converts (committed once it all converted);
-        # Iceberg then commits the same Parquet
-        converted = convert_load_warehouse(
+        # the warehouse loads while the file is staged (committed once it is all staged);
+        # Iceberg then commits the same data files
+        staged, warehouse_rows = stage_load_warehouse(
             raw_url,
             color.value,
             year,
@@ -429,20 +394,22 @@ def _tlc_month(
             blocks=blocks,
             allow_empty=allow_empty,
         )
+        converted = _counts(staged)
         iceberg = load_iceberg(
-            converted, color.value, year, month, run_id, blocks=blocks, warehouse=to.value
+            staged, color.value, year, month, run_id, blocks=blocks, warehouse=to.value
         )
-        warehouse = {"warehouse": converted["warehouse"], "rows": converted["warehouse_rows"]}
+        warehouse = {"warehouse": to.value, "rows": warehouse_rows}
     else:
-        converted = convert(raw_url, color.value, year, month, run_id, blocks=blocks)
+        staged = stage(raw_url, color.value, year, month, run_id, blocks=blocks)
+        converted = _counts(staged)
         spec = tlc.spec_for(color.value)
-        _refuse_empty_month(settings, spec, the_month, converted["rows_valid"], allow_empty)
-        # Iceberg and the warehouse load the same Parquet independently: side by side
+        _refuse_empty_month(settings, spec, the_month, staged.rows_valid, allow_empty)
+        # Iceberg commits the data files while the warehouse loads them: side by side
         iceberg_future = load_iceberg.submit(
-            converted, color.value, year, month, run_id, blocks=blocks, warehouse=to.value
+            staged, color.value, year, month, run_id, blocks=blocks, warehouse=to.value
         )
         warehouse_future = load_warehouse.submit(
-            converted, color.value, year, month, to.value, blocks=blocks
+            staged, color.value, year, month, to.value, blocks=blocks
         )
         iceberg = iceberg_future.result()
         try:

@@ -127,6 +127,8 @@ class Staged:
     observed: Mapping[str, frozenset[Any]] = field(default_factory=dict)
     engine: str = "arrow"
     seconds: float = 0.0
+    rejected_by_reason: Mapping[str, int] = field(default_factory=dict)
+    """Rejected rows per distinct ``REJECT_REASON`` value (a summary's "by rule")."""
 
     @property
     def data_urls(self) -> list[str]:

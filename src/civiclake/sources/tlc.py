@@ -1,9 +1,10 @@
-"""NYC TLC trip records (yellow, green, FHV): monthly files -> raw zone -> typed Parquet.
+"""NYC TLC trip records (yellow, green, FHV): monthly files -> raw zone -> a spec per color.
 
-The same shape as ``sources/bnt.py``: ``download`` lands the file in the raw zone as received
-(verified complete before it becomes visible), ``convert`` streams it through declared types and
-the data-quality rules into Parquet (valid rows + rejects) in the lake, and the table names and
-partitioning say where it goes.
+``download`` lands the file in the raw zone as received (verified complete before it becomes
+visible). Each color's ``TripSchema`` is its ``DatasetSpec`` (``civiclake.pipeline``): the
+reader types the raw file with the declared types (CSV, CSV.gz, or Parquet conformed to them),
+and the pure ``transform`` applies the three rules (first broken rule wins) for the month the
+run context carries; an engine stages the result as Iceberg data files.
 
 Types are declared, never inferred chunk by chunk: pandas' ``read_csv`` in chunks guesses each
 chunk's types (``.79``, an all-empty ``ehail_fee``, integer columns with blanks) and the course's
@@ -12,12 +13,13 @@ pipeline had to patch them up by hand.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import httpx
@@ -25,9 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from civiclake._private.progress import Progress
 from civiclake.errors import ParameterError, SourceError
-from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake, rebatch
+from civiclake.lake import RAW_ZONE, Lake, rebatch
+from civiclake.pipeline import REJECT_REASON, RunContext, output_schema
+from civiclake.slices import Window
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,42 @@ class TripSchema:
     @property
     def rejects_table(self) -> str:
         return f"{NAMESPACE}.{self.color}_trips_rejects"
+
+    # ------------------------------------------------ the DatasetSpec of this color
+
+    def arrow_schema(self) -> pa.Schema:
+        return table_schema(self)
+
+    def rejects_schema(self) -> pa.Schema:
+        return rejects_schema(self)
+
+    def read(self, lake: Lake, url: str) -> Iterator[pa.RecordBatch]:
+        """A raw month (CSV, CSV.gz or Parquet) as batches of exactly this color's declared
+        columns and types; a file of another color or an unreadable one is a ``SourceError``."""
+        return read_month(lake, url, self)
+
+    def transform(self, batch: pa.RecordBatch, ctx: RunContext) -> pa.RecordBatch:
+        """Pure: the rules (first broken wins) and the load columns on a read batch."""
+        return transform(self, batch, ctx)
+
+    def rejects(self, rejected: pa.Table, ctx: RunContext) -> pa.Table:
+        """The rejected rows as read, with their month, rule and load columns."""
+        month = month_of(ctx)
+        n = rejected.num_rows
+        columns = [rejected.column(name) for name in self.names]
+        return pa.Table.from_arrays(
+            [
+                *columns,
+                pa.repeat(pa.scalar(month.first_day, pa.date32()), n),
+                rejected.column(REJECT_REASON),
+                rejected.column("load_run_id"),
+                rejected.column("loaded_at"),
+            ],
+            schema=rejects_schema(self),
+        )
+
+    def observe(self, rows: pa.Table) -> dict[str, set[Any]]:
+        return {}
 
 
 LOAD_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
@@ -353,25 +392,87 @@ def stage_local_file(lake: Lake, path: str, color: str, month: Month) -> str:
     return url
 
 
-# ---------------------------------------------------------------- convert: typed, ruled Parquet
+# ---------------------------------------------------------------- the spec: read, transform
 
 
-@dataclass
-class Conversion:
-    valid_url: str
-    rejects_url: str
-    rows_read: int = 0
-    rows_valid: int = 0
-    rows_rejected: int = 0
-    rejected_by_rule: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULES, 0))
+def context(
+    spec: TripSchema, month: Month, *, run_id: str, now: datetime, source: str = ""
+) -> RunContext:
+    """A month's run context: its window on the pickup column is the rules' month."""
+    return RunContext(
+        run_id=run_id,
+        source=source or f"tlc:{spec.color}/{month}",
+        now=now,
+        slice=Window(spec.pickup, month.start, month.stop),
+        label=str(month),
+        options={"month": str(month)},
+    )
 
 
-def stage_urls(lake: Lake, spec: TripSchema, month: Month) -> tuple[str, str]:
-    base = lake.join(STAGE_ZONE, NAMESPACE, spec.color, str(month))
-    return f"{base}/trips.parquet", f"{base}/rejects.parquet"
+def month_of(ctx: RunContext) -> Month:
+    year, month = map(int, str(ctx.options["month"]).split("-"))
+    return Month(year, month)
 
 
-def _iter_csv(lake: Lake, url: str, spec: TripSchema) -> Any:
+def transform(spec: TripSchema, batch: pa.RecordBatch, ctx: RunContext) -> pa.RecordBatch:
+    """The declared columns + ``load_run_id``, ``loaded_at``, the first rule each row breaks
+    (NULL if none) and, for a rejected row, the row as read (JSON)."""
+    month = month_of(ctx)
+    n = batch.num_rows
+    pickup = batch.column(spec.pickup)
+    dropoff = batch.column(spec.dropoff)
+    start = pa.scalar(month.start, TIMESTAMP)
+    stop = pa.scalar(month.stop, TIMESTAMP)
+    outside = pc.invert(
+        pc.fill_null(pc.and_(pc.greater_equal(pickup, start), pc.less(pickup, stop)), False)
+    )
+    broken = [
+        (RULE_PICKUP_OUTSIDE_MONTH, outside),
+        (RULE_DROPOFF_BEFORE_PICKUP, pc.fill_null(pc.less(dropoff, pickup), False)),
+    ]
+    if spec.passenger_count:
+        zero = pc.fill_null(pc.equal(batch.column(spec.passenger_count), 0), False)
+        broken.append((RULE_PASSENGER_COUNT_ZERO, zero))
+    reason = pa.nulls(n, pa.string())
+    for rule, mask in reversed(broken):  # the first rule in RULES wins
+        reason = pc.if_else(mask, pa.scalar(rule), reason)
+    raw = pa.nulls(n, pa.string())
+    if reason.null_count < n:
+        raw = _raw_records(batch, pc.is_valid(reason))
+    return pa.RecordBatch.from_arrays(
+        [
+            *(batch.column(name) for name in spec.names),
+            pa.repeat(pa.scalar(ctx.run_id, pa.string()), n),
+            pa.repeat(pa.scalar(ctx.now, TIMESTAMP_UTC), n),
+            reason,
+            raw,
+        ],
+        schema=output_schema(spec),
+    )
+
+
+def _raw_records(batch: pa.RecordBatch, rejected: pa.Array) -> pa.Array:
+    """JSON text of the rejected rows (few: the valid ones stay NULL, nothing is spent on them)."""
+    where = pc.indices_nonzero(rejected).to_pylist()
+    records: list[str | None] = [None] * batch.num_rows
+    for i, row in zip(where, batch.take(where).to_pylist(), strict=True):
+        records[i] = json.dumps(row, default=str)
+    return pa.array(records, pa.string())
+
+
+def read_month(lake: Lake, url: str, spec: TripSchema) -> Iterator[pa.RecordBatch]:
+    """The raw file's batches, typed and conformed (see ``TripSchema.read``)."""
+    _check_columns(lake, url, spec)
+    tables = (_iter_parquet if url.endswith(".parquet") else _iter_csv)(lake, url, spec)
+    try:
+        for table in tables:
+            yield from table.combine_chunks().to_batches()
+    except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"cannot read {url.rsplit('/', 1)[-1]}: {first}") from None
+
+
+def _iter_csv(lake: Lake, url: str, spec: TripSchema) -> Iterator[pa.Table]:
     import pyarrow.csv as pacsv
 
     compression = "gzip" if url.endswith(".gz") else None
@@ -399,7 +500,7 @@ def _iter_csv(lake: Lake, url: str, spec: TripSchema) -> Any:
         handle.close()
 
 
-def _iter_parquet(lake: Lake, url: str, spec: TripSchema) -> Any:
+def _iter_parquet(lake: Lake, url: str, spec: TripSchema) -> Iterator[pa.Table]:
     with lake.open(url) as handle:
         parquet = pq.ParquetFile(handle)
         available = set(parquet.schema_arrow.names)
@@ -446,110 +547,3 @@ def _check_columns(lake: Lake, url: str, spec: TripSchema) -> None:
             f"{url.rsplit('/', 1)[-1]} is not a {spec.color} trip file: "
             f"no column {', '.join(missing)}"
         )
-
-
-def apply_rules(
-    table: pa.Table, spec: TripSchema, month: Month
-) -> tuple[pa.Array, dict[str, pa.Array]]:
-    """The first rule each row breaks (or null) and each rule's own mask."""
-    pickup = table.column(spec.pickup)
-    dropoff = table.column(spec.dropoff)
-    start = pa.scalar(month.start, TIMESTAMP)
-    stop = pa.scalar(month.stop, TIMESTAMP)
-    outside = pc.invert(
-        pc.fill_null(pc.and_(pc.greater_equal(pickup, start), pc.less(pickup, stop)), False)
-    )
-    backwards = pc.fill_null(pc.less(dropoff, pickup), False)
-    if spec.passenger_count:
-        zero = pc.fill_null(pc.equal(table.column(spec.passenger_count), 0), False)
-    else:
-        zero = pa.repeat(pa.scalar(False), table.num_rows)
-    masks = {
-        RULE_PICKUP_OUTSIDE_MONTH: outside,
-        RULE_DROPOFF_BEFORE_PICKUP: backwards,
-        RULE_PASSENGER_COUNT_ZERO: zero,
-    }
-    reason = pa.nulls(table.num_rows, pa.string())
-    for rule in reversed(RULES):  # the first rule in RULES wins
-        reason = pc.if_else(masks[rule], pa.scalar(rule), reason)
-    return reason, masks
-
-
-def convert(
-    lake: Lake,
-    raw_url: str,
-    spec: TripSchema,
-    month: Month,
-    *,
-    run_id: str,
-    log: logging.Logger | logging.LoggerAdapter[Any] = logger,
-    sink: Callable[[pa.Table], None] | None = None,
-) -> Conversion:
-    """Raw month -> ``trips.parquet`` + ``rejects.parquet`` (zstd) in the stage zone.
-
-    ``sink``, when given, gets each table of valid rows (``table_schema(spec)``) as soon as it
-    is made, before it is written: a warehouse can load the month while it is converted
-    (``PostgresWarehouse.range_load``). The files are complete once this returns; it raises,
-    leaving no file, if the input is unreadable or the sink raises (its error, unchanged).
-    """
-    _check_columns(lake, raw_url, spec)
-    valid_url, rejects_url = stage_urls(lake, spec, month)
-    result = Conversion(valid_url, rejects_url)
-    loaded_at = datetime.now(UTC)
-    batches = (_iter_parquet if raw_url.endswith(".parquet") else _iter_csv)(lake, raw_url, spec)
-    sink_error: BaseException | None = None
-    try:
-        with (
-            lake.open_atomic(valid_url) as valid_out,
-            lake.open_atomic(rejects_url) as rejects_out,
-            pq.ParquetWriter(valid_out, table_schema(spec), compression="zstd") as valid_writer,
-            pq.ParquetWriter(rejects_out, rejects_schema(spec), compression="zstd") as rejects,
-            Progress(f"convert {spec.color} {month}", logger=log) as progress,
-        ):
-            for table in batches:
-                n = table.num_rows
-                reason, _ = apply_rules(table, spec, month)
-                bad = pc.is_valid(reason)
-                meta = [
-                    pa.repeat(pa.scalar(run_id, pa.string()), n),
-                    pa.repeat(pa.scalar(loaded_at, TIMESTAMP_UTC), n),
-                ]
-                full = pa.Table.from_arrays([*table.columns, *meta], schema=table_schema(spec))
-                good = full.filter(pc.invert(bad))
-                if sink is not None and good.num_rows:
-                    try:
-                        sink(good)
-                    except BaseException as exc:
-                        sink_error = exc
-                        raise
-                valid_writer.write_table(good)
-                if pc.any(bad).as_py():
-                    rejected = table.filter(bad)
-                    k = rejected.num_rows
-                    reasons = reason.filter(bad)
-                    rejects.write_table(
-                        pa.Table.from_arrays(
-                            [
-                                *rejected.columns,
-                                pa.array([month.first_day] * k, pa.date32()),
-                                reasons,
-                                pa.array([run_id] * k, pa.string()),
-                                pa.array([loaded_at] * k, TIMESTAMP_UTC),
-                            ],
-                            schema=rejects_schema(spec),
-                        )
-                    )
-                    for item in pc.value_counts(reasons).to_pylist():
-                        result.rejected_by_rule[item["values"]] += item["counts"]
-                    result.rows_rejected += k
-                result.rows_read += n
-                result.rows_valid += good.num_rows
-                progress.advance(n)
-    except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
-        if exc is sink_error:  # the consumer's failure, not the file's
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(
-            f"{spec.color} {month}: cannot read {raw_url.rsplit('/', 1)[-1]}: {first}"
-        ) from None
-    return result

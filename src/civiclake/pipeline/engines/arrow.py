@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from civiclake._private.iceberg_write import DataFileWriter
 from civiclake._private.prefetch import Prefetch
 from civiclake._private.progress import Progress
-from civiclake.pipeline.contract import DatasetSpec, RunContext, Staged, split
+from civiclake.pipeline.contract import REJECT_REASON, DatasetSpec, RunContext, Staged, split
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -40,12 +42,18 @@ def stage(
     rejects_table: Table,
     expected_rows: int | None = None,
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+    sink: Callable[[pa.Table], None] | None = None,
 ) -> Staged:
     """Type every batch of ``raw_urls`` (which may be a generator yielding each file as the
-    fetch writes it) into data files of ``table`` and ``rejects_table``; commit nothing."""
+    fetch writes it) into data files of ``table`` and ``rejects_table``; commit nothing.
+
+    ``sink``, when given, gets each table of valid rows before it is written: a warehouse that
+    streams while staging (``Capabilities.streams_while_staging``) loads them meanwhile. Its
+    error ends the stage, unchanged."""
     began = time.monotonic()
     read = 0
     observed: dict[str, set[Any]] = {}
+    reasons: Counter[str] = Counter()
     with (
         DataFileWriter(table.metadata, table.io) as rows_out,
         DataFileWriter(rejects_table.metadata, rejects_table.io) as rejects_out,
@@ -53,7 +61,14 @@ def stage(
         Prefetch(_batches(spec, lake, raw_urls), depth=1, name="civiclake-stage-read") as ahead,
     ):
         for batch in ahead:
-            rows, rejects = split(spec, spec.transform(batch, ctx), ctx)
+            out = spec.transform(batch, ctx)
+            rows, rejects = split(spec, out, ctx)
+            if rejects.num_rows:
+                for item in pc.value_counts(out.column(REJECT_REASON)).to_pylist():
+                    if item["values"] is not None:
+                        reasons[item["values"]] += item["counts"]
+            if sink is not None and rows.num_rows:
+                sink(rows)
             rows_out.write(rows)
             rejects_out.write(rejects)
             if rows.num_rows:
@@ -61,7 +76,7 @@ def stage(
                     observed.setdefault(key, set()).update(values)
             read += batch.num_rows
             progress.advance(batch.num_rows)
-            del batch, rows, rejects
+            del batch, out, rows, rejects
         data, rejected = rows_out.close(), rejects_out.close()
     pa.default_memory_pool().release_unused()
     return Staged(
@@ -73,6 +88,7 @@ def stage(
         observed={key: frozenset(values) for key, values in observed.items()},
         engine=NAME,
         seconds=round(time.monotonic() - began, 3),
+        rejected_by_reason=dict(reasons),
     )
 
 
