@@ -80,24 +80,22 @@ def phase_build(args: argparse.Namespace) -> dict[str, Any]:
     tlc_bench.build_month(args.tlc_factor, data)
     month = tlc_bench.month()
     raw_url = tlc.stage_local_file(lake, str(data / tlc_bench.GZ_NAME), "green", month)
-    converted = tlc.convert(lake, raw_url, tlc.GREEN, month, run_id="bench")
     trips = tables.ensure_table_for(
         catalog, tlc.GREEN.table, tlc.table_schema(tlc.GREEN), month_of=tlc.GREEN.pickup
-    )
-    from pyiceberg.expressions import AlwaysTrue
-
-    from civiclake.lake import iter_table_chunks
-
-    tlc_props = {"run-id": "bench", "source": "bench", "range": str(month)}
-    tlc_result = tables.replace_range(
-        trips, AlwaysTrue(), lambda: iter_table_chunks(lake, converted.valid_url), tlc_props
     )
     rejects = tables.ensure_table_for(
         catalog, tlc.GREEN.rejects_table, tlc.rejects_schema(tlc.GREEN)
     )
-    tables.replace_range(
-        rejects, AlwaysTrue(), lambda: iter_table_chunks(lake, converted.rejects_url), tlc_props
-    )
+    from datetime import UTC, datetime
+
+    from civiclake.pipeline.commit import Load, commit
+    from civiclake.pipeline.engines import get_stage
+    from civiclake.slices import WholeTable
+
+    ctx = tlc.context(tlc.GREEN, month, run_id="bench", now=datetime.now(UTC))
+    staged = get_stage()(tlc.GREEN, lake, [raw_url], ctx, table=trips, rejects_table=rejects)
+    tlc_props = {"run-id": "bench", "source": "bench", "range": str(month)}
+    tlc_result = commit(lake, trips, rejects, Load(staged, WholeTable(), WholeTable(), tlc_props))
     tlc_zones.load(catalog, tlc_zones.parse(ZONES.read_bytes()), "bench", "bench")
     shutil.rmtree(data)
     return {
