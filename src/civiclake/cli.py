@@ -657,6 +657,9 @@ def taxi_run(
         raise ParameterError("--from-file loads one month: give exactly one month")
     if not lake_block:  # fail before Prefect starts: wrong credentials, no container, ...
         settings.lake().check_writable()
+    from civiclake.pipeline.engines import get_stage
+
+    get_stage(settings.engine)  # an unknown CIVICLAKE_ENGINE, before Prefect starts
 
     interrupts.install()
     from civiclake.flows._sync import WarehouseNotSynced

@@ -190,6 +190,17 @@ def test_bad_parameters_exit_2(args: list[str], message: str, civiclake_home: Pa
     assert not (civiclake_home / "lake").exists()
 
 
+def test_an_unknown_engine_exits_2_before_any_month(
+    monkeypatch: pytest.MonkeyPatch, civiclake_home: Path
+) -> None:
+    monkeypatch.setenv("CIVICLAKE_ENGINE", "nope")
+    result = cli("taxi", "run", "--from-file", str(YELLOW))
+    assert result.exit_code == 2, result.output
+    assert "unknown engine 'nope' (engines: arrow)" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not tables.load_catalog(get_settings()).table_exists("tlc.yellow_trips")
+
+
 def test_from_file_infers_the_month(tmp_path: Path) -> None:
     result = cli("taxi", "run", "--from-file", str(YELLOW))
     assert result.exit_code == 0, result.output

@@ -87,7 +87,7 @@ class MonthsFailed(CivicLakeError):
 def _refuse_empty_month(
     settings: Any, spec: tlc.TripSchema, the_month: tlc.Month, rows: int, allow_empty: bool
 ) -> None:
-    """A month that converted to no row must not empty a month that has rows."""
+    """A month that staged no valid row must not empty a month that has rows."""
     if rows or allow_empty:
         return
     catalog = tables.load_catalog(settings)
@@ -167,13 +167,15 @@ def _stage(
     )
 
 
-def _counts(staged: Staged) -> dict[str, Any]:
-    """What a month's summary says of its stage."""
+def _counts(staged: Staged, iceberg: dict[str, Any]) -> dict[str, Any]:
+    """What a month's summary line says of its stage and its Iceberg commit."""
     return {
         "rows_read": staged.rows_read,
-        "rows_valid": staged.rows_valid,
+        "rows_loaded": staged.rows_valid,
         "rows_rejected": staged.rows_rejected,
         "rejected_by_rule": {rule: staged.rejected_by_reason.get(rule, 0) for rule in tlc.RULES},
+        "iceberg_snapshot_id": iceberg["snapshot_id"],
+        "partitions_touched": iceberg["partitions"],
     }
 
 
@@ -334,11 +336,12 @@ def tlc_month(
     warehouse_block: str | None = None,
     allow_empty: bool = False,
 ) -> dict[str, Any]:
-    """One month: download (or stage a local file), convert, load Iceberg, load the warehouse.
+    """One month: download (or copy a local file) into the raw zone, stage, commit Iceberg,
+    load the warehouse from the same data files.
 
-    A warehouse that streams while staging (PostgreSQL): convert and load it at once, then load
-    Iceberg from the same Parquet. If Iceberg then fails, the warehouse keeps the month, as when
-    the two loads ran side by side. A month with no valid row is refused (Failed, that line)
+    A warehouse that streams while staging (PostgreSQL): stage and load it at once, then commit
+    Iceberg. If Iceberg then fails, the warehouse keeps the month, as when the two loads ran
+    side by side. A month with no valid row is refused (Failed, that line)
     when the table has rows for it, unless ``allow_empty``.
     """
     try:
@@ -394,14 +397,12 @@ def _tlc_month(
             blocks=blocks,
             allow_empty=allow_empty,
         )
-        converted = _counts(staged)
         iceberg = load_iceberg(
             staged, color.value, year, month, run_id, blocks=blocks, warehouse=to.value
         )
         warehouse = {"warehouse": to.value, "rows": warehouse_rows}
     else:
         staged = stage(raw_url, color.value, year, month, run_id, blocks=blocks)
-        converted = _counts(staged)
         spec = tlc.spec_for(color.value)
         _refuse_empty_month(settings, spec, the_month, staged.rows_valid, allow_empty)
         # Iceberg commits the data files while the warehouse loads them: side by side
@@ -415,35 +416,34 @@ def _tlc_month(
         try:
             warehouse = warehouse_future.result()
         except Exception as exc:  # the lake committed the month, the warehouse did not
-            line = _month_not_synced(settings, spec, to.value, iceberg, converted, the_month, exc)
-            return {**line, "duration_s": round(time.monotonic() - began, 2)}
+            counts = _counts(staged, iceberg)
+            line = _month_not_synced(settings, spec, to.value, counts, the_month, exc)
+            return {**line, "duration_s": _since(began)}
     return {
         "month": str(the_month),
         "status": "loaded",
-        "rows_read": converted["rows_read"],
-        "rows_loaded": converted["rows_valid"],
-        "rows_rejected": converted["rows_rejected"],
-        "rejected_by_rule": converted["rejected_by_rule"],
-        "iceberg_snapshot_id": iceberg["snapshot_id"],
-        "partitions_touched": iceberg["partitions"],
+        **_counts(staged, iceberg),
         "warehouse": warehouse["warehouse"],
         "warehouse_rows": warehouse["rows"],
-        "duration_s": round(time.monotonic() - began, 2),
+        "duration_s": _since(began),
     }
+
+
+def _since(began: float) -> float:
+    return round(time.monotonic() - began, 2)
 
 
 def _month_not_synced(
     settings: Any,
     spec: tlc.TripSchema,
     to: str,
-    iceberg: dict[str, Any],
-    converted: dict[str, Any],
+    counts: dict[str, Any],
     the_month: tlc.Month,
     exc: BaseException,
 ) -> dict[str, Any]:
     """A month whose warehouse load failed after its Iceberg commit: the table is marked (the
     next run with the same ``--to`` copies it whole) and the month says so, with the cause."""
-    snapshot_id = iceberg["snapshot_id"]
+    snapshot_id = counts["iceberg_snapshot_id"]
     with table_lock(spec.table, settings):  # a property commit, beside other months' loads
         mark_not_synced(settings, spec.table, to, snapshot_id)
     line = not_synced_line(snapshot_id, to)
@@ -454,12 +454,7 @@ def _month_not_synced(
         "status": "not synced",
         "error": f"{line} ({cause})",
         "warehouse_line": line,
-        "rows_read": converted["rows_read"],
-        "rows_loaded": converted["rows_valid"],
-        "rows_rejected": converted["rows_rejected"],
-        "rejected_by_rule": converted["rejected_by_rule"],
-        "iceberg_snapshot_id": snapshot_id,
-        "partitions_touched": iceberg["partitions"],
+        **counts,
         "warehouse": to,
         "warehouse_rows": None,
     }
@@ -561,6 +556,7 @@ def tlc_taxi_trips(
     check_warehouse(to.value, settings)  # reachable, credentials: before any month commits
     # Wrong credentials, a missing container or a dead endpoint fail here, before any write.
     settings.lake().check_writable()
+    get_stage(settings.engine)  # an unknown CIVICLAKE_ENGINE: one line, exit 2, before any month
     spec = tlc.spec_for(color.value)
     # an earlier run (or a rollback) left the warehouse behind the lake: copy it whole at the end
     behind = not_synced(settings, spec.table, to.value)

@@ -39,7 +39,7 @@ DEFAULT_BASE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/downl
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 # Small CSV blocks bound memory (Arrow reads ahead block by block: with 16 MB blocks it held
-# most of a 1.5M-row month); batches are gathered back to ~128k-row Parquet row groups.
+# most of a 1.5M-row month); blocks are gathered back into ~128k-row batches for the transform.
 CSV_BLOCK_BYTES = 1024 * 1024
 PARQUET_BATCH_ROWS = 131_072
 TIMESTAMP = pa.timestamp("us")
@@ -55,7 +55,8 @@ RULES = (RULE_PICKUP_OUTSIDE_MONTH, RULE_DROPOFF_BEFORE_PICKUP, RULE_PASSENGER_C
 
 @dataclass(frozen=True)
 class TripSchema:
-    """One color of trip records: its columns, declared types and time columns."""
+    """One color of trip records: its columns, declared types and time columns, and its
+    ``DatasetSpec`` (``civiclake.pipeline``): the table, the reader and the rules."""
 
     color: str
     fields: tuple[tuple[str, pa.DataType], ...]
@@ -113,6 +114,7 @@ class TripSchema:
         )
 
     def observe(self, rows: pa.Table) -> dict[str, set[Any]]:
+        """Nothing: a month's load replaces its month whatever days the file holds."""
         return {}
 
 
