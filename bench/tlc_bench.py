@@ -4,12 +4,14 @@ The month: the real green October 2020 file (95,120 rows) repeated ``--rows-fact
 (copy k with pickup and dropoff shifted by k seconds, every other field kept as published
 text), written once as a plain ``.csv`` and a ``.csv.gz``.
 
-Ours: ``tlc.stage_local_file`` + ``tlc.convert`` (CSV -> typed, ruled, zstd Parquet in the lake).
-For PostgreSQL, what the flow runs (its ``convert-load-warehouse`` task): ``convert`` with its valid
-batches streamed into ``PostgresWarehouse.range_load`` (one transaction: DELETE the month, COPY
-each batch as it is made, then the rejects file, COMMIT once both Parquet files are written);
-and, for comparison, the two steps used before (``convert``, then ``replace_range`` of the valid
-and the rejects Parquet).
+Ours: ``tlc.stage_local_file`` + the engine's stage (CSV -> typed, ruled Iceberg data files,
+each row written once) + ``pipeline.commit``. For PostgreSQL, what the flow runs (its
+``stage-load-warehouse`` then ``load-iceberg`` tasks): the stage with its valid batches streamed
+into ``PostgresWarehouse.range_load`` (one transaction: DELETE the month, COPY each batch as it
+is typed, then the staged rejects, COMMIT), then the Iceberg commits; for comparison, the same
+with the code before the one pipeline (``before-csv-postgres``: the wheel in tests/fixtures on
+PYTHONPATH, ``tlc.convert`` then ``tables.replace_range``), and the simpler two steps (stage and
+commit, then ``replace_range`` of the committed data files into PostgreSQL).
 
 The course's way (DataTalksClub data-engineering zoomcamp): ``pd.read_csv`` then ``to_parquet``
 for the lake; ``pd.read_csv(iterator=True, chunksize=100000)`` + ``pd.to_datetime`` +
@@ -24,6 +26,7 @@ phase alone. The month is built in a child too: Linux carries the peak RSS (``ru
 parent over fork + exec, so the parent stays small. Figures are printed, never asserted.
 
     .venv/bin/python bench/tlc_bench.py [--rows-factor 16] [--baseline-rows N] [--skip-baseline]
+        [--repeat N]
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ PANDAS_RSS_RATIO_TARGET = 0.2  # ours CSV -> Parquet peak RSS over pandas'
 OURS_PHASES = ("ours-csv-parquet", "ours-csv-postgres", "ours-two-step-postgres")
 PANDAS_PHASES = ("pandas-csv-parquet", "course-to-sql")
 BEFORE_PHASES = ("before-csv-postgres",)
+REPEATED = ("ours-csv-postgres", "before-csv-postgres")
+"""Run ``--repeat`` times, alternating which goes first."""
 """Run with the code before the one pipeline (the wheel in tests/fixtures) on PYTHONPATH."""
 BEFORE_WHEEL = (
     Path(__file__).resolve().parents[1] / "tests/fixtures/civiclake-6893fc3-py3-none-any.whl"
@@ -105,6 +110,13 @@ def peak_rss_mb() -> float:
     """This process's peak resident set size so far, in MB (``ru_maxrss`` is KB on Linux)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process so far (user + system, every thread): under other load on the
+    machine, a steadier measure of the work than wall seconds (PostgreSQL's own CPU excluded)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def children_peak_rss_mb() -> float:
@@ -289,6 +301,7 @@ def phase_ours_csv_postgres(data: Path, args: argparse.Namespace) -> Result:
     lake = settings.lake()
     the_month, spec = month(), tlc.GREEN
     both = green_tables()
+    cpu = cpu_seconds()
     began = time.perf_counter()
     raw_url = tlc.stage_local_file(lake, str(data / GZ_NAME), COLOR, the_month)
     with PostgresWarehouse.from_settings(settings) as warehouse:
@@ -314,6 +327,7 @@ def phase_ours_csv_postgres(data: Path, args: argparse.Namespace) -> Result:
         postgres_seconds = time.perf_counter() - began  # committed
         _ours_commit(lake, both, staged)
         seconds = time.perf_counter() - began  # and Iceberg committed
+        cpu = cpu_seconds() - cpu
         peak = peak_rss_mb()
         table_rows = warehouse.count(OURS_TABLE)
         rejects_rows = warehouse.count(OURS_REJECTS_TABLE)
@@ -337,6 +351,7 @@ def phase_ours_csv_postgres(data: Path, args: argparse.Namespace) -> Result:
         "copy_seconds": copy_seconds,
         "postgres_seconds": postgres_seconds,
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "convert_peak_rss_mb": convert_peak,
         "peak_rss_mb": peak,
         "import_rss_mb": import_rss,
@@ -363,6 +378,7 @@ def phase_before_csv_postgres(data: Path, args: argparse.Namespace) -> Result:
     lake = settings.lake()
     the_month, spec = month(), tlc.GREEN
     table, rejects = green_tables()
+    cpu = cpu_seconds()
     began = time.perf_counter()
     raw_url = tlc.stage_local_file(lake, str(data / GZ_NAME), COLOR, the_month)
     with PostgresWarehouse.from_settings(settings) as warehouse:
@@ -400,6 +416,7 @@ def phase_before_csv_postgres(data: Path, args: argparse.Namespace) -> Result:
             props,
         )
         seconds = time.perf_counter() - began  # and Iceberg committed
+        cpu = cpu_seconds() - cpu
         peak = peak_rss_mb()
         table_rows = warehouse.count(BEFORE_TABLE)
     return {
@@ -411,6 +428,7 @@ def phase_before_csv_postgres(data: Path, args: argparse.Namespace) -> Result:
         "copy_seconds": copy_seconds,
         "postgres_seconds": postgres_seconds,
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "peak_rss_mb": peak,
         "import_rss_mb": import_rss,
     }
@@ -686,6 +704,15 @@ def run_child(name: str, args: argparse.Namespace, data: Path, env: dict[str, st
     return result
 
 
+def median_run(done: list[Result]) -> Result:
+    """The run with the median seconds, with every run's seconds (and CPU seconds) listed."""
+    ranked = sorted(done, key=lambda r: r["seconds"])
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["all_seconds"] = [r["seconds"] for r in done]
+    chosen["all_cpu_seconds"] = [r["cpu_seconds"] for r in done if "cpu_seconds" in r]
+    return chosen
+
+
 def unpack_before(workdir: Path) -> Path:
     """The code before the one pipeline, unpacked from its wheel (once)."""
     import zipfile
@@ -919,7 +946,21 @@ def report(args: argparse.Namespace, data: Result, results: dict[str, Result], e
                 f"seconds  {ratio(ours_pg['seconds'], before['seconds'])}",
                 "(ours / before, both commits; target <= 1x)",
             ),
+            (
+                "ours vs before, PG + Iceberg",
+                f"CPU s    {ratio(ours_pg['cpu_seconds'], before['cpu_seconds'])}",
+                f"(ours {ours_pg['cpu_seconds']:.1f} / before {before['cpu_seconds']:.1f} CPU s"
+                " of the client process)",
+            ),
         ]
+        if len(before["all_seconds"]) > 1:
+            comparisons.append(
+                (
+                    f"every run ({len(before['all_seconds'])} each)",
+                    "ours " + ", ".join(f"{x:.2f}" for x in ours_pg["all_seconds"]),
+                    "before " + ", ".join(f"{x:.2f}" for x in before["all_seconds"]) + " s",
+                )
+            )
     comparisons.append(
         (
             "ours CSV -> PG streamed vs 2 steps",
@@ -1090,6 +1131,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-baseline", action="store_true", help="skip pandas and to_sql (keep the floor)"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of ours vs before into PostgreSQL, alternating which goes first; the run "
+        "with the median seconds is reported, every run's seconds listed",
+    )
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1120,17 +1168,23 @@ def main(argv: list[str] | None = None) -> int:
         env["pg_start_seconds"] = time.perf_counter() - began
         env["pg_version"] = (server.data_dir / "PG_VERSION").read_text().strip()
         print(f"  PostgreSQL up in {env['pg_start_seconds']:.1f} s", file=sys.stderr)
-        results: dict[str, Result] = {}
-        for name in PHASE_ORDER:
+        runs: dict[str, list[Result]] = {}
+        order = list(PHASE_ORDER)
+        for k in range(1, max(1, args.repeat)):  # more runs of the pair, alternating
+            pair = [*REPEATED] if k % 2 == 0 else [*reversed(REPEATED)]
+            order += [f"{name}#{k}" for name in pair]
+        for entry in order:
+            name = entry.split("#")[0]
             if args.skip_baseline and name in PANDAS_PHASES:
                 continue
             if name in PG_PHASES:
                 settle(find_binaries().psql, server.url, server.admin_url)
             url = server.url if name in PG_PHASES else None
-            child = child_env(workdir / name, url)
+            child = child_env(workdir / entry.replace("#", "-"), url)
             if name in BEFORE_PHASES:
                 child["PYTHONPATH"] = str(unpack_before(workdir))
-            results[name] = run_child(name, args, data_dir, child)
+            runs.setdefault(name, []).append(run_child(name, args, data_dir, child))
+        results = {name: median_run(done) for name, done in runs.items()}
         env["pg_rss_mb"] = server_peak_rss_mb(server.data_dir)
         env["load_after"] = load_average()
         env["parent_rss_mb"] = peak_rss_mb()
