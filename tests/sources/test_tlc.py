@@ -16,7 +16,7 @@ import pytest
 from civiclake.errors import ParameterError, SourceError
 from civiclake.lake import Lake
 from civiclake.sources import tlc
-from civiclake.testing.files import FileServer
+from testsupport.files import FileServer
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tlc"
 GREEN = DATA / "green_tripdata_2020-10.csv.gz"

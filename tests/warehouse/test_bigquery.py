@@ -25,10 +25,10 @@ from civiclake.config import get_settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
 from civiclake.sources import tlc
-from civiclake.testing import bigquery as testing_bigquery
-from civiclake.testing.bigquery import BigQueryEmulator
 from civiclake.warehouse import Warehouse, open_warehouse
 from civiclake.warehouse.bigquery import BigQueryWarehouse, bigquery_type
+from testsupport import bigquery as testing_bigquery
+from testsupport.bigquery import BigQueryEmulator
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tlc"
 GREEN = DATA / "green_tripdata_2020-10.csv.gz"

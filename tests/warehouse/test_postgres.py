@@ -23,11 +23,11 @@ from warehouse_suite import WarehouseSuite, shown
 from civiclake.config import get_settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
-from civiclake.testing import postgres as testing_postgres
-from civiclake.testing.postgres import PostgresServer
 from civiclake.warehouse import Warehouse, open_warehouse
 from civiclake.warehouse._arrow_sql import qualified, quote_ident
 from civiclake.warehouse.postgres import PostgresWarehouse, encoding, postgres_url
+from testsupport import postgres as testing_postgres
+from testsupport.postgres import PostgresServer
 
 JAN, FEB, MAR = date(2024, 1, 1), date(2024, 2, 1), date(2024, 3, 1)
 TLC_GREEN = (

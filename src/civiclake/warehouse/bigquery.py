@@ -17,7 +17,7 @@ namespace (``tlc``) unless ``CIVICLAKE_BIGQUERY_DATASET`` names one.
 Credentials are Google's application default credentials; with ``CIVICLAKE_BIGQUERY_ENDPOINT``
 (an emulator) and no ADC configured, anonymous ones, so nothing probes the metadata server.
 
-Tested against bqemulator 1.4 (``civiclake.testing.bigquery``), which lacks a few things, so
+Tested against bqemulator 1.4 (``testsupport.bigquery``), which lacks a few things, so
 the code takes the road both accept: query parameters are not bound inside multi-statement
 scripts there (range bounds are typed SQL literals, formatted here from date/datetime values,
 never from user text); Parquet loads match columns by position there, by name in BigQuery (a
