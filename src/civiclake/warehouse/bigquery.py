@@ -275,8 +275,10 @@ class BigQueryWarehouse(SqlWarehouse):
         """Load the files into staging tables, then in one transaction delete the slice from
         the target and insert the staged rows; the target is untouched when anything fails.
 
-        ``evolve``: columns of ``schema`` the table lacks are added first (DDL cannot run in a
-        BigQuery transaction: a failed load leaves them there, empty). A ``RowIds`` slice's
+        ``evolve``: columns of ``schema`` the table lacks are added once every file is staged,
+        just before the transaction (DDL cannot run in a BigQuery transaction): a load that
+        fails while staging adds none; only a transaction failing after them leaves them there,
+        empty. A ``RowIds`` slice's
         ids are staged too (a Parquet load job), so the DELETE joins against a table instead
         of a query text that grows with the ids.
         """
@@ -291,7 +293,7 @@ class BigQueryWarehouse(SqlWarehouse):
         with self._lock, self._errors(f"loading {table} into BigQuery failed"):
             self._check_endpoint()
             location = self._ensure_dataset(dataset)
-            target = self._ensure_table(table, fields, range_column(replaced), location, evolve)
+            target = self._ensure_table(table, fields, range_column(replaced), evolve)
             stages: list[str] = []
             try:
                 loaded = 0
@@ -304,6 +306,8 @@ class BigQueryWarehouse(SqlWarehouse):
                 if isinstance(replaced, RowIds) and replaced.ids:
                     ids = self._stage_ids(table, replaced, location)
                     stages.append(ids)
+                if evolve:  # DDL, outside the transaction: only once everything is staged
+                    target = self._add_columns(target, fields, location)
                 data_stages = [stage for stage in stages if stage != ids]
                 script = self._replace_script(target, fields, replaced, data_stages, ids)
                 self._client.query(script, location=location, retry=self._retry).result(
@@ -339,12 +343,11 @@ class BigQueryWarehouse(SqlWarehouse):
         table: str,
         fields: list[bigquery.SchemaField],
         partition_by: str | None,
-        location: str,
         evolve: bool,
     ) -> bigquery.Table:
         """The target table, created with the explicit schema (partitioned by month on the
-        slice's date/time column) when missing; an existing one must have every column, or
-        gets the missing ones with ``evolve``."""
+        slice's date/time column) when missing; an existing one must have every column, unless
+        ``evolve`` (then ``_add_columns`` adds them, after the staging loads)."""
         table_id = self.table_id(table)
         try:
             existing = self._client.get_table(table_id, retry=self._retry)
@@ -356,10 +359,9 @@ class BigQueryWarehouse(SqlWarehouse):
                     type_=bigquery.TimePartitioningType.MONTH, field=partition_by
                 )
             return self._client.create_table(wanted, exists_ok=True, retry=self._retry)
-        if evolve:
-            existing = self._add_columns(existing, fields, location)
-        have = {f.name: "" for f in existing.schema}
-        self.check_columns(table, _names_schema(fields), have)
+        if not evolve:
+            have = {f.name: "" for f in existing.schema}
+            self.check_columns(table, _names_schema(fields), have)
         return existing
 
     def _add_columns(
