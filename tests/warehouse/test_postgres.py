@@ -74,6 +74,7 @@ def table(namespace: str) -> str:
 
 class TestPostgresConformance(WarehouseSuite):
     kind = "postgres"
+    trip_types = EXPECTED_TYPES
 
     @pytest.fixture(params=["binary", "csv"])
     def warehouse(self, request: pytest.FixtureRequest, pg_env: str) -> Iterator[PostgresWarehouse]:
@@ -106,25 +107,6 @@ def test_open_warehouse_reads_the_url_from_the_environment(pg_env: str, table: s
 def test_no_url_configured_is_a_parameter_error() -> None:
     with pytest.raises(ParameterError, match="CIVICLAKE_POSTGRES_URL"):
         open_warehouse("postgres", get_settings())
-
-
-def test_round_trip_every_type(
-    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
-) -> None:
-    january = data.make(JAN, 3000)
-    urls = [data.write(january.slice(0, 1800), "a.parquet"), data.write(january.slice(1800), "b")]
-
-    loaded = warehouse.replace_range(table, data.schema, urls, data.lake, **data.month(JAN))
-
-    assert loaded == 3000
-    assert warehouse.count(table) == 3000
-    assert warehouse.column_types(table) == EXPECTED_TYPES
-    assert read_rows(postgres_server, data, table) == data.rows(january)
-    flags = [row["store_and_fwd_flag"] for row in january.to_pylist()]
-    assert warehouse.count(table, "store_and_fwd_flag = ''") == flags.count("") > 0
-    assert warehouse.count(table, "store_and_fwd_flag IS NULL") == flags.count(None) > 0
-    look_like_null = flags.count("NULL") + flags.count("\\N")
-    assert warehouse.count(table, "store_and_fwd_flag IN ('NULL', '\\N')") == look_like_null > 0
 
 
 def test_timestamps_mean_utc_whatever_the_reader_time_zone(

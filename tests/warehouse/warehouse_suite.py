@@ -70,6 +70,8 @@ class WarehouseSuite:
     """
 
     kind: ClassVar[str]
+    trip_types: ClassVar[dict[str, str]]
+    """Column -> the type ``column_types`` reports, for the trips ``data.make`` writes."""
 
     @pytest.fixture
     def warehouse(self) -> Warehouse:
@@ -330,6 +332,12 @@ class WarehouseSuite:
         window = self.month(JAN, data.range_column)
         assert warehouse.replace(table, data.schema, urls, data.lake, window) == 1200
         assert self.content(warehouse, table, data.schema) == self.expected(january)
+        assert warehouse.column_types(table) == self.trip_types, warehouse.column_types(table)
+        flags = [row["store_and_fwd_flag"] for row in january.to_pylist()]
+        assert warehouse.count(table) == 1200
+        assert warehouse.count(table, "store_and_fwd_flag = ''") == flags.count("") > 0
+        assert warehouse.count(table, "store_and_fwd_flag IS NULL") == flags.count(None) > 0
+        assert flags.count("NULL") + flags.count("\\N") > 0  # text that looks like NULL stays text
 
     # -- rejects and concurrency ------------------------------------------------------------
 

@@ -65,7 +65,7 @@ from civiclake.warehouse._arrow_sql import (
     split_table,
     sql_type,
 )
-from civiclake.warehouse._sql import SqlWarehouse, range_column, slice_condition
+from civiclake.warehouse._sql import Load, SqlWarehouse, range_column, slice_condition
 
 __all__ = [
     "BigQueryWarehouse",
@@ -262,16 +262,7 @@ class BigQueryWarehouse(SqlWarehouse):
 
     # -- loading ----------------------------------------------------------------------------
 
-    def replace(
-        self,
-        table: str,
-        schema: pa.Schema,
-        parquet_urls: list[str],
-        lake: Lake,
-        replaced: Slice,
-        *,
-        evolve: bool = False,
-    ) -> int:
+    def _replace(self, load: Load) -> int:
         """Load the files into staging tables, then in one transaction delete the slice from
         the target and insert the staged rows; the target is untouched when anything fails.
 
@@ -282,6 +273,7 @@ class BigQueryWarehouse(SqlWarehouse):
         ids are staged too (a Parquet load job), so the DELETE joins against a table instead
         of a query text that grows with the ids.
         """
+        table, schema, parquet_urls, lake, replaced, evolve = load
         check_slice(table, schema, replaced)
         fields = bigquery_schema(table, schema)
         dataset, _ = self._split(table)
