@@ -36,7 +36,7 @@ def test_preflight_imports_no_prefect(civiclake_home: Path) -> None:
         "from civiclake.flows import preflight\n"
         "from civiclake.config import get_settings\n"
         "try:\n"
-        "    preflight.bnt(get_settings(), start=None, stop=None, from_file=None, to='oracle',\n"
+        "    preflight.bnt(get_settings(), from_file=None, to='oracle',\n"
         "                  warehouse_block=None, lake_block=None)\n"
         "except Exception as exc:\n"
         "    print(exc)\n"
@@ -53,8 +53,8 @@ def test_preflight_imports_no_prefect(civiclake_home: Path) -> None:
 def test_bnt_run_refuses_what_preflight_refuses(civiclake_home: Path) -> None:
     expected = refusal(
         preflight.bnt,
-        start=date(2023, 4, 10),
-        stop=date(2023, 4, 1),
+        start_date=date(2023, 4, 10),
+        stop_date=date(2023, 4, 1),
         from_file=None,
         to=None,
         warehouse_block=None,
@@ -66,8 +66,6 @@ def test_bnt_run_refuses_what_preflight_refuses(civiclake_home: Path) -> None:
 
     expected = refusal(
         preflight.bnt,
-        start=None,
-        stop=None,
         from_file=None,
         to=None,
         warehouse_block=None,
@@ -86,8 +84,6 @@ def test_socrata_run_refuses_what_preflight_refuses(civiclake_home: Path) -> Non
         partition=None,
         where=None,
         date_field=None,
-        start=None,
-        stop=None,
         portal=None,
         to=None,
         warehouse_block="pg",

@@ -70,37 +70,26 @@ def bnt_run(
             raise ParameterError("--portal is for the API: drop it with --from-file")
         # the run (checks and flow, in this process) reads its portal from the environment
         os.environ["CIVICLAKE_SOCRATA_URL"] = check_portal(portal)
-    elif not from_file:
-        check_portal(
-            lake_settings(lake).socrata_url
-        )  # CIVICLAKE_SOCRATA_URL: bad input, not retried
-    start = parse_date("--start-date", start_date)
-    stop = parse_date("--stop-date", stop_date)
-    preflight.bnt(
-        lake_settings(lake),
-        start=start,
-        stop=stop,
-        from_file=from_file,
-        to=to,
-        warehouse_block=warehouse_block,
-        lake_block=lake_block,
-    )
+    elif not from_file:  # CIVICLAKE_SOCRATA_URL: bad input, not retried
+        check_portal(lake_settings(lake).socrata_url)
+    parameters = {  # the flow's: the checks before Prefect and the run take the same
+        "start_date": parse_date("--start-date", start_date),
+        "stop_date": parse_date("--stop-date", stop_date),
+        "from_file": from_file,
+        "lookback_days": lookback_days,
+        "page_size": page_size,
+        "lake": lake,
+        "lake_block": lake_block,
+        "socrata_token_block": socrata_token_block,
+        "to": to,
+        "warehouse_block": warehouse_block,
+        "allow_empty": allow_empty,
+    }
+    preflight.bnt(lake_settings(lake), **parameters)
 
     flows = start_run("bnt")
     from civiclake.flows._sync import WarehouseNotSynced
 
     with summary_on(WarehouseNotSynced):
-        summary = flows.bnt_hourly_traffic(
-            start_date=start,
-            stop_date=stop,
-            from_file=from_file,
-            lookback_days=lookback_days,
-            page_size=page_size,
-            lake=lake,
-            lake_block=lake_block,
-            socrata_token_block=socrata_token_block,
-            to=to,
-            warehouse_block=warehouse_block,
-            allow_empty=allow_empty,
-        )
+        summary = flows.bnt_hourly_traffic(**parameters)
     print_summary(summary)

@@ -106,46 +106,32 @@ def socrata_run(
     allow_empty: bool = ALLOW_EMPTY_OPTION,
 ) -> None:
     """Load a dataset into Iceberg: everything first, then rows updated since the last run."""
-    start = parse_date("--start-date", start_date)
-    stop = parse_date("--stop-date", stop_date)
-    preflight.socrata(  # a bad id, a 404, a wrong column, the lake: before Prefect starts
-        lake_settings(lake),
-        dataset=dataset,
-        table=table,
-        full=full,
-        partition=partition,
-        where=where,
-        date_field=date_field,
-        start=start,
-        stop=stop,
-        portal=portal,
-        to=to,
-        warehouse_block=warehouse_block,
-        lake_block=lake_block,
-    )
+    parameters = {  # the flow's: the checks before Prefect and the run take the same
+        "dataset": dataset,
+        "table": table,
+        "full": full,
+        "partition": partition,
+        "where": where,
+        "date_field": date_field,
+        "start_date": parse_date("--start-date", start_date),
+        "stop_date": parse_date("--stop-date", stop_date),
+        "portal": portal,
+        "page_size": page_size,
+        "lake": lake,
+        "lake_block": lake_block,
+        "socrata_token_block": socrata_token_block,
+        "to": to,
+        "warehouse_block": warehouse_block,
+        "allow_empty": allow_empty,
+    }
+    # a bad id, a 404, a wrong column, the lake: before Prefect starts
+    preflight.socrata(lake_settings(lake), **parameters)
 
     flows = start_run("socrata")
     from civiclake.flows._sync import WarehouseNotSynced
 
     with summary_on(WarehouseNotSynced):
-        summary = flows.socrata_dataset(
-            dataset=dataset,
-            table=table,
-            full=full,
-            partition=partition,
-            where=where,
-            date_field=date_field,
-            start_date=start,
-            stop_date=stop,
-            portal=portal,
-            page_size=page_size,
-            lake=lake,
-            lake_block=lake_block,
-            socrata_token_block=socrata_token_block,
-            to=to,
-            warehouse_block=warehouse_block,
-            allow_empty=allow_empty,
-        )
+        summary = flows.socrata_dataset(**parameters)
     print_summary(summary)
 
 

@@ -1,9 +1,10 @@
 """What a run checks before it fetches or writes anything: one function per flow.
 
-Prefect-free (this package's ``__init__`` only sets environment defaults), so the CLI runs the
-same checks before it starts Prefect (a bad input is one line and exit 2 in a second, not after
-the server start) and a flow runs them on its own parameters (a deployment run has no CLI).
-Each function takes the flow's parameters; the CLI parses its options into those first.
+Prefect-free (this package's ``__init__`` only sets environment defaults), so the CLI runs
+them before it starts Prefect: a bad input is one line and exit 2 in a second, not after the
+server start. Each function takes the flow's parameters (the CLI parses its options into those
+first), so a flow can run the same call on its own (a deployment run has no CLI): the flows'
+preambles still hold their inline checks until the flow rewrite (issue 19) calls these.
 """
 
 from __future__ import annotations
@@ -79,15 +80,23 @@ def check_incremental_possible(settings: Settings) -> None:
 def bnt(
     settings: Settings,
     *,
-    start: date | None,
-    stop: date | None,
-    from_file: str | None,
-    to: str | None,
-    warehouse_block: str | None,
-    lake_block: str | None,
+    start_date: date | None = None,
+    stop_date: date | None = None,
+    from_file: str | None = None,
+    to: str | None = None,
+    warehouse_block: str | None = None,
+    lake_block: str | None = None,
+    lookback_days: int | None = None,
+    page_size: int | None = None,
+    lake: str | None = None,
+    socrata_token_block: str | None = None,
+    allow_empty: bool = False,
 ) -> None:
     """``bnt-hourly-traffic``: dates or a file (not both), the range, the warehouse, the lake
-    (unless a block provides it: the run reads it then) and a table to continue from."""
+    (unless a block provides it: the run reads it then) and a table to continue from. Every
+    parameter of the flow is taken, the last five unchecked here, so the CLI passes the
+    flow's parameters as they are (``lake`` is in ``settings`` already)."""
+    start, stop = start_date, stop_date
     if from_file and (start or stop):
         raise ParameterError("--from-file takes its dates from the file: drop the date options")
     if from_file:
@@ -109,21 +118,26 @@ def socrata(
     settings: Settings,
     *,
     dataset: str,
-    table: str | None,
-    full: bool,
-    partition: str | None,
-    where: str | None,
-    date_field: str | None,
-    start: date | None,
-    stop: date | None,
-    portal: str | None,
-    to: str | None,
-    warehouse_block: str | None,
-    lake_block: str | None,
+    table: str | None = None,
+    full: bool = False,
+    partition: str | None = None,
+    where: str | None = None,
+    date_field: str | None = None,
+    start_date: date | None = None,
+    stop_date: date | None = None,
+    portal: str | None = None,
+    to: str | None = None,
+    warehouse_block: str | None = None,
+    lake_block: str | None = None,
+    page_size: int | None = None,
+    lake: str | None = None,
+    socrata_token_block: str | None = None,
+    allow_empty: bool = False,
 ) -> Any:
     """``socrata-dataset``: the warehouse (one that merges, unless a date range is replaced),
     the lake, the dataset (id, portal, columns, ``--where``, partitioning), the range and an
-    existing table's columns. The dataset's spec, or None when a lake block defers the rest."""
+    existing table's columns. The dataset's spec, or None when a lake block defers the rest.
+    Every parameter of the flow is taken, the last four unchecked here (as ``bnt``)."""
     from civiclake.sources.socrata_plan import check_existing_table, range_window, resolve_spec
 
     _check_block_has_to(to, warehouse_block)
@@ -135,7 +149,7 @@ def socrata(
     spec = resolve_spec(
         settings, dataset, portal=portal, table=table, partition=partition, where=where
     )
-    range_window(spec, date_field, start, stop, full=full)
+    range_window(spec, date_field, start_date, stop_date, full=full)
     check_existing_table(settings, spec, full=full)
     return spec
 
