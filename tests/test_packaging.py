@@ -48,7 +48,7 @@ def test_launchers_are_in_testsupport() -> None:
 
 @pytest.mark.slow
 def test_wheel_holds_no_launcher(wheel_names: list[str]) -> None:
-    assert "civiclake/cli/__init__.py" in wheel_names or "civiclake/cli.py" in wheel_names
+    assert "civiclake/cli/__init__.py" in wheel_names
     assert not [n for n in wheel_names if n.startswith("testsupport/")]
     shipped = {Path(n).stem for n in wheel_names if n.startswith("civiclake/testing/")}
     assert shipped == {"__init__", "socrata", "socrata_samples"}
