@@ -1,7 +1,7 @@
 """Benchmark table maintenance: B&T after N simulated daily incremental runs, before/after.
 
 Runs N daily loads (default 40) against the in-process Socrata replay server, the current month
-revised every day (``civiclake.testing.bnt_daily``, the same non-Prefect functions the flow's
+revised every day (``testsupport.bnt_daily``, the same non-Prefect functions the flow's
 tasks call), into a temp local lake, then ``civiclake maintain --retain-days 0 --retain-last
 10`` and ``--compact`` as the CLI runs them (``maintain_table`` over every table). Prints the
 Iceberg warehouse's file count and bytes (and the whole lake's, raw and stage zones included,
@@ -48,8 +48,8 @@ def run(days: int, home: Path) -> None:
     from civiclake import tables
     from civiclake.config import get_settings
     from civiclake.tables import maintenance
-    from civiclake.testing import bnt_daily
     from civiclake.testing.socrata import SocrataServer
+    from testsupport import bnt_daily
 
     warehouse, lake = home / "lake" / "warehouse", home / "lake"
     with SocrataServer({}) as server:

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-size", type=int, default=50_000)
     args = parser.parse_args(argv)
 
-    from civiclake.testing.prefect_server import PrefectServer
+    from testsupport.prefect_server import PrefectServer
 
     print(f"replay server: {args.rows:,} rows of {DATASET} ...", file=sys.stderr, flush=True)
     started = time.perf_counter()

@@ -427,7 +427,9 @@ def phase_precheck() -> None:
     """What ``civiclake bnt run`` without --start-date does before Prefect: open the catalog."""
     result: Result = {}
     start = time.perf_counter()
-    import civiclake.cli as cli
+    import civiclake.cli  # noqa: F401
+    from civiclake.config import get_settings
+    from civiclake.flows import preflight
 
     result["import_cli"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -437,7 +439,7 @@ def phase_precheck() -> None:
     result["import_tables"] = time.perf_counter() - start
     start = time.perf_counter()
     try:
-        cli._check_incremental_possible(None)
+        preflight.check_incremental_possible(get_settings())
         result["outcome"] = "table found"
     except Exception as exc:
         result["outcome"] = f"{type(exc).__name__}: {exc}"

@@ -19,7 +19,7 @@ for the lake; ``pd.read_csv(iterator=True, chunksize=100000)`` + ``pd.to_datetim
 
 The floor: ``psql -c "\\copy ... FROM 'month.csv' WITH (FORMAT csv, HEADER true)"``.
 
-One real PostgreSQL (``civiclake.testing.postgres``) serves every phase, each phase loading into
+One real PostgreSQL (``testsupport.postgres``) serves every phase, each phase loading into
 its own fresh table, after an untimed VACUUM (ANALYZE) and CHECKPOINT. Every measured phase runs
 in its own fresh child process (this script with ``--phase``), so each peak RSS belongs to that
 phase alone. The month is built in a child too: Linux carries the peak RSS (``ru_maxrss``) of a
@@ -545,7 +545,7 @@ def phase_psql_copy(data: Path, args: argparse.Namespace) -> Result:
     r"""The floor: ``psql -c "\copy"`` of the plain CSV into a table with ours' column types."""
     import psycopg
 
-    from civiclake.testing.postgres import find_binaries
+    from testsupport.postgres import find_binaries
 
     import_rss = peak_rss_mb()
     url = os.environ["CIVICLAKE_POSTGRES_URL"]
@@ -809,7 +809,7 @@ def report(args: argparse.Namespace, data: Result, results: dict[str, Result], e
         f"CSV {data['csv_mb']:.0f} MB, csv.gz {data['gz_mb']:.1f} MB (built in "
         f"{data['seconds']:.1f} s)",
         f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {env['versions']}",
-        f"PostgreSQL {env['pg_version']} on 127.0.0.1 (civiclake.testing.postgres, fsync=off), "
+        f"PostgreSQL {env['pg_version']} on 127.0.0.1 (testsupport.postgres, fsync=off), "
         f"started in {env['pg_start_seconds']:.1f} s, postmaster peak RSS "
         + (f"{env['pg_rss_mb']:.0f} MB" if env["pg_rss_mb"] is not None else "n/a")
         + " (not in any phase)",
@@ -1153,7 +1153,7 @@ def main(argv: list[str] | None = None) -> int:
         run_phase(args.phase, args)
         return 0
 
-    from civiclake.testing.postgres import PostgresServer, find_binaries
+    from testsupport.postgres import PostgresServer, find_binaries
 
     env: Result = {"load_before": load_average(), "versions": versions()}
     workdir = Path(tempfile.mkdtemp(prefix="tlc-bench-"))

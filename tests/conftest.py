@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 # before anything imports gcsfs: sets GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false (see the module)
-from civiclake.testing.objectstores import ObjectStore, azurite, gcs_emulator, moto_s3
+from testsupport.objectstores import ObjectStore, azurite, gcs_emulator, moto_s3
 
 if TYPE_CHECKING:
-    from civiclake.testing.bigquery import BigQueryEmulator
-    from civiclake.testing.postgres import PostgresServer
-    from civiclake.testing.prefect_server import PrefectServer
+    from testsupport.bigquery import BigQueryEmulator
+    from testsupport.postgres import PostgresServer
+    from testsupport.prefect_server import PrefectServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -77,7 +77,7 @@ def prefect_server() -> Iterator[None]:
 def live_prefect() -> Iterator[PrefectServer]:
     """One real Prefect server process (API + UI on 127.0.0.1) for the deployment and docker
     tests: a worker, the ``prefect`` CLI and containers cannot reach ``prefect_server``'s."""
-    from civiclake.testing.prefect_server import PrefectServer
+    from testsupport.prefect_server import PrefectServer
 
     with PrefectServer() as server:
         yield server
@@ -86,7 +86,7 @@ def live_prefect() -> Iterator[PrefectServer]:
 @pytest.fixture(scope="session")
 def bq_emulator() -> Iterator[BigQueryEmulator]:
     """One bqemulator for the session (~4 s to start), in-memory, on 127.0.0.1."""
-    from civiclake.testing.bigquery import BigQueryEmulator
+    from testsupport.bigquery import BigQueryEmulator
 
     with BigQueryEmulator() as emulator:
         yield emulator
@@ -95,7 +95,7 @@ def bq_emulator() -> Iterator[BigQueryEmulator]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One real PostgreSQL (the machine's binaries, a temp dir, 127.0.0.1) for the session."""
-    from civiclake.testing.postgres import PostgresServer
+    from testsupport.postgres import PostgresServer
 
     with PostgresServer() as server:
         yield server

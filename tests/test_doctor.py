@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from civiclake.cli import app
-from civiclake.testing.postgres import PostgresServer
+from testsupport.postgres import PostgresServer
 
 
 def cli(*args: str) -> Result:

@@ -30,10 +30,10 @@ from deploy_support import (
 )
 
 import civiclake.flows  # noqa: F401  (Prefect's offline defaults, before Prefect is imported)
-from civiclake.testing._process import stop_process_group
-from civiclake.testing.files import FileServer
-from civiclake.testing.prefect_server import PrefectServer
 from civiclake.testing.socrata import SocrataServer, bnt_rows
+from testsupport._process import stop_process_group
+from testsupport.files import FileServer
+from testsupport.prefect_server import PrefectServer
 
 _WORKERS: list[Worker] = []  # for the failure report hook below
 

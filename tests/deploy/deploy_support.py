@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from civiclake.testing.prefect_server import PrefectServer
+from testsupport.prefect_server import PrefectServer
 
 ROOT = Path(__file__).resolve().parents[2]
 TLC_FILE = ROOT.parent / "shared" / "data" / "tlc" / "green_tripdata_2020-10.csv.gz"

@@ -34,14 +34,14 @@ from deploy_support import (
 from civiclake import tables
 from civiclake.config import get_settings
 from civiclake.sources import bnt
-from civiclake.testing.browser import CHROMIUM, chromium_page
-from civiclake.testing.prefect_server import PrefectServer
 from civiclake.testing.socrata import RequestRecord, SocrataServer
+from testsupport.browser import CHROMIUM, chromium_page
+from testsupport.prefect_server import PrefectServer
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
-    from civiclake.testing.postgres import PostgresServer
+    from testsupport.postgres import PostgresServer
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
@@ -540,7 +540,7 @@ def test_run_artifact_chart_renders_offline_in_the_prefect_ui(
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
     pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    from civiclake.testing.browser import chromium_page, guard
+    from testsupport.browser import chromium_page, guard
 
     (artifact,) = [a for a in run_artifacts(bnt_run.flow_run.id) if a.key == "bnt-load-summary"]
     SCREENSHOTS.mkdir(exist_ok=True)

@@ -41,10 +41,10 @@ from docker_support import (
 )
 
 import civiclake.flows  # noqa: F401  (Prefect's offline defaults, before Prefect)
-from civiclake.testing._process import stop_process_group
-from civiclake.testing.dockerd import DockerDaemon, debian_base_image, docker_client
-from civiclake.testing.prefect_server import PrefectServer
 from civiclake.testing.socrata import SocrataServer, bnt_rows
+from testsupport._process import stop_process_group
+from testsupport.dockerd import DockerDaemon, debian_base_image, docker_client
+from testsupport.prefect_server import PrefectServer
 
 _WORKERS: list[Worker] = []
 

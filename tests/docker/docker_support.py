@@ -9,7 +9,7 @@ from pathlib import Path
 
 from deploy_support import ROOT
 
-from civiclake.testing.dockerd import DockerDaemon
+from testsupport.dockerd import DockerDaemon
 
 IMAGE = "civiclake:latest"  # what prefect.yaml's docker deployments run
 BASE_CACHE = ROOT / ".emulators" / "docker"

@@ -22,9 +22,9 @@ import pytest
 from deploy_support import FIRST_DAY, ROOT, ROWS_PER_DAY, Worker, clean_env, prefect_cli, run_deploy
 from docker_support import CONTAINER_UID, Engine, Image
 
-from civiclake.testing.objectstores import ObjectStore
-from civiclake.testing.prefect_server import PrefectServer
 from civiclake.testing.socrata import SocrataServer
+from testsupport.objectstores import ObjectStore
+from testsupport.prefect_server import PrefectServer
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 

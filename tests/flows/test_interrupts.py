@@ -20,9 +20,9 @@ import pytest
 
 from civiclake import tables
 from civiclake.config import get_settings
-from civiclake.testing.files import FileServer
 from civiclake.testing.socrata import Fault, SocrataServer
 from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_rows
+from testsupport.files import FileServer
 
 TABLE = "socrata.abcd_1234"
 SAMPLE_CSV = Path(__file__).resolve().parents[2] / "examples" / "bnt_sample.csv"

@@ -13,8 +13,8 @@ import pytest
 from civiclake import tables
 from civiclake.config import get_settings
 from civiclake.sources import bnt
-from civiclake.testing import bnt_daily
 from civiclake.testing.socrata import SocrataServer
+from testsupport import bnt_daily
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
 FIRST_DAY = date(2024, 1, 10)

@@ -21,9 +21,9 @@ from civiclake import tables
 from civiclake.cli import app
 from civiclake.config import get_settings
 from civiclake.sources import tlc
-from civiclake.testing.files import FileServer
 from civiclake.warehouse import open_warehouse
 from civiclake.warehouse.postgres import RangeLoad
+from testsupport.files import FileServer
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
 

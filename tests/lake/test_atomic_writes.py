@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from civiclake.lake import Lake
-from civiclake.testing.objectstores import ObjectStore, _s3_client, use_env
+from testsupport.objectstores import ObjectStore, _s3_client, use_env
 
 pytestmark = pytest.mark.slow  # the object-store emulators
 

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from civiclake.cli import app
-from civiclake.testing.objectstores import ObjectStore, use_env
 from civiclake.testing.socrata import SocrataServer, bnt_rows
+from testsupport.objectstores import ObjectStore, use_env
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

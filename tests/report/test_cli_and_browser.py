@@ -23,7 +23,7 @@ from civiclake import tables
 from civiclake.cli import app
 from civiclake.config import get_settings
 from civiclake.report import list_identifiers
-from civiclake.testing.browser import CHROMIUM, chromium_page, guard
+from testsupport.browser import CHROMIUM, chromium_page, guard
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 

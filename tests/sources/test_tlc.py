@@ -26,7 +26,7 @@ from civiclake.lake import Lake
 from civiclake.pipeline import RAW_RECORD, REJECT_REASON, RunContext, Staged, output_schema, split
 from civiclake.pipeline.engines import get_stage
 from civiclake.sources import tlc
-from civiclake.testing.files import FileServer
+from testsupport.files import FileServer
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tlc"
 GREEN = DATA / "green_tripdata_2020-10.csv.gz"

@@ -12,7 +12,7 @@ from civiclake import tables
 from civiclake.config import Settings, get_settings
 from civiclake.errors import SourceError
 from civiclake.sources import tlc_zones
-from civiclake.testing.files import FileServer
+from testsupport.files import FileServer
 
 LOOKUP = Path(__file__).resolve().parents[3] / "shared" / "data" / "tlc" / tlc_zones.FILE_NAME
 ZONES_PATH = "/misc/taxi_zone_lookup.csv"

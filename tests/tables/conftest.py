@@ -1,5 +1,5 @@
 """Fixtures of the table-operation tests: a Socrata replay server whose portal the simulated
-daily loads (``civiclake.testing.bnt_daily``) revise day by day."""
+daily loads (``testsupport.bnt_daily``) revise day by day."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from civiclake import tables
 from civiclake.config import get_settings
 from civiclake.sources import bnt
 from civiclake.tables.history import JSON_KEYS
-from civiclake.testing import bnt_daily
 from civiclake.testing.socrata import SocrataServer
+from testsupport import bnt_daily
 
 HISTORY_KEYS = [
     "snapshot_id",

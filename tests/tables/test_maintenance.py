@@ -28,8 +28,8 @@ from civiclake.config import get_settings
 from civiclake.sources import bnt
 from civiclake.tables import maintenance
 from civiclake.tables.history import snapshot_history
-from civiclake.testing import bnt_daily
 from civiclake.testing.socrata import SocrataServer
+from testsupport import bnt_daily
 
 pytestmark = pytest.mark.slow
 DAYS = 40

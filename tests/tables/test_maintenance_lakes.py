@@ -12,9 +12,9 @@ from table_support import FIRST_DAY, ROWS_PER_DAY, cli, cli_json, full_rows, war
 
 from civiclake.config import get_settings
 from civiclake.sources import bnt
-from civiclake.testing import bnt_daily
-from civiclake.testing.objectstores import ObjectStore, use_env
 from civiclake.testing.socrata import SocrataServer
+from testsupport import bnt_daily
+from testsupport.objectstores import ObjectStore, use_env
 
 pytestmark = pytest.mark.slow
 TABLES = (bnt.TABLE, bnt.REJECTS_TABLE)

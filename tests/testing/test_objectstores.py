@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from civiclake.testing.objectstores import (
+from testsupport.objectstores import (
     AZURITE_ACCOUNT,
     AZURITE_KEY,
     ObjectStore,

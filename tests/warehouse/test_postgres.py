@@ -23,11 +23,11 @@ from warehouse_suite import WarehouseSuite, shown
 from civiclake.config import get_settings
 from civiclake.errors import CivicLakeError, ParameterError
 from civiclake.lake import Lake
-from civiclake.testing import postgres as testing_postgres
-from civiclake.testing.postgres import PostgresServer
 from civiclake.warehouse import Warehouse, open_warehouse
 from civiclake.warehouse._arrow_sql import qualified, quote_ident
 from civiclake.warehouse.postgres import PostgresWarehouse, encoding, postgres_url
+from testsupport import postgres as testing_postgres
+from testsupport.postgres import PostgresServer
 
 JAN, FEB, MAR = date(2024, 1, 1), date(2024, 2, 1), date(2024, 3, 1)
 TLC_GREEN = (
@@ -74,6 +74,7 @@ def table(namespace: str) -> str:
 
 class TestPostgresConformance(WarehouseSuite):
     kind = "postgres"
+    trip_types = EXPECTED_TYPES
 
     @pytest.fixture(params=["binary", "csv"])
     def warehouse(self, request: pytest.FixtureRequest, pg_env: str) -> Iterator[PostgresWarehouse]:
@@ -106,25 +107,6 @@ def test_open_warehouse_reads_the_url_from_the_environment(pg_env: str, table: s
 def test_no_url_configured_is_a_parameter_error() -> None:
     with pytest.raises(ParameterError, match="CIVICLAKE_POSTGRES_URL"):
         open_warehouse("postgres", get_settings())
-
-
-def test_round_trip_every_type(
-    warehouse: PostgresWarehouse, postgres_server: PostgresServer, data: Any, table: str
-) -> None:
-    january = data.make(JAN, 3000)
-    urls = [data.write(january.slice(0, 1800), "a.parquet"), data.write(january.slice(1800), "b")]
-
-    loaded = warehouse.replace_range(table, data.schema, urls, data.lake, **data.month(JAN))
-
-    assert loaded == 3000
-    assert warehouse.count(table) == 3000
-    assert warehouse.column_types(table) == EXPECTED_TYPES
-    assert read_rows(postgres_server, data, table) == data.rows(january)
-    flags = [row["store_and_fwd_flag"] for row in january.to_pylist()]
-    assert warehouse.count(table, "store_and_fwd_flag = ''") == flags.count("") > 0
-    assert warehouse.count(table, "store_and_fwd_flag IS NULL") == flags.count(None) > 0
-    look_like_null = flags.count("NULL") + flags.count("\\N")
-    assert warehouse.count(table, "store_and_fwd_flag IN ('NULL', '\\N')") == look_like_null > 0
 
 
 def test_timestamps_mean_utc_whatever_the_reader_time_zone(

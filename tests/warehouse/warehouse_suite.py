@@ -70,6 +70,8 @@ class WarehouseSuite:
     """
 
     kind: ClassVar[str]
+    trip_types: ClassVar[dict[str, str]]
+    """Column -> the type ``column_types`` reports, for the trips ``data.make`` writes."""
 
     @pytest.fixture
     def warehouse(self) -> Warehouse:
@@ -290,6 +292,27 @@ class WarehouseSuite:
         padded = old.append_column("Note", pa.nulls(50, pa.string())).select(rows.schema.names)
         assert got == self.expected(padded, newer)
 
+    def test_a_failed_evolving_load_adds_no_column(
+        self, warehouse: Warehouse, data: Any, table: str
+    ) -> None:
+        """A load that would add a column and fails half-way leaves the table as it was:
+        columns included (BigQuery's DDL cannot be in its transaction: it runs only once
+        every file is staged)."""
+        rows = self.with_row_id(data.make(JAN, 50))
+        old = rows.drop_columns(["Note"])
+        self.load(warehouse, data, table, old, WholeTable(), "old", evolve=True)
+        newer = self.with_row_id(data.make(JAN, 20, first_id=1_000, tag="new "))
+        good = data.write(newer, "newer.parquet")
+        bad = data.write(self.with_row_id(data.make(JAN, 3000, first_id=70_000)), "bad.parquet")
+        corrupt_middle(data.lake, bad)
+        ids = RowIds.of("row_id", [*newer["row_id"].to_pylist(), "70000"])
+
+        with pytest.raises(CivicLakeError):
+            warehouse.replace(table, newer.schema, [good, bad], data.lake, ids, evolve=True)
+
+        assert "Note" not in warehouse.column_types(table)
+        assert self.content(warehouse, table, old.schema) == self.expected(old)
+
     def test_types_round_trip(self, warehouse: Warehouse, data: Any, table: str) -> None:
         """decimal(38,9) at its widest, zoned timestamps, WKT geometry text, booleans."""
         rows = pa.Table.from_pydict(TYPES_ROWS, schema=TYPES_SCHEMA)
@@ -309,6 +332,12 @@ class WarehouseSuite:
         window = self.month(JAN, data.range_column)
         assert warehouse.replace(table, data.schema, urls, data.lake, window) == 1200
         assert self.content(warehouse, table, data.schema) == self.expected(january)
+        assert warehouse.column_types(table) == self.trip_types, warehouse.column_types(table)
+        flags = [row["store_and_fwd_flag"] for row in january.to_pylist()]
+        assert warehouse.count(table) == 1200
+        assert warehouse.count(table, "store_and_fwd_flag = ''") == flags.count("") > 0
+        assert warehouse.count(table, "store_and_fwd_flag IS NULL") == flags.count(None) > 0
+        assert flags.count("NULL") + flags.count("\\N") > 0  # text that looks like NULL stays text
 
     # -- rejects and concurrency ------------------------------------------------------------
 

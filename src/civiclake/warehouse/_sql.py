@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Self
 
 from civiclake.errors import CivicLakeError
 from civiclake.slices import RowIds, Slice, WholeTable, Window, Windows
@@ -54,9 +54,37 @@ def range_column(replaced: Slice) -> str | None:
     return replaced.column if isinstance(replaced, (Window, Windows)) else None
 
 
+class Load(NamedTuple):
+    """One ``replace`` call's arguments, as its implementation (``_replace``) gets them."""
+
+    table: str
+    schema: pa.Schema
+    parquet_urls: list[str]
+    lake: Lake
+    replaced: Slice
+    evolve: bool
+
+
 class ReplacesRange(Replaces):
-    """``replace_range``: a ``Window`` replace, the shorthand (not the contract) a warehouse
-    and a streaming load share."""
+    """What every warehouse and streaming load shares: the contract's signature, written
+    once (``replace`` hands a ``Load`` to the subclass's ``_replace``), and ``replace_range``,
+    the ``Window`` shorthand."""
+
+    def replace(
+        self,
+        table: str,
+        schema: pa.Schema,
+        parquet_urls: list[str],
+        lake: Lake,
+        replaced: Slice,
+        *,
+        evolve: bool = False,
+    ) -> int:
+        """``Replaces.replace``; what it does is the subclass's ``_replace``."""
+        return self._replace(Load(table, schema, parquet_urls, lake, replaced, evolve))
+
+    def _replace(self, load: Load) -> int:
+        raise NotImplementedError
 
     def replace_range(
         self,

@@ -17,7 +17,7 @@ namespace (``tlc``) unless ``CIVICLAKE_BIGQUERY_DATASET`` names one.
 Credentials are Google's application default credentials; with ``CIVICLAKE_BIGQUERY_ENDPOINT``
 (an emulator) and no ADC configured, anonymous ones, so nothing probes the metadata server.
 
-Tested against bqemulator 1.4 (``civiclake.testing.bigquery``), which lacks a few things, so
+Tested against bqemulator 1.4 (``testsupport.bigquery``), which lacks a few things, so
 the code takes the road both accept: query parameters are not bound inside multi-statement
 scripts there (range bounds are typed SQL literals, formatted here from date/datetime values,
 never from user text); Parquet loads match columns by position there, by name in BigQuery (a
@@ -65,7 +65,7 @@ from civiclake.warehouse._arrow_sql import (
     split_table,
     sql_type,
 )
-from civiclake.warehouse._sql import SqlWarehouse, range_column, slice_condition
+from civiclake.warehouse._sql import Load, SqlWarehouse, range_column, slice_condition
 
 __all__ = [
     "BigQueryWarehouse",
@@ -262,24 +262,18 @@ class BigQueryWarehouse(SqlWarehouse):
 
     # -- loading ----------------------------------------------------------------------------
 
-    def replace(
-        self,
-        table: str,
-        schema: pa.Schema,
-        parquet_urls: list[str],
-        lake: Lake,
-        replaced: Slice,
-        *,
-        evolve: bool = False,
-    ) -> int:
+    def _replace(self, load: Load) -> int:
         """Load the files into staging tables, then in one transaction delete the slice from
         the target and insert the staged rows; the target is untouched when anything fails.
 
-        ``evolve``: columns of ``schema`` the table lacks are added first (DDL cannot run in a
-        BigQuery transaction: a failed load leaves them there, empty). A ``RowIds`` slice's
+        ``evolve``: columns of ``schema`` the table lacks are added once every file is staged,
+        just before the transaction (DDL cannot run in a BigQuery transaction): a load that
+        fails while staging adds none; only a transaction failing after them leaves them there,
+        empty. A ``RowIds`` slice's
         ids are staged too (a Parquet load job), so the DELETE joins against a table instead
         of a query text that grows with the ids.
         """
+        table, schema, parquet_urls, lake, replaced, evolve = load
         check_slice(table, schema, replaced)
         fields = bigquery_schema(table, schema)
         dataset, _ = self._split(table)
@@ -291,7 +285,7 @@ class BigQueryWarehouse(SqlWarehouse):
         with self._lock, self._errors(f"loading {table} into BigQuery failed"):
             self._check_endpoint()
             location = self._ensure_dataset(dataset)
-            target = self._ensure_table(table, fields, range_column(replaced), location, evolve)
+            target = self._ensure_table(table, fields, range_column(replaced), evolve)
             stages: list[str] = []
             try:
                 loaded = 0
@@ -304,6 +298,8 @@ class BigQueryWarehouse(SqlWarehouse):
                 if isinstance(replaced, RowIds) and replaced.ids:
                     ids = self._stage_ids(table, replaced, location)
                     stages.append(ids)
+                if evolve:  # DDL, outside the transaction: only once everything is staged
+                    target = self._add_columns(target, fields, location)
                 data_stages = [stage for stage in stages if stage != ids]
                 script = self._replace_script(target, fields, replaced, data_stages, ids)
                 self._client.query(script, location=location, retry=self._retry).result(
@@ -339,12 +335,11 @@ class BigQueryWarehouse(SqlWarehouse):
         table: str,
         fields: list[bigquery.SchemaField],
         partition_by: str | None,
-        location: str,
         evolve: bool,
     ) -> bigquery.Table:
         """The target table, created with the explicit schema (partitioned by month on the
-        slice's date/time column) when missing; an existing one must have every column, or
-        gets the missing ones with ``evolve``."""
+        slice's date/time column) when missing; an existing one must have every column, unless
+        ``evolve`` (then ``_add_columns`` adds them, after the staging loads)."""
         table_id = self.table_id(table)
         try:
             existing = self._client.get_table(table_id, retry=self._retry)
@@ -356,10 +351,9 @@ class BigQueryWarehouse(SqlWarehouse):
                     type_=bigquery.TimePartitioningType.MONTH, field=partition_by
                 )
             return self._client.create_table(wanted, exists_ok=True, retry=self._retry)
-        if evolve:
-            existing = self._add_columns(existing, fields, location)
-        have = {f.name: "" for f in existing.schema}
-        self.check_columns(table, _names_schema(fields), have)
+        if not evolve:
+            have = {f.name: "" for f in existing.schema}
+            self.check_columns(table, _names_schema(fields), have)
         return existing
 
     def _add_columns(

@@ -28,7 +28,7 @@ from civiclake.warehouse._arrow_sql import (
     quote_ident,
     split_table,
 )
-from civiclake.warehouse._sql import SqlWarehouse, slice_condition
+from civiclake.warehouse._sql import Load, SqlWarehouse, slice_condition
 
 __all__ = ["DEFAULT_BATCH_ROWS", "DuckDBWarehouse"]
 
@@ -79,18 +79,10 @@ class DuckDBWarehouse(SqlWarehouse):
     def from_settings(cls, settings: Settings) -> DuckDBWarehouse:
         return cls(settings.home_dir / FILE_NAME)
 
-    def replace(
-        self,
-        table: str,
-        schema: pa.Schema,
-        parquet_urls: list[str],
-        lake: Lake,
-        replaced: Slice,
-        *,
-        evolve: bool = False,
-    ) -> int:
+    def _replace(self, load: Load) -> int:
         """Delete the slice and load the files, in one transaction. ``evolve``: columns of
         ``schema`` the table lacks are added (a source's new column) instead of refused."""
+        table, schema, parquet_urls, lake, replaced, evolve = load
         create = self.checked_create_sql(table, schema, parquet_urls, lake, replaced)
         namespace, _ = split_table(table)
         target = qualified(table)

@@ -17,9 +17,14 @@ ENGINES = {"arrow": "civiclake.pipeline.engines.arrow"}
 DEFAULT_ENGINE = "arrow"
 
 
-def get_stage(name: str = DEFAULT_ENGINE) -> Callable[..., Any]:
-    """The ``stage`` function of engine ``name``."""
+def check_engine(name: str) -> None:
+    """Refuse an unknown engine name (before anything starts; imports no engine)."""
     if name not in ENGINES:
         known = ", ".join(sorted(ENGINES))
         raise ParameterError(f"unknown engine {name!r} (engines: {known})")
+
+
+def get_stage(name: str = DEFAULT_ENGINE) -> Callable[..., Any]:
+    """The ``stage`` function of engine ``name``."""
+    check_engine(name)
     return import_module(ENGINES[name]).stage  # type: ignore[no-any-return]

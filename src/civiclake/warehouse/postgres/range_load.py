@@ -14,10 +14,9 @@ import pyarrow as pa
 
 from civiclake._private.prefetch import Prefetch
 from civiclake.errors import CivicLakeError
-from civiclake.lake import Lake
-from civiclake.slices import Slice, Window
+from civiclake.slices import Window
 from civiclake.warehouse._arrow_sql import check_file_schema, qualified, quote_ident, split_table
-from civiclake.warehouse._sql import ReplacesRange
+from civiclake.warehouse._sql import Load, ReplacesRange
 from civiclake.warehouse.postgres.connection import CONNECT_TIMEOUT_S, load_error
 from civiclake.warehouse.postgres.encoding import ENCODERS
 
@@ -127,17 +126,9 @@ class RangeLoad(ReplacesRange):
                 raise load_error(self.table, self._error) from self._error
         return self._rows
 
-    def replace(
-        self,
-        table: str,
-        schema: pa.Schema,
-        parquet_urls: list[str],
-        lake: Lake,
-        replaced: Slice,
-        *,
-        evolve: bool = False,
-    ) -> int:
+    def _replace(self, load: Load) -> int:
         """``PostgresWarehouse.replace`` inside this transaction, after the stream."""
+        table, schema, parquet_urls, lake, replaced, evolve = load
         create = self._warehouse.checked_create_sql(table, schema, parquet_urls, lake, replaced)
         self.finish()
         assert self._conn is not None

@@ -25,7 +25,7 @@ from civiclake.warehouse._arrow_sql import (
     quote_ident,
     split_table,
 )
-from civiclake.warehouse._sql import SqlWarehouse, range_column, slice_condition
+from civiclake.warehouse._sql import Load, SqlWarehouse, range_column, slice_condition
 from civiclake.warehouse.postgres.connection import (
     connect,
     describe,
@@ -74,18 +74,10 @@ class PostgresWarehouse(SqlWarehouse):
     def from_settings(cls, settings: Settings) -> PostgresWarehouse:
         return cls(postgres_url(settings))
 
-    def replace(
-        self,
-        table: str,
-        schema: pa.Schema,
-        parquet_urls: list[str],
-        lake: Lake,
-        replaced: Slice,
-        *,
-        evolve: bool = False,
-    ) -> int:
+    def _replace(self, load: Load) -> int:
         """Delete the slice and COPY the files in, in one transaction. ``evolve``: columns of
         ``schema`` the table lacks are added (a source's new column) instead of refused."""
+        table, schema, parquet_urls, lake, replaced, evolve = load
         create = self.checked_create_sql(table, schema, parquet_urls, lake, replaced)
         with self._lock:
             try:

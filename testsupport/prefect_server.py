@@ -6,7 +6,7 @@ own process, bound to 127.0.0.1 only, with a throw-away ``PREFECT_HOME`` (its ow
 database), and hands out the environment a client, worker or CLI call needs to talk to it.
 
 ``with PrefectServer() as server: subprocess.run([...], env=server.env())``, or run
-``python -m civiclake.testing.prefect_server`` to keep one up by hand.
+``python -m testsupport.prefect_server`` to keep one up by hand.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import IO, Self
 
 import httpx
 
-from civiclake.testing._process import free_port, log_tail, stop_process_group
+from testsupport._process import free_port, log_tail, stop_process_group
 
 __all__ = ["PrefectServer", "main"]
 

@@ -11,7 +11,7 @@ run time; offline, the install script pins DuckDB and installs the extension's P
 (``duckdb-extension-spatial``) into the emulator's venv, and this harness gives the process a
 private HOME whose ``~/.duckdb/extensions`` holds that file, so nothing is fetched and nothing
 is written to the user's home. Use it as a context manager (``with BigQueryEmulator() as bq:
-bq.endpoint``) or run ``python -m civiclake.testing.bigquery`` to keep one up.
+bq.endpoint``) or run ``python -m testsupport.bigquery`` to keep one up.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from civiclake.testing._process import free_port, log_tail, stop_process_group
+from testsupport._process import free_port, log_tail, stop_process_group
 
 __all__ = ["ENV_VAR", "INSTALL_HINT", "BigQueryEmulator", "find_executable", "main"]
 
 ENV_VAR = "CIVICLAKE_BQEMULATOR"
 INSTALL_HINT = "run scripts/install-emulators (or set CIVICLAKE_BQEMULATOR to bqemulator)"
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXECUTABLE = REPO_ROOT / ".emulators" / "bqemulator" / "bin" / "bqemulator"
 DEFAULT_PROJECT = "civiclake-test"
 HOST = "127.0.0.1"

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from civiclake.testing._process import free_port, log_tail, stop_process_group
+from testsupport._process import free_port, log_tail, stop_process_group
 
 if TYPE_CHECKING:
     from pytest import MonkeyPatch
@@ -68,7 +68,7 @@ __all__ = [
 HOST = "127.0.0.1"
 # variables that point fsspec / PyIceberg at a store: cleared before a test sets its own
 _STORE_VARS = ("AWS_", "AZURE_", "GOOGLE_", "GCSFS_", "CLOUDSDK_", "STORAGE_EMULATOR_HOST")
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 START_ATTEMPTS = 3  # a free port can be taken between choosing it and binding it
 DEFAULT_BUCKET = "civiclake"
 AZURITE_ACCOUNT = "devstoreaccount1"

@@ -9,7 +9,7 @@ with ``--network host`` (they reach the test servers on 127.0.0.1).
 ``debootstrap --variant=minbase bookworm`` with python3 + python3-venv (~80 s, ~250 MB), cached
 as a tarball (``docker import`` of the cache takes seconds).
 
-``python -m civiclake.testing.dockerd`` keeps one engine up by hand and prints its DOCKER_HOST.
+``python -m testsupport.dockerd`` keeps one engine up by hand and prints its DOCKER_HOST.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import IO, Self
 
 import httpx
 
-from civiclake.testing._process import log_tail, stop_process_group
+from testsupport._process import log_tail, stop_process_group
 
 __all__ = ["BASE_IMAGE", "DockerDaemon", "debian_base_image", "docker_client", "main"]
 

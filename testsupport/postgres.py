@@ -7,7 +7,7 @@ see real password handling. Durability is off (``fsync=off``): the data dies wit
 
 As root, ``initdb`` and ``postgres`` refuse to run, so the directory is given to the
 ``postgres`` user and the binaries run through ``runuser``. Use it as a context manager
-(``with PostgresServer() as pg: pg.url``) or run ``python -m civiclake.testing.postgres``
+(``with PostgresServer() as pg: pg.url``) or run ``python -m testsupport.postgres``
 to keep one up for a benchmark.
 """
 
@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
-from civiclake.testing._process import free_port, log_tail
+from testsupport._process import free_port, log_tail
 
 __all__ = ["INSTALL_HINT", "PostgresBinaries", "PostgresServer", "find_binaries", "main"]
 

@@ -1,0 +1,5 @@
+"""``python -m civiclake.cli``: the ``civiclake`` command."""
+
+from civiclake.cli import main
+
+main()

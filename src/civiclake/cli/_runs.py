@@ -1,0 +1,94 @@
+"""Starting a flow run from a command, and printing its summary."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+from rich.table import Table as RichTable
+
+from civiclake import interrupts
+from civiclake._private.display import display_value
+from civiclake.cli._base import debugging, describe_unexpected, partitions_text, print_table
+from civiclake.errors import CivicLakeError
+
+
+def start_run(flow: str) -> ModuleType:
+    """Once the command's checks passed: Ctrl-C handling (stop now, one line, exit 130:
+    civiclake.interrupts), the flow's module ``civiclake.flows.<flow>`` (imports Prefect),
+    and a configured Prefect server that answers."""
+    interrupts.install()
+    module = importlib.import_module(f"civiclake.flows.{flow}")
+    prefect_ready()
+    return module
+
+
+@contextlib.contextmanager
+def summary_on(error: type[Exception]) -> Iterator[None]:
+    """The run's summary, when ``error`` carries one, printed before its one-line message."""
+    try:
+        yield
+    except error as exc:
+        summary = getattr(exc, "summary", None)
+        if summary:
+            print_summary(summary)
+        raise
+
+
+class _NoTracebacks(logging.Filter):
+    """Keeps Python tracebacks out of Prefect's console lines (the run's API logs keep them):
+    a failed command ends with its one ``error:`` line, not 80 lines of frames."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not debugging():
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def prefect_ready() -> None:
+    """After a flow module is imported, before it runs: a configured Prefect server answers
+    (else one line, exit 1), and Prefect's console shows no tracebacks."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+    from prefect.settings import PREFECT_API_URL
+
+    loggers = [
+        logging.getLogger(),
+        *(logging.getLogger(n) for n in logging.root.manager.loggerDict),
+    ]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, _NoTracebacks) for f in handler.filters
+            ):
+                handler.addFilter(_NoTracebacks())
+    url = PREFECT_API_URL.value()
+    if not url:
+        return  # a temporary server is started for the run
+    import httpx
+
+    try:
+        # unreachable is the failure to report; an answer of any status means a server is there
+        httpx.get(f"{url.rstrip('/')}/health", timeout=10)
+    except httpx.TransportError as exc:
+        raise CivicLakeError(
+            f"cannot reach the Prefect server at PREFECT_API_URL={url} ({describe_unexpected(exc)})"
+            ": start it (prefect server start) or unset PREFECT_API_URL to run without one"
+        ) from None
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    table = RichTable(title=f"{summary['table']} {summary['range']}", show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if key in ("table", "range"):
+            continue
+        if isinstance(value, list):
+            value = partitions_text(value)
+        table.add_row(key.replace("_", " "), display_value(key, value))
+    print_table(table)
