@@ -170,7 +170,10 @@ def _healthy(state: ServerState, timeout: float = 2.0) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """Nothing listens there (connections of a stopped server in TIME_WAIT do not count:
+    uvicorn binds with SO_REUSEADDR too)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
@@ -414,5 +417,5 @@ def use_for_run(home: Path) -> str | None:
     return (
         f"Prefect: started the civiclake server at {now.server.url} (pid {now.server.pid}), "
         "kept running for the next runs; civiclake server stop stops it, "
-        f"{AUTOSTART_ENV}=0 runs each command on a temporary server instead"
+        f"{AUTOSTART_ENV}=0 (and a stop) runs each command on a temporary server instead"
     )
