@@ -1374,6 +1374,11 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         raise  # see user_errors: issue 17's interrupt handling
+    except SystemExit as done:  # every command ends here (Typer's standalone mode)
+        from civiclake._private import fast_exit
+
+        fast_exit.after_run(done.code)  # after a flow: no 2-3 s interpreter teardown
+        raise
     except Exception as exc:  # outside any command (option parsing, callbacks)
         if debugging():
             traceback.print_exc()

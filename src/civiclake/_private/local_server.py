@@ -53,6 +53,7 @@ STOP_GRACE = 15.0
 POLL = 0.2
 BIND_ATTEMPTS = 3  # a free port can be taken between choosing it and the server binding it
 OFF = ("0", "false", "no", "off")
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,8 @@ def _server_env(folder: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_PROFILE")}
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("DO_NOT_TRACK", "1")
+    # table-lock leases (civiclake.flows._locks) survive a restart of this server
+    env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", LEASE_STORAGE)
     api_url = f"http://{HOST}:{port}/api"
     env.update(
         {
