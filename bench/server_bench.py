@@ -14,6 +14,8 @@ answers to a file. Every measured command is a fresh process, timed from its sta
     per command, as before ``civiclake server`` existed;
   - civiclake server: the default now: the first run starts ``civiclake server``, the next
     runs reuse it (it is stopped at the end of the mode);
+  - teardown: as civiclake server, with ``CIVICLAKE_SLOW_EXIT=1`` (the interpreter's teardown
+    at exit, which ``civiclake._private.fast_exit`` skips after a flow ran);
   - prefect server: ``prefect server start`` (civiclake.testing.prefect_server) and
     ``PREFECT_API_URL``.
 
@@ -21,7 +23,7 @@ Each mode's first run is printed apart (cold: the table is created, a server sta
 median of the next ``--runs`` runs is compared with the floor (x-floor ratio and floor + s).
 Figures are printed, never asserted. Temp dirs and every process started here are removed.
 
-    .venv/bin/python bench/server_bench.py [--runs N] [--modes temporary,civiclake,prefect]
+    .venv/bin/python bench/server_bench.py [--runs N] [--modes temporary,civiclake,teardown,prefect]
 """
 
 from __future__ import annotations
@@ -50,11 +52,12 @@ FIRST_DAY = date(2024, 1, 1)
 DAYS = 365  # [2024-01-01, 2024-12-31): 175,200 rows, the issue's "year"
 RUN_ARGS = ["bnt", "run", "--start-date", "2024-01-01", "--stop-date", "2024-12-31"]
 RUN_TIMEOUT = 900.0
-MODES = ("temporary", "civiclake", "prefect")
+MODES = ("temporary", "civiclake", "teardown", "prefect")
 LABELS = {
     "floor": "bare httpx fetch of the same pages (floor)",
     "temporary": "civiclake, temporary Prefect server (before)",
     "civiclake": "civiclake, civiclake server (default now)",
+    "teardown": "  the same with CIVICLAKE_SLOW_EXIT=1",
     "prefect": "civiclake, prefect server + PREFECT_API_URL",
 }
 
@@ -169,6 +172,8 @@ def run_mode(mode: str, runs: int, tmp: Path, url: str, log: Path) -> dict[str, 
     server = None
     if mode == "temporary":
         env["CIVICLAKE_SERVER_AUTOSTART"] = "0"
+    elif mode == "teardown":
+        env["CIVICLAKE_SLOW_EXIT"] = "1"  # Python's interpreter teardown after the run
     elif mode == "prefect":
         from civiclake.testing.prefect_server import PrefectServer
 
@@ -191,7 +196,7 @@ def run_mode(mode: str, runs: int, tmp: Path, url: str, log: Path) -> dict[str, 
                 times.append(seconds)
         shutil.copy(log, tmp / "paths.txt")  # the requests of a warm run, for the floor
     finally:
-        if mode == "civiclake":
+        if mode in ("civiclake", "teardown"):
             subprocess.run([*civiclake_command(), "server", "stop"], env=env, capture_output=True)
         if server is not None:
             server.stop()

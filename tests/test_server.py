@@ -77,6 +77,13 @@ def _flow_runs(api_url: str) -> list[dict[str, object]]:
     return list(answer.json())
 
 
+def _logs(api_url: str, flow_run_id: str) -> list[dict[str, object]]:
+    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
+    answer = httpx.post(f"{api_url}/logs/filter", json=body, timeout=30)
+    answer.raise_for_status()
+    return list(answer.json())
+
+
 def _run_id(stdout: str) -> str:
     for line in stdout.splitlines():
         if "run id" in line:
@@ -115,10 +122,14 @@ def test_a_run_starts_the_server_the_next_runs_reuse_it_and_stop_ends_it(
     assert _state(home)["pid"] == pid
 
     # both flow runs are on that server, completed, with the run ids the summaries printed
+    # and their logs, to the last line (shipped at exit: civiclake._private.fast_exit keeps that)
     runs = {str(r["id"]): r for r in _flow_runs(f"http://127.0.0.1:{port}/api")}
     for done in (first, second):
-        run = runs[_run_id(done.stdout)]
-        assert run["state_type"] == "COMPLETED"
+        run_id = _run_id(done.stdout)
+        assert runs[run_id]["state_type"] == "COMPLETED"
+        messages = [str(log["message"]) for log in _logs(f"http://127.0.0.1:{port}/api", run_id)]
+        assert any("Beginning flow run" in m for m in messages), messages
+        assert any(m.startswith("Finished in state Completed") for m in messages), messages
 
     again = civiclake(env, "server", "start")
     assert again.returncode == 0
