@@ -19,8 +19,10 @@ answers to a file. Every measured command is a fresh process, timed from its sta
   - prefect server: ``prefect server start`` (civiclake.testing.prefect_server) and
     ``PREFECT_API_URL``.
 
-Each mode's first run is printed apart (cold: the table is created, a server starts) and the
-median of the next ``--runs`` runs is compared with the floor (x-floor ratio and floor + s).
+The runs go in rounds: round 0 is each mode's first run (cold: the table is created, a server
+starts), printed apart; each of the ``--runs`` next rounds runs every mode once (and the floor),
+in a rotating order, so that all modes see the same machine while other work on it comes and
+goes. The medians are compared with the floor (x-floor ratio and floor + s).
 Figures are printed, never asserted. Temp dirs and every process started here are removed.
 
     .venv/bin/python bench/server_bench.py [--runs N] [--modes temporary,civiclake,teardown,prefect]
@@ -34,6 +36,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -127,12 +130,18 @@ def civiclake_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "civiclake.cli"]
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
+    """Wall seconds, CPU seconds of the command's own processes (a temporary server included,
+    a long-running server not), exit code, output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=REPO
     )
-    return time.perf_counter() - began, done.returncode, done.stdout + done.stderr
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done.returncode, done.stdout + done.stderr
 
 
 @contextlib.contextmanager
@@ -161,68 +170,84 @@ def rows_loaded(output: str) -> str:
     return "?"
 
 
-def run_mode(mode: str, runs: int, tmp: Path, url: str, log: Path) -> dict[str, Any]:
-    home = tmp / f"home-{mode}"
+def mode_env(mode: str, tmp: Path, url: str) -> dict[str, str]:
+    # teardown shares civiclake's home, so its server: the two differ only in the exit
+    name = "civiclake" if mode == "teardown" else mode
     env = clean_env(
-        CIVICLAKE_HOME=str(home),
+        CIVICLAKE_HOME=str(tmp / f"home-{name}"),
         CIVICLAKE_SOCRATA_URL=url,
         CIVICLAKE_BNT_DATASET_ID=DATASET_ID,
-        PREFECT_HOME=str(tmp / f"prefect-{mode}"),
+        PREFECT_HOME=str(tmp / f"prefect-{name}"),
     )
-    server = None
     if mode == "temporary":
         env["CIVICLAKE_SERVER_AUTOSTART"] = "0"
     elif mode == "teardown":
         env["CIVICLAKE_SLOW_EXIT"] = "1"  # Python's interpreter teardown after the run
-    elif mode == "prefect":
-        from civiclake.testing.prefect_server import PrefectServer
+    return env
 
-        server = PrefectServer(base_dir=tmp).start()
-        env["PREFECT_API_URL"] = server.api_url
-    times: list[float] = []
-    first: float | None = None
-    loaded = "?"
+
+def floor_once(tmp: Path, url: str) -> tuple[float, dict[str, Any]]:
+    began = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, __file__, "--phase", "floor", "--arg", url, str(tmp / "paths.txt")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=clean_env(),
+    )
+    return time.perf_counter() - began, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_rounds(
+    modes: list[str], runs: int, tmp: Path, url: str, log: Path
+) -> dict[str, dict[str, Any]]:
+    """Round 0: each mode's first run; rounds 1..runs: one run of each mode (and the floor),
+    the order rotating, so every mode sees the same machine (other work on it comes and goes)."""
+    envs = {mode: mode_env(mode, tmp, url) for mode in modes}
+    results: dict[str, dict[str, Any]] = {
+        name: {"first": None, "times": [], "cpu": [], "rows": "?"} for name in [*modes, "floor"]
+    }
+    floor = results["floor"] | {"wall": [], "parse": []}
+    results["floor"] = floor
+    server = None
     try:
+        if "prefect" in modes:
+            from civiclake.testing.prefect_server import PrefectServer
+
+            server = PrefectServer(base_dir=tmp).start()
+            envs["prefect"]["PREFECT_API_URL"] = server.api_url
         for index in range(runs + 1):
-            print(f"  {mode} run {index + 1}/{runs + 1} ...", file=sys.stderr, flush=True)
-            log.write_text("")
-            seconds, code, output = timed([*civiclake_command(), *RUN_ARGS], env)
-            if code != 0:
-                raise RuntimeError(f"{mode} run failed (exit {code}):\n{output[-3000:]}")
-            loaded = rows_loaded(output)
+            shift = index % len(modes)
+            for mode in modes[shift:] + modes[:shift]:
+                print(f"  round {index}/{runs}: {mode} ...", file=sys.stderr, flush=True)
+                log.write_text("")
+                seconds, cpu, code, output = timed([*civiclake_command(), *RUN_ARGS], envs[mode])
+                if code != 0:
+                    raise RuntimeError(f"{mode} run failed (exit {code}):\n{output[-3000:]}")
+                results[mode]["rows"] = rows_loaded(output)
+                print(f"    {seconds:.2f} s, CPU {cpu:.2f} s", file=sys.stderr, flush=True)
+                if index == 0:
+                    results[mode]["first"] = seconds
+                else:
+                    results[mode]["times"].append(seconds)
+                    results[mode]["cpu"].append(cpu)
+                shutil.copy(log, tmp / "paths.txt")  # the requests of a run, for the floor
+            wall, info = floor_once(tmp, url)
+            floor.update({k: info[k] for k in ("requests", "bytes", "rows")})
             if index == 0:
-                first = seconds
+                floor["first"] = info["fetch"]
             else:
-                times.append(seconds)
-        shutil.copy(log, tmp / "paths.txt")  # the requests of a warm run, for the floor
+                floor["times"].append(info["fetch"])
+                floor["wall"].append(wall)
+                floor["parse"].append(info["parse"])
     finally:
-        if mode in ("civiclake", "teardown"):
-            subprocess.run([*civiclake_command(), "server", "stop"], env=env, capture_output=True)
+        for mode in ("civiclake", "teardown"):
+            if mode in envs:
+                stop = [*civiclake_command(), "server", "stop"]
+                subprocess.run(stop, env=envs[mode], capture_output=True)
         if server is not None:
             server.stop()
-    return {"first": first, "times": times, "rows": loaded}
-
-
-def run_floor(runs: int, tmp: Path, url: str) -> dict[str, Any]:
-    fetches: list[float] = []
-    walls: list[float] = []
-    parses: list[float] = []
-    info: dict[str, Any] = {}
-    for _ in range(runs + 1):
-        began = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, __file__, "--phase", "floor", "--arg", url, str(tmp / "paths.txt")],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=clean_env(),
-        )
-        walls.append(time.perf_counter() - began)
-        info = json.loads(done.stdout.strip().splitlines()[-1])
-        fetches.append(info["fetch"])
-        parses.append(info["parse"])
-    result = {"first": fetches[0], "times": fetches[1:], "wall": walls[1:], **info}
-    return result | {"parse": parses[1:]}
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,11 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="civiclake-server-bench-"))
     try:
         with replay_server(tmp) as (url, log):
-            for mode in modes:
-                print(f"{mode} ...", file=sys.stderr, flush=True)
-                results[mode] = run_mode(mode, args.runs, tmp, url, log)
-            print("floor ...", file=sys.stderr, flush=True)
-            results["floor"] = run_floor(args.runs, tmp, url)
+            results = run_rounds(modes, args.runs, tmp, url, log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -274,18 +295,27 @@ def main(argv: list[str] | None = None) -> int:
         f"{statistics.median(f['wall']):.2f} s"
     )
     print()
-    header = f"{'':46} {'first s':>8} {'median s':>9} {'x floor':>8} {'floor +':>8}  runs (s)"
+    header = (
+        f"{'':46} {'first s':>8} {'median s':>9} {'x floor':>8} {'floor +':>8} {'CPU s':>6}"
+        "  runs (s)"
+    )
     print(header)
     print("-" * len(header))
     for name in ["floor", *modes]:
         r = results[name]
         median = statistics.median(r["times"])
+        cpu = f"{statistics.median(r['cpu']):6.2f}" if r["cpu"] else f"{'':6}"
         runs_text = ", ".join(f"{t:.2f}" for t in r["times"])
         print(
             f"{LABELS[name]:46} {r['first']:8.2f} {median:9.2f} {median / floor:7.1f}x "
-            f"{median - floor:+7.2f}s  {runs_text}"
+            f"{median - floor:+7.2f}s {cpu}  {runs_text}"
         )
-    print()
+    print(
+        "\nfirst: each mode's first run (table created; temporary: empty PREFECT_HOME; civiclake:"
+        " the server started in an empty home; teardown shares civiclake's home and server)"
+        "\nCPU s: median CPU seconds of the command's own processes (its temporary server"
+        " included, a long-running server not)"
+    )
     for mode in modes:
         print(f"{mode}: rows loaded per run {results[mode]['rows']}")
     return 0
