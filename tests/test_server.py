@@ -269,3 +269,46 @@ def test_an_api_url_in_the_active_prefect_profile_counts_as_explicit(
     assert local_server.configured_api_url() == "http://prefect.example:4200/api"
     monkeypatch.setenv("PREFECT_PROFILE", "ephemeral")
     assert local_server.configured_api_url() is None
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_run_that_started_the_server_leaves_the_server_running(
+    home: Path, tmp_path: Path
+) -> None:
+    """The server a run started is that run's child, but in its own session: the terminal's
+    Ctrl-C (SIGINT to the run's process group) ends the run, never the long-lived server."""
+    from civiclake.testing.socrata import Fault, SocrataServer
+    from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_rows
+
+    source = SocrataServer()
+    source.add_dataset(DATASET, sample_rows(25), columns=COLUMNS, name="Every type")
+    source.inject(Fault.SLOW, times=50, delay=120.0, only="data")  # a fetch in progress
+    env = _env(home, tmp_path, CIVICLAKE_SOCRATA_URL="", CIVICLAKE_HTTP_TIMEOUT="300")
+    with source:
+        env["CIVICLAKE_SOCRATA_URL"] = source.url
+        process = subprocess.Popen(
+            [sys.executable, "-m", "civiclake.cli", "socrata", "run", DATASET],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a terminal's foreground job
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while not any("$limit" in r.params for r in source.requests):
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "the run never started fetching"
+                time.sleep(0.2)
+            os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+            _, err = process.communicate(timeout=60)  # the server holds none of its pipes
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 130, err[-3000:]
+    assert "Prefect: started the civiclake server" in err
+    assert err.strip().splitlines()[-1] == "interrupted: nothing committed"
+    status = civiclake(env, "server", "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.startswith(f"running: url http://127.0.0.1:{_state(home)['port']}")
