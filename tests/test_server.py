@@ -312,3 +312,15 @@ def test_ctrl_c_of_a_run_that_started_the_server_leaves_the_server_running(
     status = civiclake(env, "server", "status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert status.stdout.startswith(f"running: url http://127.0.0.1:{_state(home)['port']}")
+
+
+def test_two_starts_at_once_start_one_server(home: Path, tmp_path: Path) -> None:
+    """Two runs auto-starting together (or two `server start`) queue on a lock: one server."""
+    env = _env(home, tmp_path)
+    command = [sys.executable, "-m", "civiclake.cli", "server", "start"]
+    both = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = sorted(p.communicate(timeout=300)[0] for p in both)
+    assert [p.returncode for p in both] == [0, 0]
+    pid = _state(home)["pid"]
+    assert outputs[0].startswith("already running: ") and outputs[1].startswith("started: ")
+    assert all(f"pid {pid};" in o for o in outputs)
