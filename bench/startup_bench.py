@@ -111,6 +111,8 @@ def child_env(**extra: str) -> dict[str, str]:
         if not k.startswith(("CIVICLAKE_", "PREFECT_")) and k != "SOCRATA_APP_TOKEN"
     }
     env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    # "ephemeral" is Prefect's temporary server: no `civiclake server` started in the run's home
+    env.update(CIVICLAKE_SERVER_AUTOSTART="0")
     env.update(extra)
     return env
 

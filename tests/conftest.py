@@ -34,6 +34,9 @@ def civiclake_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(key)
     home = tmp_path / "civiclake-home"
     monkeypatch.setenv("CIVICLAKE_HOME", str(home))
+    # a run command would start a long-lived `civiclake server` in this throw-away home:
+    # tests keep today's temporary server unless they test that server (tests/test_server.py)
+    monkeypatch.setenv("CIVICLAKE_SERVER_AUTOSTART", "0")
     # fast, bounded retries: the behaviour is the same, the waits are not
     monkeypatch.setenv("CIVICLAKE_HTTP_BACKOFF_INITIAL", "0.01")
     monkeypatch.setenv("CIVICLAKE_HTTP_BACKOFF_MAX", "0.05")

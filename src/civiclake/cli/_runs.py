@@ -20,7 +20,11 @@ from civiclake.errors import CivicLakeError
 def start_run(flow: str) -> ModuleType:
     """Once the command's checks passed: Ctrl-C handling (stop now, one line, exit 130:
     civiclake.interrupts), the flow's module ``civiclake.flows.<flow>`` (imports Prefect),
-    and a configured Prefect server that answers."""
+    and a configured Prefect server that answers (the civiclake server, reused or started,
+    when no Prefect API URL is configured: ``civiclake.cli.server``)."""
+    from civiclake.cli.server import use_local_server
+
+    use_local_server()  # before Prefect is imported: it reads PREFECT_API_URL once
     interrupts.install()
     module = importlib.import_module(f"civiclake.flows.{flow}")
     prefect_ready()
