@@ -18,6 +18,8 @@ FROM ${BASE_IMAGE}
 ARG EXTRAS=azure,s3,gcs,bigquery
 ARG UID=1000
 
+# A one-shot container (docker run ... bnt run) leaves no background Prefect server behind:
+# CIVICLAKE_SERVER_AUTOSTART=0 (a work pool's runs have PREFECT_API_URL anyway).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -26,7 +28,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     DO_NOT_TRACK=1 \
-    CIVICLAKE_HOME=/data/civiclake
+    CIVICLAKE_HOME=/data/civiclake \
+    CIVICLAKE_SERVER_AUTOSTART=0
 
 RUN python3 -m venv /opt/venv \
     && useradd --uid "${UID}" --user-group --create-home --shell /usr/sbin/nologin civiclake \
