@@ -184,13 +184,24 @@ def fetch_and_stage(
     log: Any = None,
 ) -> tuple[bnt_fetch.FetchResult, Staged]:
     """The fetch and the stage of a range, overlapped (no Prefect: the flow's ``fetch`` task,
-    tests and benchmarks call it). A count mismatch discards the staged files and fetches
+    tests and benchmarks call it). The fetch runs ahead in a thread from the first request
+    (raw pages wait in the lake, not in memory) while the stage imports its engine, opens the
+    tables and types each page written. A count mismatch discards the staged files and fetches
     (and stages) the range again."""
-    from civiclake.sources import bnt
+    from civiclake._private.prefetch import Prefetch
 
     lake = settings.lake()
-    ctx = bnt.context(run_id, source, datetime.now(UTC), load_range)
-    stage = stager(settings, lake, ctx, log)
+    stages: list[Any] = []
+
+    def consume(pages: Any) -> Staged:
+        with Prefetch(pages, depth=100_000, name="civiclake-fetch") as ahead:
+            if not stages:
+                from civiclake.sources import bnt
+
+                ctx = bnt.context(run_id, source, datetime.now(UTC), load_range)
+                stages.append(stager(settings, lake, ctx, log))
+            return stages[0](ahead)  # type: ignore[no-any-return]
+
     fetched, staged = bnt_fetch.fetch_range(
         client,
         lake,
@@ -198,7 +209,7 @@ def fetch_and_stage(
         run_id=run_id,
         dataset_id=settings.bnt_dataset_id,
         page_size=page_size,
-        consume=stage,
+        consume=consume,
         discard=lambda done: discard(lake, done),
         **({"log": log} if log is not None else {}),
     )

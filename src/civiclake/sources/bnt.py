@@ -163,7 +163,7 @@ _RULE_TEXT = {
 }
 CSV_BLOCK_BYTES = 16 * 1024 * 1024
 JSON_BATCH_ROWS = 100_000
-JSON_KEY_SAMPLE_ROWS = 20_000
+JSON_HEAD_BYTES = 256 * 1024
 
 
 def stage_file(lake: Lake, path: str, *, run_id: str) -> list[str]:
@@ -329,39 +329,36 @@ class BntSpec:
     def _json_batches(self, lake: Lake, url: str) -> Iterator[pa.RecordBatch]:
         """A JSON file (an API page, or an export as an array or newline-delimited), read by
         DuckDB: it parses in C++ straight to Arrow and streams, several times faster than
-        Python dicts. Only the B&T fields (and their old names) are read."""
+        Python dicts. Only the B&T fields (and their old names) are read; a missing one reads
+        as NULL, so no pass over the file is spent finding which are there."""
         import duckdb
 
+        seen = _json_keys(lake, url)
+        if seen is not None:
+            if not seen & set(KEY_FIELDS):
+                raise SourceError(f"{url}: none of the B&T fields {', '.join(FIELDS)}")
+            self._warn_unknown(seen)
         con = duckdb.connect()
         try:
             local = lake.local_path(url)
             if not local:
                 con.register_filesystem(lake.fs)
-            paths = [local or url]
             options = "format='auto', hive_partitioning=false, maximum_object_size=16777216"
+            columns = "{" + ", ".join(f"'{n}': 'VARCHAR'" for n in (*FIELDS, *FIELD_ALIASES))
+            query = f"SELECT * FROM read_json($paths, {options}, columns={columns}}})"
             try:
-                # the field names: a sample is enough (a whole scan would double the cost)
-                keys = con.sql(
-                    f"SELECT DISTINCT unnest(json_keys(j::JSON)) FROM (SELECT j FROM read_json("
-                    f"$paths, {options}, records=false) t(j) LIMIT {JSON_KEY_SAMPLE_ROWS})",
-                    params={"paths": paths},
-                ).fetchall()
+                reader = con.sql(query, params={"paths": [local or url]}).to_arrow_reader(
+                    JSON_BATCH_ROWS
+                )
+                for batch in reader:
+                    # the fields the file has (a missing one is all NULL: left out, as the
+                    # raw record leaves it out)
+                    yield batch.select(
+                        [i for i, c in enumerate(batch.columns) if c.null_count < len(c)]
+                    )
             except duckdb.Error as exc:
                 raise SourceError(
                     f"{url}: not readable JSON: {str(exc).strip().splitlines()[0]}"
-                ) from None
-            seen = {k for (k,) in keys}
-            originals = [n for n in (*FIELDS, *FIELD_ALIASES) if n in seen]
-            if not set(originals) & set(KEY_FIELDS):
-                raise SourceError(f"{url}: none of the B&T fields {', '.join(FIELDS)}")
-            self._warn_unknown(seen)
-            columns = "{" + ", ".join(f"'{n}': 'VARCHAR'" for n in originals) + "}"
-            query = f"SELECT * FROM read_json($paths, {options}, columns={columns})"
-            try:
-                yield from con.sql(query, params={"paths": paths}).to_arrow_reader(JSON_BATCH_ROWS)
-            except duckdb.Error as exc:
-                raise SourceError(
-                    f"not readable JSON: {str(exc).strip().splitlines()[0]}"
                 ) from None
         finally:
             con.close()
@@ -548,6 +545,22 @@ def _reasons(
         pc.replace_with_mask(pa.nulls(n, pa.string()), rejected, pa.array(reasons, pa.string())),
         pc.replace_with_mask(pa.nulls(n, pa.string()), rejected, pa.array(records, pa.string())),
     )
+
+
+def _json_keys(lake: Lake, url: str) -> set[str] | None:
+    """The keys of a JSON file's first records, from its head (a cheap look for the warning
+    about unknown fields and the check that it is B&T at all; a whole pass would cost as much
+    as the read). None when the head holds no key (the read then says what is wrong)."""
+    import gzip
+
+    with lake.open(url) as handle:
+        if url.lower().endswith(".gz"):
+            with gzip.open(handle) as unpacked:
+                head = unpacked.read(JSON_HEAD_BYTES)
+        else:
+            head = handle.read(JSON_HEAD_BYTES)
+    keys = {k.decode("utf-8", "replace") for k in re.findall(rb'"([^"\\]{1,200})"\s*:', head)}
+    return keys or None
 
 
 def _csv_header(lake: Lake, url: str) -> list[str]:

@@ -10,7 +10,7 @@ import gc
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from civiclake._private.progress import Progress
@@ -46,33 +46,10 @@ class LoadRange:
     def __str__(self) -> str:
         return f"{self.start.isoformat()}/{self.stop.isoformat()}"
 
-    @property
-    def days(self) -> int:
-        return (self.stop - self.start).days
-
-    def months(self) -> list[str]:
-        """Month partitions the range touches, as ``YYYY-MM``."""
-        out: list[str] = []
-        cursor = self.start.replace(day=1)
-        last = self.stop - timedelta(days=1)
-        while cursor <= last:
-            out.append(cursor.strftime("%Y-%m"))
-            cursor = (cursor + timedelta(days=32)).replace(day=1)
-        return out
-
     def table_filter(self) -> BooleanExpression:
-        from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+        from civiclake.slices import Window
 
-        return And(
-            GreaterThanOrEqual(DATE_FIELD, self.start.isoformat()),
-            LessThan(DATE_FIELD, self.stop.isoformat()),
-        )
-
-    def rejects_filter(self, load_key: str) -> BooleanExpression:
-        """Rejects a reload replaces: dated inside the range, or recorded by the same load key."""
-        from pyiceberg.expressions import EqualTo, Or
-
-        return Or(self.table_filter(), EqualTo("load_range", load_key))
+        return Window(DATE_FIELD, self.start, self.stop).iceberg_filter()
 
 
 # ---------------------------------------------------------------- fetch: source -> raw zone

@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 
-from civiclake import tables
 from civiclake.config import Settings
 from civiclake.sources import bnt
 from civiclake.testing.socrata import SocrataServer, bnt_rows
