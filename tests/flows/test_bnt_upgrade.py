@@ -106,3 +106,23 @@ def test_tables_written_by_the_old_code_keep_loading(
         "2024-03-22"
     )
     assert high_water_mark(get_settings()) == date(2024, 3, 22)
+
+
+def test_the_high_water_mark_written_with_a_load() -> None:
+    """What the snapshot property says after a load, from the previous mark, the slice the load
+    replaced and the days it loaded (None: unknown, the next plan reads file statistics)."""
+    from datetime import timedelta
+
+    from civiclake.flows.bnt import _next_high_water_mark
+    from civiclake.slices import Window, Windows
+
+    d = [FIRST + timedelta(days=n) for n in range(10)]
+    march = Window("date", d[0], d[9])
+    assert _next_high_water_mark(None, march, {d[1], d[3]}) == d[3]  # a first load
+    assert _next_high_water_mark(d[9], march, {d[1]}) == d[9]  # the newest rows stay
+    assert _next_high_water_mark(d[5], march, {d[1], d[3]}) == d[3]  # replaced: the range's
+    assert _next_high_water_mark(d[5], march, set()) is None  # emptied (--allow-empty)
+    file_days = Windows.of_days("date", [d[2], d[6]])
+    assert _next_high_water_mark(d[6], file_days, {d[2], d[6]}) == d[6]
+    assert _next_high_water_mark(d[4], file_days, {d[2], d[6]}) == d[6]
+    assert _next_high_water_mark(d[8], file_days, {d[2], d[6]}) == d[8]

@@ -10,6 +10,7 @@ written.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from civiclake.pipeline import Staged
 
 FLOW_NAME = "bnt-hourly-traffic"
+logger = logging.getLogger(__name__)
 HWM_PROPERTY = "high-water-mark"
 """Snapshot property: the newest ``date`` in the table after the load (ISO)."""
 
@@ -211,7 +213,7 @@ def fetch_and_stage(
         page_size=page_size,
         consume=consume,
         discard=lambda done: discard(lake, done),
-        **({"log": log} if log is not None else {}),
+        log=log or logger,
     )
     _warn_unknown_plazas(staged, log)
     return fetched, staged
@@ -235,7 +237,7 @@ def stager(settings: Settings, lake: Lake, ctx: Any, log: Any) -> Any:
             ctx,
             table=table,
             rejects_table=rejects_table,
-            **({"log": log} if log is not None else {}),
+            log=log or logger,
         )
 
     return stage
@@ -251,7 +253,7 @@ def discard(lake: Lake, staged: Staged) -> None:
 def _warn_unknown_plazas(staged: Staged, log: Any) -> None:
     unknown = staged.observed.get("unknown_plaza_ids")
     if unknown:
-        (log or get_run_logger()).warning(
+        (log or logger).warning(
             "plaza ids with no known facility (loaded, facility NULL): %s",
             ", ".join(map(str, sorted(unknown))),
         )
@@ -347,16 +349,13 @@ def commit_load(
     table = catalog.load_table(bnt_fetch.TABLE)
     rejects_table = catalog.load_table(bnt_fetch.REJECTS_TABLE)
     refuse_empty(table, bnt_fetch.TABLE, replaced, staged.rows_valid, allow_empty=allow_empty)
-    if log is not None:
-        repair(catalog, lake, bnt_fetch.TABLE, bnt_fetch.REJECTS_TABLE, log)
-    else:
-        repair(catalog, lake, bnt_fetch.TABLE, bnt_fetch.REJECTS_TABLE)
+    log = log or logger
+    repair(catalog, lake, bnt_fetch.TABLE, bnt_fetch.REJECTS_TABLE, log)
     rejects_replaced = _Rejects(replaced, load_key)
     if _unchanged(table, rejects_table, lake, staged, replaced, rejects_replaced):
         snapshot = table.current_snapshot()
         assert snapshot is not None and snapshot.summary is not None
-        if log is not None:
-            log.info("%s unchanged: nothing committed", bnt_fetch.TABLE)
+        log.info("%s unchanged: nothing committed", bnt_fetch.TABLE)
         return {
             "snapshot_id": snapshot.snapshot_id,
             "rows_loaded": staged.rows_valid,
@@ -387,13 +386,12 @@ def commit_load(
     rejects_snapshot = rejects_table.current_snapshot()
     # under the lock: the newest snapshots are this run's
     touched = partitions_touched(table, run_id)
-    if log is not None:
-        log.info(
-            "committed snapshot %s to %s (%s rows now)",
-            main.snapshot_id,
-            bnt_fetch.TABLE,
-            f"{main.total_rows:,}",
-        )
+    log.info(
+        "committed snapshot %s to %s (%s rows now)",
+        main.snapshot_id,
+        bnt_fetch.TABLE,
+        f"{main.total_rows:,}",
+    )
     return {
         "snapshot_id": main.snapshot_id,
         "rows_loaded": main.rows_written,
