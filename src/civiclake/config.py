@@ -122,7 +122,6 @@ class Settings(BaseSettings):
     datasets: dict[str, DatasetConfig] = Field(
         default_factory=dict, description="Named Socrata datasets ([datasets.NAME] tables)."
     )
-    engine: str = Field("arrow", description="The stage engine (raw files -> data files).")
     bnt_dataset_id: str = "qzve-kjga"
     bnt_lookback_days: int = Field(
         7, ge=0, description="Days re-fetched before the high-water mark."

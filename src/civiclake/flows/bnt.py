@@ -584,6 +584,10 @@ def _bnt_hourly_traffic(
         check_configured(to.value, settings)
         # reachable, credentials, writable: before anything is fetched or committed
         check_warehouse(to.value, settings)
+    if settings.engine != "arrow":  # (the default: PyArrow is not imported before the fetch)
+        from civiclake.pipeline.engines import get_stage
+
+        get_stage(settings.engine)  # an unknown CIVICLAKE_ENGINE: one line, exit 2, before any work
     page_size = page_size or settings.page_size
     if page_size < 1:
         raise ParameterError("page size must be at least 1")
