@@ -40,18 +40,17 @@ def peak_rss_mb() -> float:
 
 
 def _bnt_chunks(rows: int, run_id: str) -> Any:
-    from civiclake.sources import bnt, bnt_fetch
+    from civiclake.pipeline import split
+    from civiclake.sources import bnt
     from civiclake.testing.socrata import bnt_rows
 
     days = -(-rows // ROWS_PER_DAY)
     stop = FIRST_DAY + timedelta(days=days)
-    ctx = bnt_fetch.LoadContext(
-        run_id, "bench", datetime.now(UTC), bnt_fetch.LoadRange(FIRST_DAY, stop)
-    )
+    ctx = bnt.context(run_id, "bench", datetime.now(UTC), bnt.LoadRange(FIRST_DAY, stop))
     for offset in range(0, days, BUILD_DAYS):
         n = min(BUILD_DAYS, days - offset)
-        batch = bnt.batch_from_records(bnt_rows(FIRST_DAY + timedelta(days=offset), n))
-        yield bnt.normalize(batch, ctx).valid
+        batch = bnt.records_batch(bnt_rows(FIRST_DAY + timedelta(days=offset), n))
+        yield split(bnt.SPEC, bnt.SPEC.transform(batch, ctx), ctx)[0]
 
 
 def phase_build(args: argparse.Namespace) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 
-from civiclake import tables
 from civiclake.config import Settings
 from civiclake.sources import bnt
 from civiclake.testing.socrata import SocrataServer, bnt_rows
@@ -62,7 +61,8 @@ def load_day(
     run_id: str | None = None,
 ) -> DayLoad:
     """Publish the portal of ``day`` and run that day's incremental load."""
-    from civiclake.flows.bnt import high_water_mark, plan_range
+    from civiclake.flows.bnt import commit_load, fetch_and_stage, high_water_mark, plan_range
+    from civiclake.slices import Window
     from civiclake.sources.socrata import SocrataClient
 
     server.add_dataset(DATASET, portal_rows(first, day, bad=bad))
@@ -77,31 +77,28 @@ def load_day(
     )
     run_id = run_id or f"day-{day:02d}-{datetime.now(UTC):%H%M%S%f}"
     source = f"socrata:{settings.socrata_url.split('://', 1)[-1]}/{DATASET}"
-    lake = settings.lake()
     with SocrataClient.from_settings(settings) as client:
-        fetched = bnt.fetch_range(
-            client, lake, planned, run_id=run_id, dataset_id=DATASET, page_size=settings.page_size
+        fetched, staged = fetch_and_stage(
+            settings.model_copy(update={"bnt_dataset_id": DATASET}),
+            client,
+            planned,
+            run_id=run_id,
+            source=source,
+            page_size=settings.page_size,
         )
-    ctx = bnt.LoadContext(run_id, source, datetime.now(UTC), planned)
-    staged = bnt.stage(lake, fetched.raw_urls, ctx, expected_rows=fetched.rows)
-    props = {
-        "run-id": run_id,
-        "source": source,
-        "range": str(planned),
-        "rows-fetched": str(fetched.rows),
-        "rows-loaded": str(staged.rows_valid),
-        "rows-rejected": str(staged.rows_rejected),
-    }
-    main, rejects = bnt.commit_staged(
-        tables.load_catalog(settings),
-        lake,
-        staged.valid_url,
-        staged.rejects_url,
-        planned,
-        str(planned),
-        props,
+    loaded = commit_load(
+        settings,
+        staged,
+        run_id=run_id,
+        source=source,
+        load_range=planned,
+        rows_fetched=fetched.rows,
+        load_key=str(planned),
+        replaced=Window(bnt.DATE_FIELD, planned.start, planned.stop),
     )
-    return DayLoad(day, today, main.snapshot_id, rejects.snapshot_id, main.total_rows)
+    return DayLoad(
+        day, today, loaded["snapshot_id"], loaded["rejects_snapshot_id"], loaded["table_rows"]
+    )
 
 
 def content(arrow: pa.Table) -> pa.Table:

@@ -327,3 +327,13 @@ def test_to_postgres_without_its_url_is_refused_before_anything_runs(
     assert result.exit_code == 2
     assert "--to postgres needs CIVICLAKE_POSTGRES_URL" in result.output
     assert not (civiclake_home / "lake").exists()
+
+
+def test_an_unknown_engine_is_refused_before_anything_runs(
+    civiclake_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CIVICLAKE_ENGINE", "nope")
+    result = cli("bnt", "run", "--start-date", day(0), "--stop-date", day(3))
+    assert result.exit_code == 2
+    assert "unknown engine 'nope' (engines: arrow)" in result.output
+    assert not (civiclake_home / "lake").exists()

@@ -513,8 +513,11 @@ def test_as_of_reads_a_table_and_its_rejects_at_the_same_load(tmp_path: Path) ->
 def test_crash_between_the_two_commits_is_repaired_by_the_next_load(tmp_path: Path) -> None:
     """What a crash between a load's two commits leaves: the table at the new load, its
     rejects at the previous one. The next load (of anything) completes the rejects commit."""
+    import pickle
     from datetime import UTC, datetime
 
+    from civiclake.flows.bnt import _Rejects, stager
+    from civiclake.pipeline.commit import LOAD_MARKER, Load, load_url
     from civiclake.query import run_sql
     from civiclake.slices import Windows
 
@@ -530,16 +533,19 @@ def test_crash_between_the_two_commits_is_repaired_by_the_next_load(tmp_path: Pa
     path = write_csv(tmp_path / "b.csv", header, lines[:480] + bad)
     settings = get_settings()
     lake, catalog = settings.lake(), tables.load_catalog(settings)
-    ctx = bnt.LoadContext("crashed", "file:b.csv", datetime.now(UTC))
-    staged = bnt.stage(lake, bnt.stage_file(lake, str(path), run_id="crashed"), ctx)
-    days = Windows.of_days(bnt.DATE_FIELD, staged.days)
-    props = {
-        "run-id": "crashed",
-        "rejects-days": "2024-03-01/2024-03-02",
-        "load-key": ctx.load_key,
-    }
-    load_range = bnt.LoadRange(date(2024, 3, 1), date(2024, 3, 2))
-    crashed = bnt.commit_main(catalog, lake, staged.valid_url, load_range, props, days)
+    ctx = bnt.context("crashed", "file:b.csv", datetime.now(UTC))
+    staged = stager(settings, lake, ctx, None)(bnt.stage_file(lake, str(path), run_id="crashed"))
+    days = Windows.of_days(bnt.DATE_FIELD, staged.observed["days"])
+    props = {"run-id": "crashed", "load-key": ctx.label}
+    load = Load(staged, days, _Rejects(days, ctx.label), props)
+    # the first half of pipeline.commit.commit: the load saved, the table committed
+    lake.write_bytes(load_url(lake, bnt.TABLE, "crashed"), pickle.dumps(load))
+    crashed = tables.commit_files(
+        catalog.load_table(bnt.TABLE),
+        days.iceberg_filter(),
+        staged.data,
+        {**props, LOAD_MARKER: "1"},
+    )
     # what it leaves: the table at the crashed load, its rejects at the previous load
     count = f"SELECT count(*) AS n FROM {bnt.REJECTS_TABLE}"
     joined = f"SELECT (SELECT count(*) FROM {bnt.TABLE}) AS rows, ({count}) AS rejects"

@@ -1,17 +1,21 @@
-"""The ``bnt-hourly-traffic`` flow: Socrata API (or a bulk export) -> raw zone -> stage -> Iceberg.
+"""The ``bnt-hourly-traffic`` flow: plan -> fetch (API or a bulk export -> raw zone) -> stage
+(the engine: raw files -> Iceberg data files, each page staged as soon as it is written) ->
+commit (table, then rejects) -> warehouses (from the same data files) -> summary.
 
-Tasks pass lake URLs and small summaries, never data. The flow is what the CLI runs and what a
-deployment schedules; parameters are validated before anything is written.
+Tasks pass lake URLs, staged data-file descriptors and small summaries, never data. The flow is
+what the CLI runs and what a deployment schedules; parameters are validated before anything is
+written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -44,19 +48,41 @@ from civiclake.slices import Slice, Window, Windows
 from civiclake.sources import bnt_fetch
 from civiclake.sources.socrata import SocrataClient
 
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+    from civiclake.lake import Lake
+    from civiclake.pipeline import Staged
+
 FLOW_NAME = "bnt-hourly-traffic"
+logger = logging.getLogger(__name__)
+HWM_PROPERTY = "high-water-mark"
+"""Snapshot property: the newest ``date`` in the table after the load (ISO)."""
 
 
 def high_water_mark(settings: Settings) -> date | None:
-    """Latest ``date`` in the table, from file statistics (no data file read)."""
+    """Latest ``date`` in the table: the current snapshot's property, or (a table written
+    before the property, or a snapshot of ``maintain``) its data files' statistics."""
     from civiclake import tables
 
     catalog = tables.load_catalog(settings)
     if not catalog.table_exists(bnt_fetch.TABLE):
         return None
-    table = catalog.load_table(bnt_fetch.TABLE)
-    if table.current_snapshot() is None:
+    return table_high_water_mark(catalog.load_table(bnt_fetch.TABLE))
+
+
+def table_high_water_mark(table: Table) -> date | None:
+    from civiclake import tables
+
+    snapshot = table.current_snapshot()
+    if snapshot is None:
         return None
+    if snapshot.summary is not None:
+        value = snapshot.summary.additional_properties.get(
+            tables.SNAPSHOT_PROPERTY_PREFIX + HWM_PROPERTY
+        )
+        if value:
+            return date.fromisoformat(value)
     files = table.inspect.files()
     if files.num_rows == 0:
         return None
@@ -66,6 +92,26 @@ def high_water_mark(settings: Settings) -> date | None:
         if m and m.get("date") and m["date"]["upper_bound"] is not None
     ]
     return max(uppers) if uppers else None
+
+
+def _next_high_water_mark(previous: date | None, replaced: Slice, days: Any) -> date | None:
+    """The table's newest date once ``replaced`` holds ``days``: None when unknown without
+    reading the table (then the next plan reads file statistics)."""
+    newest = max(days) if days else None
+    if previous is None or not _covers(replaced, previous):
+        present = [d for d in (previous, newest) if d is not None]
+        return max(present) if present else None
+    # the newest row was replaced: every row left outside the slice is older than the new
+    # rows (a window: before its start; a file's days: the slice ends at its newest day)
+    return newest
+
+
+def _covers(replaced: Slice, day: date) -> bool:
+    windows = replaced.windows if isinstance(replaced, Windows) else [replaced]
+    return any(
+        isinstance(w, Window) and w.start <= day < w.stop  # type: ignore[operator]
+        for w in windows
+    )
 
 
 def plan_range(
@@ -98,78 +144,153 @@ def _run_id() -> str:
 
 @task(name="fetch", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def fetch(
-    start: date, stop: date, run_id: str, page_size: int, blocks: Blocks = None
+    start: date,
+    stop: date,
+    run_id: str,
+    source: str,
+    page_size: int,
+    blocks: Blocks = None,
 ) -> dict[str, Any]:
-    """Page the API into the raw zone; returns lake URLs and counts."""
+    """Page the API into the raw zone, each page staged (typed into data files) as soon as it
+    is written; returns the fetch's counts and the staged load."""
     settings = settings_for(blocks)
     log = get_run_logger()
+    load_range = bnt_fetch.LoadRange(start, stop)
     with SocrataClient.from_settings(settings) as client:
-        result = bnt_fetch.fetch_range(
+        fetched, staged = fetch_and_stage(
+            settings,
             client,
-            settings.lake(),
-            bnt_fetch.LoadRange(start, stop),
+            load_range,
             run_id=run_id,
-            dataset_id=settings.bnt_dataset_id,
+            source=source,
             page_size=page_size,
             log=log,
         )
     log.info(
-        "fetched %s rows in %d pages (%d retries)", f"{result.rows:,}", result.pages, result.retries
+        "fetched %s rows in %d pages (%d retries)",
+        f"{fetched.rows:,}",
+        fetched.pages,
+        fetched.retries,
     )
-    return asdict(result)
+    return {"fetched": asdict(fetched), "staged": staged}
+
+
+def fetch_and_stage(
+    settings: Settings,
+    client: SocrataClient,
+    load_range: bnt_fetch.LoadRange,
+    *,
+    run_id: str,
+    source: str,
+    page_size: int,
+    log: Any = None,
+) -> tuple[bnt_fetch.FetchResult, Staged]:
+    """The fetch and the stage of a range, overlapped (no Prefect: the flow's ``fetch`` task,
+    tests and benchmarks call it). The fetch runs ahead in a thread from the first request
+    (raw pages wait in the lake, not in memory) while the stage imports its engine, opens the
+    tables and types each page written. A count mismatch discards the staged files and fetches
+    (and stages) the range again."""
+    from civiclake._private.prefetch import Prefetch
+
+    lake = settings.lake()
+    stages: list[Any] = []
+
+    def consume(pages: Any) -> Staged:
+        with Prefetch(pages, depth=100_000, name="civiclake-fetch") as ahead:
+            if not stages:
+                from civiclake.sources import bnt
+
+                ctx = bnt.context(run_id, source, datetime.now(UTC), load_range)
+                stages.append(stager(settings, lake, ctx, log))
+            return stages[0](ahead)  # type: ignore[no-any-return]
+
+    fetched, staged = bnt_fetch.fetch_range(
+        client,
+        lake,
+        load_range,
+        run_id=run_id,
+        dataset_id=settings.bnt_dataset_id,
+        page_size=page_size,
+        consume=consume,
+        discard=lambda done: discard(lake, done),
+        log=log or logger,
+    )
+    _warn_unknown_plazas(staged, log)
+    return fetched, staged
+
+
+def stager(settings: Settings, lake: Lake, ctx: Any, log: Any) -> Any:
+    """``raw URLs -> Staged`` with the settings' engine, into the B&T tables (created first:
+    data files are written for the table's current partition spec)."""
+    from civiclake import tables
+    from civiclake.pipeline.engines import get_stage
+    from civiclake.sources import bnt
+
+    engine = get_stage(settings.engine)
+    table, rejects_table = bnt.SPEC.ensure_tables(tables.load_catalog(settings))
+
+    def stage(urls: Any) -> Staged:
+        return engine(  # type: ignore[no-any-return]
+            bnt.BntSpec(),  # (its own: it warns once a run about unknown fields)
+            lake,
+            urls,
+            ctx,
+            table=table,
+            rejects_table=rejects_table,
+            log=log or logger,
+        )
+
+    return stage
+
+
+def discard(lake: Lake, staged: Staged) -> None:
+    """Remove a stage's data files that will never be committed (else ``maintain`` would)."""
+    for url in [*staged.data_urls, *staged.rejects_urls]:
+        with contextlib.suppress(OSError):
+            lake.remove(url)
+
+
+def _warn_unknown_plazas(staged: Staged, log: Any) -> None:
+    unknown = staged.observed.get("unknown_plaza_ids")
+    if unknown:
+        (log or logger).warning(
+            "plaza ids with no known facility (loaded, facility NULL): %s",
+            ", ".join(map(str, sorted(unknown))),
+        )
 
 
 @task(name="stage-file", cache_policy=NO_CACHE)
-def stage_file(path: str, run_id: str, blocks: Blocks = None) -> list[str]:
-    """Copy a bulk export into the raw zone."""
+def stage_file(path: str, run_id: str, source: str, blocks: Blocks = None) -> Staged:
+    """Copy a bulk export into the raw zone and stage it; its errors name the user's path,
+    not the raw-zone copy."""
+    import pyarrow as pa
+
     from civiclake.sources import bnt
 
     settings = settings_for(blocks)
-    return bnt.stage_file(settings.lake(), path, run_id=run_id)
-
-
-@task(name="stage", cache_policy=NO_CACHE)
-def stage(
-    raw_urls: list[str],
-    run_id: str,
-    source: str,
-    start: date | None,
-    stop: date | None,
-    expected_rows: int | None = None,
-    blocks: Blocks = None,
-) -> dict[str, Any]:
-    """Raw files -> typed, validated Parquet (and rejects) in the stage zone."""
-    from civiclake.sources import bnt
-
-    settings = settings_for(blocks)
-    load_range = bnt_fetch.LoadRange(start, stop) if start and stop else None
-    ctx = bnt_fetch.LoadContext(run_id, source, datetime.now(UTC), load_range)
     lake = settings.lake()
-    result = bnt.stage(lake, raw_urls, ctx, log=get_run_logger(), expected_rows=expected_rows)
-    return asdict(result)
-
-
-def _stage_user_file(
-    from_file: str, raw_urls: list[str], run_id: str, source: str, blocks: Blocks
-) -> dict[str, Any]:
-    """``stage`` of a user's file: its errors name the user's path, not the raw-zone copy."""
+    raw_urls = bnt.stage_file(lake, path, run_id=run_id)
+    log = get_run_logger()
     try:
-        return stage(raw_urls, run_id, source, None, None, blocks=blocks)  # type: ignore[no-any-return]
+        staged: Staged = stager(
+            settings, lake, bnt.context(run_id, source, datetime.now(UTC)), log
+        )(raw_urls)
     except CivicLakeError as exc:
         text = str(exc)
         for url in raw_urls:
-            text = text.replace(url, from_file)
+            text = text.replace(url, path)
         raise type(exc)(text) from None
     except (OSError, EOFError, ValueError, pa.ArrowException) as exc:
         raise SourceError(
-            f"{from_file}: cannot read it ({describe(exc)}): is the file complete? "
-            "(download it again)"
+            f"{path}: cannot read it ({describe(exc)}): is the file complete? (download it again)"
         ) from None
+    _warn_unknown_plazas(staged, log)
+    return staged
 
 
 @task(name="load", cache_policy=NO_CACHE)
 def load(
-    staged: dict[str, Any],
+    staged: Staged,
     run_id: str,
     source: str,
     start: date,
@@ -181,61 +302,91 @@ def load(
     allow_empty: bool = False,
     warehouse: str | None = None,
 ) -> dict[str, Any]:
-    """Replace the range (or ``replaced``: a file's days) in the table and its rejects table,
-    each in one Iceberg commit; an empty stage never deletes rows unless ``allow_empty``."""
+    """Replace the range (or ``replaced``: a file's days) in the table and its rejects table
+    with the staged data files, each in one Iceberg commit; an empty stage never deletes rows
+    unless ``allow_empty``."""
+    settings = settings_for(blocks)
+    replaced = replaced or Window(bnt_fetch.DATE_FIELD, start, stop)
+    with table_lock(bnt_fetch.TABLE, settings):
+        return commit_load(
+            settings,
+            staged,
+            run_id=run_id,
+            source=source,
+            load_range=bnt_fetch.LoadRange(start, stop),
+            rows_fetched=rows_fetched,
+            load_key=load_key,
+            replaced=replaced,
+            allow_empty=allow_empty,
+            warehouse=warehouse,
+            log=get_run_logger(),
+        )
+
+
+def commit_load(
+    settings: Settings,
+    staged: Staged,
+    *,
+    run_id: str,
+    source: str,
+    load_range: bnt_fetch.LoadRange,
+    rows_fetched: int,
+    load_key: str,
+    replaced: Slice,
+    allow_empty: bool = False,
+    warehouse: str | None = None,
+    log: Any = None,
+) -> dict[str, Any]:
+    """The commit step of a load, under the table's lock (no Prefect: ``load`` and the daily
+    test harness call it): refuse an empty load, complete an earlier load's missing rejects
+    commit, skip an unchanged re-run, else commit the table, then its rejects."""
     from civiclake import tables
-    from civiclake.sources import bnt
+    from civiclake.pipeline.commit import Load, commit, repair
     from civiclake.tables.history import partitions_touched
 
-    settings = settings_for(blocks)
     lake = settings.lake()
     catalog = tables.load_catalog(settings)
-    load_range = bnt_fetch.LoadRange(start, stop)
+    table = catalog.load_table(bnt_fetch.TABLE)
+    rejects_table = catalog.load_table(bnt_fetch.REJECTS_TABLE)
+    refuse_empty(table, bnt_fetch.TABLE, replaced, staged.rows_valid, allow_empty=allow_empty)
+    log = log or logger
+    repair(catalog, lake, bnt_fetch.TABLE, bnt_fetch.REJECTS_TABLE, log)
+    rejects_replaced = _Rejects(replaced, load_key)
+    if _unchanged(table, rejects_table, lake, staged, replaced, rejects_replaced):
+        snapshot = table.current_snapshot()
+        assert snapshot is not None and snapshot.summary is not None
+        log.info("%s unchanged: nothing committed", bnt_fetch.TABLE)
+        return {
+            "snapshot_id": snapshot.snapshot_id,
+            "rows_loaded": staged.rows_valid,
+            "table_rows": int(snapshot.summary["total-records"]),
+            "rejects_snapshot_id": None,
+            "partitions": [],  # nothing committed, nothing touched
+            "changes": "unchanged (nothing committed)",
+        }
+    spans = (
+        [(w.start, w.stop) for w in replaced.windows]
+        if isinstance(replaced, Windows)
+        else [(load_range.start, load_range.stop)]
+    )
+    hwm = _next_high_water_mark(table_high_water_mark(table), replaced, staged.observed.get("days"))
     props = {
         "run-id": run_id,
         "source": source,
         "range": str(load_range),
         "rows-fetched": str(rows_fetched),
-        "rows-loaded": str(staged["rows_valid"]),
-        "rows-rejected": str(staged["rows_rejected"]),
+        "rows-loaded": str(staged.rows_valid),
+        "rows-rejected": str(staged.rows_rejected),
         **({WAREHOUSE_PROPERTY: warehouse} if warehouse else {}),
+        "rejects-days": ",".join(f"{a.isoformat()}/{b.isoformat()}" for a, b in spans),
+        "load-key": load_key,
+        **({HWM_PROPERTY: hwm.isoformat()} if hwm else {}),
     }
-    replaced = replaced or Window(bnt_fetch.DATE_FIELD, start, stop)
-    with table_lock(bnt_fetch.TABLE, settings):
-        refuse_empty(
-            catalog.load_table(bnt_fetch.TABLE) if catalog.table_exists(bnt_fetch.TABLE) else None,
-            bnt_fetch.TABLE,
-            replaced,
-            staged["rows_valid"],
-            allow_empty=allow_empty,
-        )
-        bnt.repair_rejects(catalog, lake)  # a crash between an earlier load's two commits
-        if _unchanged(catalog, lake, staged, replaced, load_key):
-            table = catalog.load_table(bnt_fetch.TABLE)
-            snapshot = table.current_snapshot()
-            assert snapshot is not None and snapshot.summary is not None
-            get_run_logger().info("%s unchanged: nothing committed", bnt_fetch.TABLE)
-            return {
-                "snapshot_id": snapshot.snapshot_id,
-                "rows_loaded": staged["rows_valid"],
-                "table_rows": int(snapshot.summary["total-records"]),
-                "rejects_snapshot_id": None,
-                "partitions": [],  # nothing committed, nothing touched
-                "changes": "unchanged (nothing committed)",
-            }
-        main, rejects = bnt.commit_staged(
-            catalog,
-            lake,
-            staged["valid_url"],
-            staged["rejects_url"],
-            load_range,
-            load_key,
-            props,
-            replaced,
-        )
-        # under the lock: the newest snapshots are this run's
-        touched = partitions_touched(catalog.load_table(bnt_fetch.TABLE), run_id)
-    get_run_logger().info(
+    main = commit(lake, table, rejects_table, Load(staged, replaced, rejects_replaced, props))
+    rejects_snapshot = rejects_table.current_snapshot()
+    # under the lock: the newest snapshots are this run's
+    touched = partitions_touched(table, run_id)
+    log.info(
         "committed snapshot %s to %s (%s rows now)",
         main.snapshot_id,
         bnt_fetch.TABLE,
@@ -245,7 +396,7 @@ def load(
         "snapshot_id": main.snapshot_id,
         "rows_loaded": main.rows_written,
         "table_rows": main.total_rows,
-        "rejects_snapshot_id": rejects.snapshot_id,
+        "rejects_snapshot_id": rejects_snapshot.snapshot_id if rejects_snapshot else None,
         "partitions": touched,  # what changed, not every month the range spans
     }
 
@@ -264,24 +415,24 @@ class _Rejects:
 
 
 def _unchanged(
-    catalog: Any, lake: Any, staged: dict[str, Any], replaced: Slice, load_key: str
+    table: Table,
+    rejects_table: Table,
+    lake: Lake,
+    staged: Staged,
+    replaced: Slice,
+    rejects_replaced: _Rejects,
 ) -> bool:
     """A re-run with nothing new: the staged rows and rejects are what the slice holds."""
     from civiclake.guards import same_rows
-    from civiclake.sources import bnt
 
-    if not catalog.table_exists(bnt_fetch.TABLE) or not catalog.table_exists(bnt.REJECTS_TABLE):
+    if not same_rows(rejects_table, rejects_replaced, staged.rejects_urls, lake):
         return False
-    rejects = catalog.load_table(bnt.REJECTS_TABLE)
-    if not same_rows(rejects, _Rejects(replaced, load_key), staged["rejects_url"], lake):
-        return False
-    table = catalog.load_table(bnt_fetch.TABLE)
-    return same_rows(table, replaced, staged["valid_url"], lake)
+    return same_rows(table, replaced, staged.data_urls, lake)
 
 
 @task(name="load-warehouse", cache_policy=NO_CACHE)
 def load_warehouse(
-    staged: dict[str, Any],
+    staged: Staged,
     start: date,
     stop: date,
     to: str,
@@ -290,10 +441,10 @@ def load_warehouse(
     replaced: Slice | None = None,
 ) -> dict[str, Any]:
     """Replace ``[start, stop)`` (or ``replaced``: the days a file holds) of the table in the
-    warehouse from the same staged Parquet, and the load's rejects (those recorded under the
+    warehouse from the load's data files, and the load's rejects (those recorded under the
     same load key, as TLC's and Socrata's rejects go to the warehouse): delete + bulk load, one
     transaction per table."""
-    from civiclake.slices import RowIds, Window
+    from civiclake.slices import RowIds
     from civiclake.sources import bnt
     from civiclake.warehouse import open_warehouse
 
@@ -306,7 +457,7 @@ def load_warehouse(
         rows = warehouse.replace(
             bnt_fetch.TABLE,
             bnt.ARROW_SCHEMA,
-            [staged["valid_url"]],
+            staged.data_urls,
             lake,
             replaced or Window(bnt_fetch.DATE_FIELD, start, stop),
         )
@@ -314,7 +465,7 @@ def load_warehouse(
             warehouse.replace(
                 bnt_fetch.REJECTS_TABLE,
                 bnt.REJECTS_ARROW_SCHEMA,
-                [staged["rejects_url"]],
+                staged.rejects_urls,
                 lake,
                 RowIds.of("load_range", [load_key]),
             )
@@ -433,6 +584,10 @@ def _bnt_hourly_traffic(
         check_configured(to.value, settings)
         # reachable, credentials, writable: before anything is fetched or committed
         check_warehouse(to.value, settings)
+    if settings.engine != "arrow":  # (the default: PyArrow is not imported before the fetch)
+        from civiclake.pipeline.engines import get_stage
+
+        get_stage(settings.engine)  # an unknown CIVICLAKE_ENGINE: one line, exit 2, before any work
     page_size = page_size or settings.page_size
     if page_size < 1:
         raise ParameterError("page size must be at least 1")
@@ -443,17 +598,17 @@ def _bnt_hourly_traffic(
         if start_date or stop_date:
             raise ParameterError("--from-file takes its dates from the file: drop the date options")
         source = f"file:{from_file.rsplit('/', 1)[-1]}"
-        raw_urls = stage_file(from_file, run_id, blocks=blocks)
-        staged = _stage_user_file(from_file, raw_urls, run_id, source, blocks)
-        if staged["rows_valid"] == 0:
+        staged = stage_file(from_file, run_id, source, blocks=blocks)
+        days = sorted(staged.observed.get("days", ()))
+        if staged.rows_valid == 0:
             raise ParameterError(
-                f"{from_file}: no valid row to load ({staged['rows_rejected']} rejected)"
+                f"{from_file}: no valid row to load ({staged.rows_rejected} rejected)"
             )
-        start = staged["min_date"]
-        stop = staged["max_date"] + timedelta(days=1)
-        fetched = staged["rows_read"]
+        start = days[0]
+        stop = days[-1] + timedelta(days=1)
+        fetched = staged.rows_read
         # the days the file holds, not the span between its first and last date
-        replaced: Slice = Windows.of_days(bnt_fetch.DATE_FIELD, staged["days"])
+        replaced: Slice = Windows.of_days(bnt_fetch.DATE_FIELD, days)
     else:
         lookback = settings.bnt_lookback_days if lookback_days is None else lookback_days
         hwm = None if start_date else high_water_mark(settings)
@@ -472,17 +627,9 @@ def _bnt_hourly_traffic(
         fetch_with_retries = fetch.with_options(
             retries=settings.fetch_retries, retry_delay_seconds=settings.fetch_retry_delay
         )
-        fetched_info = fetch_with_retries(start, stop, run_id, page_size, blocks=blocks)
-        staged = stage(
-            fetched_info["raw_urls"],
-            run_id,
-            source,
-            start,
-            stop,
-            fetched_info["rows"],
-            blocks=blocks,
-        )
-        fetched = fetched_info["rows"]
+        fetched_info = fetch_with_retries(start, stop, run_id, source, page_size, blocks=blocks)
+        staged = fetched_info["staged"]
+        fetched = fetched_info["fetched"]["rows"]
         replaced = Window(bnt_fetch.DATE_FIELD, start, stop)
 
     load_key = source if from_file else str(bnt_fetch.LoadRange(start, stop))
@@ -517,7 +664,7 @@ def _bnt_hourly_traffic(
         **({"replaced": str(replaced)} if isinstance(replaced, Windows) else {}),
         "rows_fetched": fetched,
         "rows_loaded": loaded["rows_loaded"],
-        "rows_rejected": staged["rows_rejected"],
+        "rows_rejected": staged.rows_rejected,
         "partitions_touched": loaded["partitions"],
         **({"changes": loaded["changes"]} if "changes" in loaded else {}),
         "snapshot_id": loaded["snapshot_id"],
@@ -529,6 +676,8 @@ def _bnt_hourly_traffic(
         "run_id": run_id,
         "duration_s": round(time.monotonic() - began, 2),
     }
+    if "changes" in loaded:  # nothing committed: the staged files are no one's
+        discard(settings.lake(), staged)
     report(summary, blocks=blocks)
     if not_synced:
         raise WarehouseNotSynced(not_synced, summary)

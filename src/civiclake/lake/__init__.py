@@ -154,7 +154,16 @@ class Lake:
         return self._path(url) if self._local else None
 
     def exists(self, url: str) -> bool:
-        return bool(self.fs.exists(self._path(url)))
+        path = self._path(url)
+        if self.fs.exists(path):
+            return True
+        self._forget_listing(path)
+        return bool(self.fs.exists(path))
+
+    def _forget_listing(self, path: str) -> None:
+        """Drop the cached listing of ``path``'s directory: another writer (PyIceberg's own
+        FileIO writing a table's data files) may have added the file since it was listed."""
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
 
     def write_bytes(self, url: str, data: bytes) -> None:
         """Write a whole object atomically."""
@@ -198,7 +207,14 @@ class Lake:
         return self.fs.cat_file(self._path(url))  # type: ignore[no-any-return]
 
     def open(self, url: str, mode: str = "rb") -> IO[Any]:
-        return self.fs.open(self._path(url), mode)  # type: ignore[no-any-return]
+        path = self._path(url)
+        try:
+            return self.fs.open(path, mode)  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            if "r" not in mode:
+                raise
+            self._forget_listing(path)
+            return self.fs.open(path, mode)  # type: ignore[no-any-return]
 
     def list(self, url: str) -> list[str]:
         """URLs of the files directly under ``url`` (hidden temp files excluded), sorted."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import date
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from civiclake._private.progress import Progress
 from civiclake.errors import SourceError
@@ -29,6 +30,7 @@ PAGE_ORDER = ":id"
 GC_EVERY_PAGES = 4
 TABLE = "mta.bnt_traffic_hourly"
 REJECTS_TABLE = "mta.bnt_traffic_hourly_rejects"
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- load context and ranges
@@ -44,48 +46,10 @@ class LoadRange:
     def __str__(self) -> str:
         return f"{self.start.isoformat()}/{self.stop.isoformat()}"
 
-    @property
-    def days(self) -> int:
-        return (self.stop - self.start).days
-
-    def months(self) -> list[str]:
-        """Month partitions the range touches, as ``YYYY-MM``."""
-        out: list[str] = []
-        cursor = self.start.replace(day=1)
-        last = self.stop - timedelta(days=1)
-        while cursor <= last:
-            out.append(cursor.strftime("%Y-%m"))
-            cursor = (cursor + timedelta(days=32)).replace(day=1)
-        return out
-
     def table_filter(self) -> BooleanExpression:
-        from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+        from civiclake.slices import Window
 
-        return And(
-            GreaterThanOrEqual(DATE_FIELD, self.start.isoformat()),
-            LessThan(DATE_FIELD, self.stop.isoformat()),
-        )
-
-    def rejects_filter(self, load_key: str) -> BooleanExpression:
-        """Rejects a reload replaces: dated inside the range, or recorded by the same load key."""
-        from pyiceberg.expressions import EqualTo, Or
-
-        return Or(self.table_filter(), EqualTo("load_range", load_key))
-
-
-@dataclass(frozen=True)
-class LoadContext:
-    """Metadata stamped on every row of one load."""
-
-    run_id: str
-    source: str
-    loaded_at: datetime
-    range: LoadRange | None = None  # None: the range is the file's own (known after staging)
-
-    @property
-    def load_key(self) -> str:
-        """What identifies a reload of the same input: its range, or the file it came from."""
-        return str(self.range) if self.range else self.source
+        return Window(DATE_FIELD, self.start, self.stop).iceberg_filter()
 
 
 # ---------------------------------------------------------------- fetch: source -> raw zone
@@ -104,6 +68,68 @@ def raw_dir(lake: Lake, source_host: str, dataset_id: str, run_id: str) -> str:
     return lake.join(RAW_ZONE, "socrata", source_host, dataset_id, f"run={run_id}")
 
 
+class PageFetch:
+    """One fetch of a range, page by page: iterating it writes each page to the raw zone
+    (atomically) and yields its URL at once, so staging overlaps fetching and memory holds one
+    page. After the last page it checks the rows against the portal's ``count(*)``: ``result``
+    is then set, or ``mismatch`` says what was missing."""
+
+    def __init__(
+        self,
+        client: SocrataClient,
+        lake: Lake,
+        load_range: LoadRange,
+        *,
+        run_id: str,
+        dataset_id: str = DATASET_ID,
+        page_size: int = 50_000,
+        log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+    ) -> None:
+        self.client, self.lake, self.load_range = client, lake, load_range
+        self.dataset_id, self.page_size, self.log = dataset_id, page_size, log
+        host = client.base_url.split("://", 1)[-1].replace(":", "_").replace("/", "_")
+        self.target = raw_dir(lake, host, dataset_id, run_id)
+        self.result: FetchResult | None = None
+        self.mismatch = ""
+
+    def __iter__(self) -> Iterator[str]:
+        client, dataset_id = self.client, self.dataset_id
+        where = date_range_where(DATE_FIELD, self.load_range.start, self.load_range.stop)
+        for stale in self.lake.list(self.target):  # a retried fetch starts from a clean directory
+            self.lake.remove(stale)
+        expected = client.count(dataset_id, where=where)
+        self.log.info(
+            "%s %s: %s rows to fetch for %s",
+            dataset_id,
+            client.base_url,
+            f"{expected:,}",
+            self.load_range,
+        )
+        urls: list[str] = []
+        rows = 0
+        with Progress(f"fetch {dataset_id}", total=expected, logger=self.log) as progress:
+            for page in client.iter_pages(
+                dataset_id, order=PAGE_ORDER, where=where, page_size=self.page_size
+            ):
+                url = f"{self.target}/page-{page.number:06d}.json"
+                self.lake.write_bytes(url, page.body)
+                urls.append(url)
+                rows += len(page.rows)
+                progress.advance(len(page.rows))
+                del page
+                if len(urls) % GC_EVERY_PAGES == 0:
+                    # httpx keeps each response in a reference cycle: without a collection,
+                    # every page body would stay in memory until the fetch ends
+                    gc.collect()
+                yield url
+        if rows != expected:
+            expected = client.count(dataset_id, where=where)
+        if rows == expected:  # (or the source changed while we paged: what we hold is complete)
+            self.result = FetchResult(urls, rows, expected, len(urls), client.retries)
+        else:
+            self.mismatch = f"fetched {rows:,} rows but the portal counts {expected:,}"
+
+
 def fetch_range(
     client: SocrataClient,
     lake: Lake,
@@ -113,50 +139,33 @@ def fetch_range(
     dataset_id: str = DATASET_ID,
     page_size: int = 50_000,
     attempts: int = 2,
+    consume: Callable[[Iterable[str]], T] = list,  # type: ignore[assignment]
+    discard: Callable[[T], None] | None = None,
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
-) -> FetchResult:
-    """Page the range into the raw zone; fail unless every row the portal counts arrived.
+) -> tuple[FetchResult, T]:
+    """Page the range into the raw zone, each page handed to ``consume`` as it is written
+    (e.g. a stage); fail unless every row the portal counts arrived.
 
-    Each page is written (atomically) as it arrives, so memory holds one page. When the rows
-    fetched differ from ``count(*)`` (the portal changed underneath, or a page came back short),
-    the whole range is fetched again, up to ``attempts`` times, then the run fails.
+    When the rows fetched differ from ``count(*)`` (the portal changed underneath, or a page
+    came back short), what ``consume`` made is ``discard``-ed and the whole range is fetched
+    (and consumed) again, up to ``attempts`` times, then the run fails.
     """
-    where = date_range_where(DATE_FIELD, load_range.start, load_range.stop)
-    host = client.base_url.split("://", 1)[-1].replace(":", "_").replace("/", "_")
-    target = raw_dir(lake, host, dataset_id, run_id)
-    mismatch = ""
+    fetch: PageFetch | None = None
     for attempt in range(1, attempts + 1):
-        for stale in lake.list(target):  # a retried fetch starts from a clean directory
-            lake.remove(stale)
-        expected = client.count(dataset_id, where=where)
-        log.info(
-            "%s %s: %s rows to fetch for %s",
-            dataset_id,
-            client.base_url,
-            f"{expected:,}",
+        fetch = PageFetch(
+            client,
+            lake,
             load_range,
+            run_id=run_id,
+            dataset_id=dataset_id,
+            page_size=page_size,
+            log=log,
         )
-        urls: list[str] = []
-        rows = 0
-        with Progress(f"fetch {dataset_id}", total=expected, logger=log) as progress:
-            for page in client.iter_pages(
-                dataset_id, order=PAGE_ORDER, where=where, page_size=page_size
-            ):
-                url = f"{target}/page-{page.number:06d}.json"
-                lake.write_bytes(url, page.body)
-                urls.append(url)
-                rows += len(page.rows)
-                progress.advance(len(page.rows))
-                del page
-                if len(urls) % GC_EVERY_PAGES == 0:
-                    # httpx keeps each response in a reference cycle: without a collection,
-                    # every page body would stay in memory until the fetch ends
-                    gc.collect()
-        if rows == expected:
-            return FetchResult(urls, rows, expected, len(urls), client.retries)
-        recount = client.count(dataset_id, where=where)
-        if rows == recount:  # the source changed while we paged; what we hold is complete now
-            return FetchResult(urls, rows, recount, len(urls), client.retries)
-        mismatch = f"fetched {rows:,} rows but the portal counts {recount:,}"
-        log.warning("%s for %s (attempt %d/%d)", mismatch, load_range, attempt, attempts)
+        out = consume(fetch)
+        if fetch.result is not None:
+            return fetch.result, out
+        if discard is not None:
+            discard(out)
+        log.warning("%s for %s (attempt %d/%d)", fetch.mismatch, load_range, attempt, attempts)
+    mismatch = fetch.mismatch if fetch else ""
     raise SourceError(f"incomplete fetch of {dataset_id} for {load_range}: {mismatch}")
