@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     binaries = dict(item.split("=", 1) for item in args.civiclake) or {
         "this": str(Path(sys.executable).with_name("civiclake"))
     }
-    from civiclake.testing.prefect_server import PrefectServer
+    from testsupport.prefect_server import PrefectServer
 
     proc, url, _ = start_server(args.rows)
     prefect_homes = {name: Path(tempfile.mkdtemp(prefix="bnt-prefect-")) for name in binaries}

@@ -16,7 +16,7 @@ answers to a file. Every measured command is a fresh process, timed from its sta
     runs reuse it (it is stopped at the end of the mode);
   - teardown: as civiclake server, with ``CIVICLAKE_SLOW_EXIT=1`` (the interpreter's teardown
     at exit, which ``civiclake._private.fast_exit`` skips after a flow ran);
-  - prefect server: ``prefect server start`` (civiclake.testing.prefect_server) and
+  - prefect server: ``prefect server start`` (testsupport.prefect_server) and
     ``PREFECT_API_URL``.
 
 The runs go in rounds: round 0 is each mode's first run (cold: the table is created, a server
@@ -212,7 +212,7 @@ def run_rounds(
     server = None
     try:
         if "prefect" in modes:
-            from civiclake.testing.prefect_server import PrefectServer
+            from testsupport.prefect_server import PrefectServer
 
             server = PrefectServer(base_dir=tmp).start()
             envs["prefect"]["PREFECT_API_URL"] = server.api_url

@@ -21,8 +21,8 @@ from civiclake.cli import app
 from civiclake.config import get_settings
 from civiclake.flows.bnt import HWM_PROPERTY, high_water_mark
 from civiclake.sources import bnt
-from civiclake.testing.prefect_server import PrefectServer
 from civiclake.testing.socrata import SocrataServer, bnt_rows
+from testsupport.prefect_server import PrefectServer
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
 WHEEL = Path(__file__).parents[1] / "fixtures" / "civiclake-6893fc3-py3-none-any.whl"
