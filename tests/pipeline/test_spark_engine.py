@@ -1,0 +1,271 @@
+"""The Spark engine on the toy spec of test_arrow_engine: the same tables as the Arrow engine,
+on ``local[2]`` and on a real standalone cluster (master + worker via spark-daemon.sh), with
+the driver committing; failures commit nothing. One Spark session per master for the module."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psutil
+import pyarrow as pa
+import pytest
+import test_arrow_engine
+from test_arrow_engine import DaysSpec, _ctx, _write_raw
+
+from civiclake import tables
+from civiclake.config import get_settings
+from civiclake.errors import CivicLakeError
+from civiclake.lake import Lake
+from civiclake.pipeline import RunContext, Staged, commit as pipeline_commit
+from civiclake.pipeline.engines import get_stage, spark
+from civiclake.slices import WholeTable, Window
+from civiclake.testing.objectstores import ObjectStore
+from civiclake.testing.spark import SparkCluster
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pyspark = pytest.importorskip("pyspark")
+
+SECRET_PROPERTY = ("spark.civiclake.test.secret", "s3cr3t-not-in-argv")
+SMALL = {
+    "spark.driver.memory": "512m",
+    "spark.executor.memory": "512m",
+    SECRET_PROPERTY[0]: SECRET_PROPERTY[1],
+}
+WINDOW = Window("day", date(2024, 1, 1), date(2024, 4, 1))
+
+
+class SparkDays(DaysSpec):
+    """The same spec writing other tables, to compare both engines' results."""
+
+    table = "toy.days_spark"
+    rejects_table = "toy.days_spark_rejects"
+
+
+class DyingDays(DaysSpec):
+    """Kills its own Python worker (SIGKILL) on the March file, after other files were typed
+    and written: a job killed mid-write."""
+
+    def transform(self, batch: pa.RecordBatch, ctx: RunContext) -> pa.RecordBatch:
+        if ctx.options.get("die") and batch.column("day")[0].as_py().startswith("2024-03"):
+            os.kill(os.getpid(), 9)
+        return super().transform(batch, ctx)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _specs_by_value() -> Iterator[None]:
+    """Executors import civiclake; these test modules they get by value with the task."""
+    from pyspark import cloudpickle
+
+    for module in (test_arrow_engine, sys.modules[__name__]):
+        cloudpickle.register_pickle_by_value(module)
+    yield
+    spark.stop_session()
+    for module in (test_arrow_engine, sys.modules[__name__]):
+        cloudpickle.unregister_pickle_by_value(module)
+
+
+@pytest.fixture(scope="module")
+def spark_cluster() -> Iterator[SparkCluster]:
+    with SparkCluster(cores=2, memory="1g") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def local_spark(monkeypatch: pytest.MonkeyPatch) -> str:
+    import json
+
+    monkeypatch.setenv("CIVICLAKE_SPARK_MASTER", "local[2]")
+    monkeypatch.setenv("CIVICLAKE_SPARK_CONF", json.dumps(SMALL))
+    return "local[2]"
+
+
+def _tables(spec: type[DaysSpec] = DaysSpec) -> tuple[Any, Any, Any]:
+    catalog = tables.load_catalog(get_settings())
+    table = tables.ensure_table_for(catalog, spec.table, test_arrow_engine.SCHEMA, month_of="day")
+    rejects = tables.ensure_table_for(catalog, spec.rejects_table, test_arrow_engine.REJECTS)
+    return catalog, table, rejects
+
+
+def _raw(lake: Lake) -> list[str]:
+    return [
+        _write_raw(lake, "a.csv", date(2024, 1, 30), 5, 200, bad=3),  # Jan 30 - Feb 3
+        _write_raw(lake, "b.csv", date(2024, 3, 1), 2, 200, bad=1),
+        _write_raw(lake, "c.csv", date(2024, 2, 10), 3, 50),
+    ]
+
+
+def _load(engine: str, spec: DaysSpec, urls: list[str], run: str, **options: Any) -> Staged:
+    """Stage with ``engine`` and commit the window and the whole rejects table, as a flow does."""
+    lake = get_settings().lake()
+    _, table, rejects = _tables(type(spec))
+    ctx = RunContext(run_id=run, source="test", now=_ctx().now, options=options)
+    staged = get_stage(engine)(spec, lake, iter(urls), ctx, table=table, rejects_table=rejects)
+    properties = {"run-id": run, "engine": engine}
+    load = pipeline_commit.Load(staged, WINDOW, WholeTable(), properties)
+    pipeline_commit.commit(lake, table, rejects, load)
+    return staged
+
+
+def _rows(name: str) -> pa.Table:
+    return tables.load_catalog(get_settings()).load_table(name).scan().to_arrow()
+
+
+def _same(left: pa.Table, right: pa.Table, drop: tuple[str, ...] = ()) -> None:
+    """EXCEPT ALL both ways is empty (and the types are the same)."""
+    a, b = left.drop_columns(list(drop)), right.drop_columns(list(drop))
+    assert a.schema == b.schema
+    con = duckdb.connect()
+    con.register("a", a)
+    con.register("b", b)
+    for one, other in (("a", "b"), ("b", "a")):
+        query = f"SELECT * FROM {one} EXCEPT ALL SELECT * FROM {other}"
+        assert con.execute(query).fetchall() == []
+    assert a.num_rows == b.num_rows
+
+
+def _partitions(staged: Staged) -> set[str]:
+    return {str(f.partition[0]) for f in staged.data.files}
+
+
+def test_spark_local_gives_the_arrow_engines_tables(local_spark: str) -> None:
+    lake = get_settings().lake()
+    urls = _raw(lake)
+    arrow = _load("arrow", DaysSpec(), urls, "r1")
+    on_spark = _load("spark", SparkDays(), urls, "r1")
+    assert on_spark.engine == "spark" and on_spark.seconds > 0
+    assert (on_spark.rows_read, on_spark.rows_valid, on_spark.rows_rejected) == (1554, 1550, 4)
+    assert (arrow.rows_read, arrow.rows_valid, arrow.rows_rejected) == (1554, 1550, 4)
+    assert on_spark.observed == arrow.observed
+    assert _partitions(on_spark) == _partitions(arrow)  # same months, one file per task each
+    _same(_rows(DaysSpec.table), _rows(SparkDays.table))
+    _same(_rows(DaysSpec.rejects_table), _rows(SparkDays.rejects_table))
+    table = tables.load_catalog(get_settings()).load_table(SparkDays.table)
+    assert table.spec() == tables.load_catalog(get_settings()).load_table(DaysSpec.table).spec()
+    summary = table.current_snapshot().summary  # type: ignore[union-attr]
+    assert summary[tables.SNAPSHOT_PROPERTY_PREFIX + "engine"] == "spark"  # type: ignore[index]
+    assert summary["added-records"] == "1550"  # type: ignore[index]
+
+
+def test_spark_properties_reach_the_jvm_but_not_its_command_line(local_spark: str) -> None:
+    session = spark.spark_session(get_settings())
+    assert session.conf.get(SECRET_PROPERTY[0]) == SECRET_PROPERTY[1]
+    assert session.sparkContext.master == "local[2]"
+    assert session.conf.get("spark.ui.enabled") == "false"
+    command_lines = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # a finished child (zombie, gone)
+            command_lines.append(" ".join(child.cmdline()))
+    assert any("java" in line for line in command_lines)  # the JVM is our child
+    assert not any(SECRET_PROPERTY[1] in line for line in command_lines)
+    assert SECRET_PROPERTY[1] not in repr(get_settings())
+
+
+def test_rerun_is_idempotent_and_engines_alternate_on_one_table(local_spark: str) -> None:
+    """Arrow, Spark, Spark again, Arrow: each load replaces the window, every row once."""
+    lake = get_settings().lake()
+    urls = _raw(lake)
+    for run, engine in enumerate(["arrow", "spark", "spark", "arrow", "spark"]):
+        _load(engine, DaysSpec(), urls, f"r{run}")
+        rows = _rows(DaysSpec.table)
+        assert rows.num_rows == 1550, engine
+        assert set(rows.column("load_run_id").to_pylist()) == {f"r{run}"}
+        con = duckdb.connect()
+        con.register("t", rows)
+        assert con.execute("SELECT count(*) FROM (SELECT DISTINCT * FROM t)").fetchone() == (1550,)
+        assert _rows(DaysSpec.rejects_table).num_rows == 4
+    expected = _load("arrow", SparkDays(), urls, "r4")
+    assert expected.rows_valid == 1550
+    _same(_rows(DaysSpec.table), _rows(SparkDays.table))
+
+
+def test_a_job_killed_mid_write_commits_nothing_and_the_next_run_completes(
+    local_spark: str,
+) -> None:
+    lake = get_settings().lake()
+    urls = _raw(lake)
+    _load("spark", DaysSpec(), urls[:1], "before")
+    table = tables.load_catalog(get_settings()).load_table(DaysSpec.table)
+    before = table.current_snapshot().snapshot_id  # type: ignore[union-attr]
+    files_before = set(_data_files(lake))
+    failed = r"spark job staging toy\.days failed, nothing was committed"
+    with pytest.raises(CivicLakeError, match=failed):
+        _load("spark", DyingDays(), urls, "killed", die=True)
+    table = tables.load_catalog(get_settings()).load_table(DaysSpec.table)
+    assert table.current_snapshot().snapshot_id == before  # type: ignore[union-attr]
+    assert set(_rows(DaysSpec.table).column("load_run_id").to_pylist()) == {"before"}
+    assert set(_data_files(lake)) > files_before  # the killed job wrote: orphans only
+    after = _load("spark", DyingDays(), urls, "after")
+    assert after.rows_valid == 1550 and _rows(DaysSpec.table).num_rows == 1550
+
+
+def _data_files(lake: Lake) -> list[str]:
+    return [p for p in lake.fs.find(lake.join("warehouse")) if p.endswith(".parquet")]
+
+
+def test_no_java_is_one_line_error(local_spark: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    lake = get_settings().lake()
+    urls = _raw(lake)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(CivicLakeError, match="--engine spark needs a Java runtime") as failed:
+        _load("spark", DaysSpec(), urls, "r1")
+    assert "\n" not in str(failed.value)
+    assert tables.load_catalog(get_settings()).load_table(DaysSpec.table).current_snapshot() is None
+
+
+def test_dead_master_is_one_line_error_nothing_committed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from civiclake.testing._process import free_port
+
+    master = f"spark://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("CIVICLAKE_SPARK_MASTER", master)
+    urls = _raw(get_settings().lake())
+    with pytest.raises(CivicLakeError, match=f"Spark master {master} is not reachable") as failed:
+        _load("spark", DaysSpec(), urls, "r1")
+    assert "\n" not in str(failed.value) and "CIVICLAKE_SPARK_MASTER" in str(failed.value)
+    assert tables.load_catalog(get_settings()).load_table(DaysSpec.table).current_snapshot() is None
+
+
+def test_object_store_lake_on_spark(
+    local_spark: str, azure_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An abfs:// lake (Azurite): tasks read raw files and write data files through fsspec and
+    PyIceberg; the credentials reach them with the job, not through Spark's configuration."""
+    for name, value in azure_store.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CIVICLAKE_LAKE_URL", azure_store.lake_url("spark-lake"))
+    lake = get_settings().lake()
+    urls = _raw(lake)
+    assert all(url.startswith("abfs://") for url in urls)
+    arrow = _load("arrow", DaysSpec(), urls, "r1")
+    on_spark = _load("spark", SparkDays(), urls, "r1")
+    assert all(f.file_path.startswith("abfs://") for f in on_spark.data.files)
+    assert on_spark.rows_valid == arrow.rows_valid == 1550
+    _same(_rows(DaysSpec.table), _rows(SparkDays.table))
+    _same(_rows(DaysSpec.rejects_table), _rows(SparkDays.rejects_table))
+
+
+def test_standalone_cluster_gives_the_arrow_engines_tables(
+    spark_cluster: SparkCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import json
+
+    monkeypatch.setenv("CIVICLAKE_SPARK_MASTER", spark_cluster.master)
+    monkeypatch.setenv("CIVICLAKE_SPARK_CONF", json.dumps(SMALL | {"spark.cores.max": "2"}))
+    lake = get_settings().lake()
+    urls = _raw(lake)
+    arrow = _load("arrow", DaysSpec(), urls, "r1")
+    on_spark = _load("spark", SparkDays(), urls, "r1")
+    assert spark.spark_session(get_settings()).sparkContext.master == spark_cluster.master
+    assert (on_spark.rows_read, on_spark.rows_valid, on_spark.rows_rejected) == (1554, 1550, 4)
+    assert on_spark.observed == arrow.observed and _partitions(on_spark) == _partitions(arrow)
+    _same(_rows(DaysSpec.table), _rows(SparkDays.table))
+    _same(_rows(DaysSpec.rejects_table), _rows(SparkDays.rejects_table))
+    again = _load("spark", SparkDays(), urls, "r2")  # idempotent on the cluster too
+    assert again.rows_valid == 1550 and _rows(SparkDays.table).num_rows == 1550
