@@ -5,6 +5,7 @@ the driver committing; failures commit nothing. One Spark session per master for
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -134,7 +135,10 @@ def _partitions(staged: Staged) -> set[str]:
     return {str(f.partition[0]) for f in staged.data.files}
 
 
-def test_spark_local_gives_the_arrow_engines_tables(local_spark: str) -> None:
+def test_spark_local_gives_the_arrow_engines_tables(
+    local_spark: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="civiclake.pipeline")
     lake = get_settings().lake()
     urls = _raw(lake)
     arrow = _load("arrow", DaysSpec(), urls, "r1")
@@ -143,11 +147,17 @@ def test_spark_local_gives_the_arrow_engines_tables(local_spark: str) -> None:
     assert (on_spark.rows_read, on_spark.rows_valid, on_spark.rows_rejected) == (1554, 1550, 4)
     assert (arrow.rows_read, arrow.rows_valid, arrow.rows_rejected) == (1554, 1550, 4)
     assert on_spark.observed == arrow.observed
-    assert _partitions(on_spark) == _partitions(arrow)  # same months, one file per task each
+    assert _partitions(on_spark) == _partitions(arrow)  # same months (Feb: a file per task)
     _same(_rows(DaysSpec.table), _rows(SparkDays.table))
     _same(_rows(DaysSpec.rejects_table), _rows(SparkDays.rejects_table))
     table = tables.load_catalog(get_settings()).load_table(SparkDays.table)
     assert table.spec() == tables.load_catalog(get_settings()).load_table(DaysSpec.table).spec()
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("spark:")]
+    assert "spark: stage toy.days_spark: 3 raw file(s) in 2 task(s) on local[2]" in progress
+    assert "spark: job of toy.days_spark started: 2 task(s)" in progress
+    assert "spark: toy.days_spark: 2/2 task(s) done" in progress
+    assert progress[-1].startswith("spark: stage toy.days_spark done in ")
+    assert progress[-1].endswith("1,554 rows read, 1,550 valid, 4 rejected, 6 data file(s)")
     summary = table.current_snapshot().summary  # type: ignore[union-attr]
     assert summary[tables.SNAPSHOT_PROPERTY_PREFIX + "engine"] == "spark"  # type: ignore[index]
     assert summary["added-records"] == "1550"  # type: ignore[index]

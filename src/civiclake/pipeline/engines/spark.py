@@ -274,6 +274,7 @@ class _JobProgress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="civiclake-spark-progress")
         self._last: tuple[int, int] | None = None
+        self._started = False
 
     def __enter__(self) -> _JobProgress:
         self._thread.start()
@@ -282,6 +283,8 @@ class _JobProgress:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+        with contextlib.suppress(Exception):
+            self._report()  # the end, however short the job was
 
     def tasks(self) -> tuple[int, int, int]:
         """(done, total, failed) tasks of the group's jobs so far."""
@@ -298,19 +301,19 @@ class _JobProgress:
         return done, total, failed
 
     def _poll(self) -> None:
-        started = False
         while not self._stop.wait(POLL_SECONDS):
             with contextlib.suppress(Exception):  # a stopping context: progress is best effort
-                done, total, failed = self.tasks()
-                if total and not started:
-                    started = True
-                    self._log.info("spark: job of %s started: %d task(s)", self._what, total)
-                if total and (done, failed) != self._last:
-                    self._last = (done, failed)
-                    retried = f", {failed} failed attempt(s)" if failed else ""
-                    self._log.info(
-                        "spark: %s: %d/%d task(s) done%s", self._what, done, total, retried
-                    )
+                self._report()
+
+    def _report(self) -> None:
+        done, total, failed = self.tasks()
+        if total and not self._started:
+            self._started = True
+            self._log.info("spark: job of %s started: %d task(s)", self._what, total)
+        if total and (done, failed) != self._last:
+            self._last = (done, failed)
+            retried = f", {failed} failed attempt(s)" if failed else ""
+            self._log.info("spark: %s: %d/%d task(s) done%s", self._what, done, total, retried)
 
 
 # -- sessions -------------------------------------------------------------------------------
