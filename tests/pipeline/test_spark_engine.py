@@ -279,3 +279,61 @@ def test_standalone_cluster_gives_the_arrow_engines_tables(
     _same(_rows(DaysSpec.rejects_table), _rows(SparkDays.rejects_table))
     again = _load("spark", SparkDays(), urls, "r2")  # idempotent on the cluster too
     assert again.rows_valid == 1550 and _rows(SparkDays.table).num_rows == 1550
+
+
+SUBMITTED = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import test_arrow_engine
+from pyspark import cloudpickle
+cloudpickle.register_pickle_by_value(test_arrow_engine)
+from civiclake import tables
+from civiclake.config import get_settings
+from civiclake.pipeline import commit as pipeline_commit
+from civiclake.pipeline.engines import get_stage, spark
+from civiclake.slices import WholeTable, Window
+from datetime import date
+_, table, rejects = test_arrow_engine._tables()
+staged = get_stage("spark")(
+    test_arrow_engine.DaysSpec(), get_settings().lake(), {urls!r}, test_arrow_engine._ctx("sub"),
+    table=table, rejects_table=rejects,
+)
+window = Window("day", date(2024, 1, 1), date(2024, 4, 1))
+pipeline_commit.commit(get_settings().lake(), table, rejects,
+                       pipeline_commit.Load(staged, window, WholeTable(), {{"run-id": "sub"}}))
+master = spark.spark_session(get_settings()).sparkContext.master
+print(json.dumps({{"master": master, "valid": staged.rows_valid, "engine": staged.engine}}))
+"""
+
+
+def test_spark_submit_runs_the_same_stage_on_its_own_session(tmp_path: Path) -> None:
+    """Users who schedule Spark themselves submit the job: spark-submit's master and conf rule
+    (a dead CIVICLAKE_SPARK_MASTER is ignored), the result is the same table."""
+    import json
+    import subprocess
+
+    from civiclake.testing.spark import spark_home
+
+    urls = _raw(get_settings().lake())
+    script = tmp_path / "job.py"
+    script.write_text(SUBMITTED.format(tests=str(Path(__file__).parent), urls=urls))
+    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_SUBMIT_ARGS"}
+    env["CIVICLAKE_SPARK_MASTER"] = "spark://127.0.0.1:1"
+    env["SPARK_LOCAL_IP"] = "127.0.0.1"
+    submit = [str(spark_home() / "bin" / "spark-submit"), "--master", "local[1]"]
+    python = sys.executable
+    for prop in ("ui.enabled=false", f"pyspark.python={python}", f"pyspark.driver.python={python}"):
+        submit += ["--conf", f"spark.{prop}"]
+    done = subprocess.run(
+        [*submit, "--driver-memory", "512m", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"master": "local[1]", "valid": 1550, "engine": "spark"}
+    rows = _rows(DaysSpec.table)
+    assert rows.num_rows == 1550 and set(rows.column("load_run_id").to_pylist()) == {"sub"}

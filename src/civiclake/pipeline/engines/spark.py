@@ -327,9 +327,16 @@ def spark_session(
 ) -> SparkSession:
     """The Spark session for ``settings`` (``CIVICLAKE_SPARK_MASTER``, ``CIVICLAKE_SPARK_CONF``),
     reused while they stay the same. Fails in one line, before Spark's client retries for a
-    minute, when there is no Java or a ``spark://`` master does not answer."""
+    minute, when there is no Java or a ``spark://`` master does not answer.
+
+    Under ``spark-submit`` (which started the JVM and set ``PYSPARK_GATEWAY_PORT``) the session
+    is spark-submit's own: its ``--master`` and ``--conf`` rule, the settings are not used."""
     global _current
     require("pyspark", package="pyspark", extra="spark", needed_by="--engine spark")
+    if os.environ.get("PYSPARK_GATEWAY_PORT"):
+        from pyspark.sql import SparkSession
+
+        return SparkSession.builder.getOrCreate()
     master = settings.spark_master
     conf = session_conf(master, settings.spark_conf.get_secret_value())
     java_home = find_java()
