@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -49,14 +50,33 @@ class SparkDays(DaysSpec):
     rejects_table = "toy.days_spark_rejects"
 
 
+class FailingDays(DaysSpec):
+    """A transform that raises on the March file (a bug, or a file it cannot read)."""
+
+    def transform(self, batch: pa.RecordBatch, ctx: RunContext) -> pa.RecordBatch:
+        if batch.column("day")[0].as_py().startswith("2024-03"):
+            raise ValueError("cannot type March")
+        return super().transform(batch, ctx)
+
+
 class DyingDays(DaysSpec):
-    """Kills its own Python worker (SIGKILL) on the March file, after other files were typed
-    and written: a job killed mid-write."""
+    """Kills its own Python worker (SIGKILL) on the March file once the other task has written
+    its data files (it waits for more than ``files`` Parquet files under ``warehouse``): a job
+    killed mid-write, with files of the same load already in the table's location."""
 
     def transform(self, batch: pa.RecordBatch, ctx: RunContext) -> pa.RecordBatch:
         if ctx.options.get("die") and batch.column("day")[0].as_py().startswith("2024-03"):
+            deadline = time.monotonic() + 120
+            while len(_parquet(ctx.options["warehouse"])) <= ctx.options["files"]:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
             os.kill(os.getpid(), 9)
         return super().transform(batch, ctx)
+
+
+def _parquet(folder: str) -> list[str]:
+    return [str(p) for p in Path(folder).rglob("*.parquet")]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -203,20 +223,26 @@ def test_a_job_killed_mid_write_commits_nothing_and_the_next_run_completes(
     _load("spark", DaysSpec(), urls[:1], "before")
     table = tables.load_catalog(get_settings()).load_table(DaysSpec.table)
     before = table.current_snapshot().snapshot_id  # type: ignore[union-attr]
-    files_before = set(_data_files(lake))
+    warehouse = lake.join("warehouse").removeprefix("file://")
+    files_before = set(_parquet(warehouse))
     failed = r"spark job staging toy\.days failed, nothing was committed"
-    with pytest.raises(CivicLakeError, match=failed):
-        _load("spark", DyingDays(), urls, "killed", die=True)
+    with pytest.raises(CivicLakeError, match=failed) as failed_job:
+        options = {"die": True, "warehouse": warehouse, "files": len(files_before)}
+        _load("spark", DyingDays(), urls, "killed", **options)
     table = tables.load_catalog(get_settings()).load_table(DaysSpec.table)
     assert table.current_snapshot().snapshot_id == before  # type: ignore[union-attr]
     assert set(_rows(DaysSpec.table).column("load_run_id").to_pylist()) == {"before"}
-    assert set(_data_files(lake)) > files_before  # the killed job wrote: orphans only
+    assert set(_parquet(warehouse)) > files_before  # the killed job wrote: orphans only
+    assert "Python worker exited unexpectedly" in str(failed_job.value)
+    assert "\n" not in str(failed_job.value)
+    with pytest.raises(CivicLakeError) as raised:
+        _load("spark", FailingDays(), urls, "raised")
+    assert str(raised.value) == (
+        "spark job staging toy.days failed, nothing was committed: ValueError: cannot type March"
+    )
+    assert set(_rows(DaysSpec.table).column("load_run_id").to_pylist()) == {"before"}
     after = _load("spark", DyingDays(), urls, "after")
     assert after.rows_valid == 1550 and _rows(DaysSpec.table).num_rows == 1550
-
-
-def _data_files(lake: Lake) -> list[str]:
-    return [p for p in lake.fs.find(lake.join("warehouse")) if p.endswith(".parquet")]
 
 
 def test_no_java_is_one_line_error(local_spark: str, monkeypatch: pytest.MonkeyPatch) -> None:

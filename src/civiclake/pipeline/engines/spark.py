@@ -108,7 +108,7 @@ def stage(
     )
     # the lake's credentials, as the driver's environment has them, reach the Python workers
     # with this job's function (not Spark's configuration, which Spark may log)
-    context.environment.update(lake_environment())
+    _forward_environment(context.environment)
     group = f"civiclake-{ctx.run_id}-{uuid.uuid4().hex[:8]}"
     context.setJobGroup(group, f"stage {spec.table} ({len(urls)} files)", True)
     log.info(
@@ -153,6 +153,19 @@ def lake_environment() -> dict[str, str]:
         for name, value in os.environ.items()
         if name.startswith(LAKE_ENV_PREFIXES) or name in LAKE_ENV_NAMES
     }
+
+
+_forwarded: set[str] = set()
+
+
+def _forward_environment(environment: dict[str, str]) -> None:
+    """The lake's variables as they are now (a variable unset since the last job is dropped)."""
+    current = lake_environment()
+    for name in _forwarded - current.keys():
+        environment.pop(name, None)
+    environment.update(current)
+    _forwarded.clear()
+    _forwarded.update(current)
 
 
 @dataclass(frozen=True)
@@ -237,22 +250,27 @@ def _merge(task: _StageTask, results: list[_TaskResult], began: float) -> Staged
     )
 
 
-_FAILURE_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit)):? ?(.*)$")
+_PYTHON_ERROR = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)(: .*)?$")
+_LOST_TASK = re.compile(r"^Task .* failed \d+ times?, most recent failure: Lost task [^:]*: ")
 
 
 def _failure(exc: BaseException) -> str:
-    """One line from a Spark job failure: the task's Python exception if there is one."""
+    """One line from a Spark job failure: the task's Python exception when a task raised one
+    (the last line of its traceback), else the reason Spark aborted the job."""
     text = str(exc)
-    python_lines = [
-        line.strip()
-        for line in text.splitlines()
-        if _FAILURE_LINE.match(line.strip()) and not line.strip().startswith(("org.", "java."))
-    ]
-    if python_lines:
-        line = python_lines[-1]
-    else:
-        found = re.search(r"Job aborted due to stage failure: ([^\n]*)", text)
-        line = found.group(1) if found else (text.strip().splitlines() or [type(exc).__name__])[0]
+    lines = text.splitlines()
+    if "Traceback (most recent call last)" in text:
+        after = lines[max(i for i, line in enumerate(lines) if "Traceback (most recent" in line) :]
+        raised = [line.strip() for line in after if _PYTHON_ERROR.match(line.strip())]
+        if raised:
+            return _shorten(raised[0])
+    found = re.search(r"Job aborted due to stage failure: ([^\n]*)", text)
+    if found:
+        return _shorten(_LOST_TASK.sub("", found.group(1)))
+    return _shorten(next((line.strip() for line in lines if line.strip()), type(exc).__name__))
+
+
+def _shorten(line: str) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
