@@ -18,6 +18,7 @@ Spark configuration.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -482,6 +483,13 @@ def spark_log() -> Path:
     return Path(tempfile.gettempdir(), f"civiclake-spark-{os.getpid()}.log")
 
 
+def _drop_quiet_log() -> None:
+    """At exit: a log without errors says nothing worth keeping (one per process otherwise)."""
+    with contextlib.suppress(OSError):
+        if "ERROR" not in spark_log().read_text(errors="replace"):
+            spark_log().unlink()
+
+
 def _launch(conf: dict[str, str], launch_gateway: Any) -> Any:
     with tempfile.TemporaryDirectory(prefix="civiclake-spark-") as private:
         os.chmod(private, 0o700)
@@ -502,7 +510,9 @@ def _launch(conf: dict[str, str], launch_gateway: Any) -> Any:
         )
         try:
             with spark_log().open("ab") as log:
-                return launch_gateway(popen_kwargs={"stdout": log, "stderr": log})
+                gateway = launch_gateway(popen_kwargs={"stdout": log, "stderr": log})
+            atexit.register(_drop_quiet_log)
+            return gateway
         finally:
             if previous is None:
                 os.environ.pop("PYSPARK_SUBMIT_ARGS", None)
