@@ -99,7 +99,9 @@ class Settings(BaseSettings):
         None, description="taxi_zone_lookup.csv; default: <TLC mirror root>/misc/."
     )
     tlc_concurrency: int = Field(2, ge=1, description="Months processed at the same time.")
-    engine: str = Field("arrow", description="The stage engine (civiclake.pipeline.engines).")
+    engine: str = Field(
+        "arrow", description="The stage engine (civiclake.pipeline.engines): arrow or spark."
+    )
     download_timeout: float = Field(120.0, gt=0, description="Seconds without data = failure.")
     download_retries: int = Field(3, ge=0, description="Retries of a failed download.")
     download_retry_delay: float = Field(2.0, ge=0, description="First retry delay; doubles.")
@@ -122,9 +124,6 @@ class Settings(BaseSettings):
     )
     datasets: dict[str, DatasetConfig] = Field(
         default_factory=dict, description="Named Socrata datasets ([datasets.NAME] tables)."
-    )
-    engine: str = Field(
-        "arrow", description="Engine of the stage step: arrow (this process) or spark."
     )
     spark_master: str = Field(
         "local[*]",

@@ -122,12 +122,16 @@ def _raw(lake: Lake) -> list[str]:
     ]
 
 
-def _load(engine: str, spec: DaysSpec, urls: list[str], run: str, **options: Any) -> Staged:
+def _load(
+    engine: str, spec: DaysSpec, urls: list[str], run: str, sink: Any = None, **options: Any
+) -> Staged:
     """Stage with ``engine`` and commit the window and the whole rejects table, as a flow does."""
     lake = get_settings().lake()
     _, table, rejects = _tables(type(spec))
     ctx = RunContext(run_id=run, source="test", now=_ctx().now, options=options)
-    staged = get_stage(engine)(spec, lake, iter(urls), ctx, table=table, rejects_table=rejects)
+    staged = get_stage(engine)(
+        spec, lake, iter(urls), ctx, table=table, rejects_table=rejects, sink=sink
+    )
     properties = {"run-id": run, "engine": engine}
     load = pipeline_commit.Load(staged, WINDOW, WholeTable(), properties)
     pipeline_commit.commit(lake, table, rejects, load)
@@ -161,9 +165,13 @@ def test_spark_local_gives_the_arrow_engines_tables(
     caplog.set_level(logging.INFO, logger="civiclake.pipeline")
     lake = get_settings().lake()
     urls = _raw(lake)
-    arrow = _load("arrow", DaysSpec(), urls, "r1")
-    on_spark = _load("spark", SparkDays(), urls, "r1")
+    streamed: dict[str, list[pa.Table]] = {"arrow": [], "spark": []}  # a streaming warehouse
+    arrow = _load("arrow", DaysSpec(), urls, "r1", sink=streamed["arrow"].append)
+    on_spark = _load("spark", SparkDays(), urls, "r1", sink=streamed["spark"].append)
     assert on_spark.engine == "spark" and on_spark.seconds > 0
+    assert on_spark.rejected_by_reason == arrow.rejected_by_reason
+    assert sum(on_spark.rejected_by_reason.values()) == 4
+    _same(pa.concat_tables(streamed["arrow"]), pa.concat_tables(streamed["spark"]))
     assert (on_spark.rows_read, on_spark.rows_valid, on_spark.rows_rejected) == (1554, 1550, 4)
     assert (arrow.rows_read, arrow.rows_valid, arrow.rows_rejected) == (1554, 1550, 4)
     assert on_spark.observed == arrow.observed

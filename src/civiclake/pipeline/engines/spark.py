@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import logging
 import os
 import pickle
@@ -32,17 +33,19 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from civiclake._private.extras import require
 from civiclake._private.iceberg_write import DataFiles, DataFileWriter
 from civiclake.errors import CivicLakeError
-from civiclake.pipeline.contract import DatasetSpec, RunContext, Staged, split
+from civiclake.pipeline.contract import REJECT_REASON, DatasetSpec, RunContext, Staged, split
 
 if TYPE_CHECKING:
     from pyiceberg.io import FileIO
@@ -89,9 +92,14 @@ def stage(
     rejects_table: Table,
     expected_rows: int | None = None,
     log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+    sink: Callable[[pa.Table], None] | None = None,
 ) -> Staged:
     """Type every file of ``raw_urls`` on Spark into data files of ``table`` and
-    ``rejects_table``; commit nothing (the caller commits the returned ``Staged``)."""
+    ``rejects_table``; commit nothing (the caller commits the returned ``Staged``).
+
+    ``sink`` (a warehouse that streams while staging) gets the valid rows after the job, read
+    back from the job's data files on this process batch by batch (bounded memory): the
+    executors cannot reach the driver's warehouse transaction. Its error ends the stage."""
     from civiclake.config import get_settings
 
     began = time.monotonic()
@@ -134,6 +142,9 @@ def stage(
     finally:
         context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
     staged = _merge(task, [pickle.loads(bytes(row[0])) for row in rows], began)
+    if sink is not None:
+        _feed(sink, spec, table, staged)
+        staged = dataclasses.replace(staged, seconds=round(time.monotonic() - began, 3))
     log.info(
         "spark: stage %s done in %.1f s: %s rows read, %s valid, %s rejected, %d data file(s)",
         spec.table,
@@ -175,6 +186,7 @@ class _TaskResult:
     rejects: DataFiles
     rows_read: int
     observed: dict[str, set[Any]]
+    rejected_by_reason: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -195,6 +207,7 @@ class _StageTask:
         """The task: its raw files -> data files (one open file per partition per task)."""
         read = 0
         observed: dict[str, set[Any]] = {}
+        reasons: Counter[str] = Counter()
         with (
             DataFileWriter(self.metadata, self.io) as rows_out,
             DataFileWriter(self.rejects_metadata, self.rejects_io) as rejects_out,
@@ -202,16 +215,22 @@ class _StageTask:
             for urls in batches:
                 for url in urls.column(0).to_pylist():
                     for batch in self.spec.read(self.lake, url):
-                        rows, rejects = split(
-                            self.spec, self.spec.transform(batch, self.ctx), self.ctx
-                        )
+                        out = self.spec.transform(batch, self.ctx)
+                        rows, rejects = split(self.spec, out, self.ctx)
+                        if rejects.num_rows:
+                            counts = pc.value_counts(out.column(REJECT_REASON)).to_pylist()
+                            for item in counts:
+                                if item["values"] is not None:
+                                    reasons[item["values"]] += item["counts"]
                         rows_out.write(rows)
                         rejects_out.write(rejects)
                         if rows.num_rows:
                             for key, values in self.spec.observe(rows).items():
                                 observed.setdefault(key, set()).update(values)
                         read += batch.num_rows
-            result = _TaskResult(rows_out.close(), rejects_out.close(), read, observed)
+            result = _TaskResult(
+                rows_out.close(), rejects_out.close(), read, observed, dict(reasons)
+            )
         yield pa.RecordBatch.from_pydict(
             {"payload": [pickle.dumps(result)]}, schema=pa.schema([("payload", pa.binary())])
         )
@@ -227,6 +246,7 @@ class _StageTask:
             ),
             0,
             {},
+            {},
         )
 
 
@@ -235,10 +255,12 @@ def _merge(task: _StageTask, results: list[_TaskResult], began: float) -> Staged
     total = task.empty()
     data, rejects, read = total.data, total.rejects, 0
     observed: dict[str, set[Any]] = {}
+    reasons: Counter[str] = Counter()
     for result in results:
         data, rejects, read = data + result.data, rejects + result.rejects, read + result.rows_read
         for key, values in result.observed.items():
             observed.setdefault(key, set()).update(values)
+        reasons.update(result.rejected_by_reason)
     return Staged(
         data=data,
         rejects=rejects,
@@ -248,7 +270,26 @@ def _merge(task: _StageTask, results: list[_TaskResult], began: float) -> Staged
         observed={key: frozenset(values) for key, values in observed.items()},
         engine=NAME,
         seconds=round(time.monotonic() - began, 3),
+        rejected_by_reason=dict(reasons),
     )
+
+
+SINK_BATCH_ROWS = 65_536
+
+
+def _feed(
+    sink: Callable[[pa.Table], None], spec: DatasetSpec, table: Table, staged: Staged
+) -> None:
+    """The staged valid rows to ``sink``, one Parquet batch at a time, in the spec's types."""
+    import pyarrow.parquet as pq
+
+    schema = spec.arrow_schema()
+    for data_file in staged.data.files:
+        with table.io.new_input(data_file.file_path).open() as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=SINK_BATCH_ROWS):
+                rows = pa.Table.from_batches([batch]).select(schema.names)
+                sink(rows.cast(schema))
+                del batch, rows
 
 
 _PYTHON_ERROR = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)(: .*)?$")
