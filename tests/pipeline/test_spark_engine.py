@@ -10,13 +10,14 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import psutil
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import test_arrow_engine
 from test_arrow_engine import DaysSpec, _ctx, _write_raw
@@ -371,3 +372,45 @@ def test_spark_submit_runs_the_same_stage_on_its_own_session(tmp_path: Path) -> 
     assert result == {"master": "local[1]", "valid": 1550, "engine": "spark"}
     rows = _rows(DaysSpec.table)
     assert rows.num_rows == 1550 and set(rows.column("load_run_id").to_pylist()) == {"sub"}
+
+
+def test_real_green_month_spark_gives_the_arrow_engines_tables(
+    local_spark: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TLC spec on the real green 2020-10 file: the same rows, rejects (reasons) and sums."""
+    from civiclake.sources import tlc
+    from civiclake.tables import SNAPSHOT_PROPERTY_PREFIX
+
+    green = Path(__file__).resolve().parents[2].parent / "shared/data/tlc"
+    spec, month = tlc.spec_for("green"), tlc.Month(2020, 10)
+    ctx = tlc.context(spec, month, run_id="g1", now=_ctx().now)
+    results: dict[str, tuple[Staged, pa.Table, pa.Table]] = {}
+    for engine in ("arrow", "spark"):
+        monkeypatch.setenv("CIVICLAKE_HOME", str(tmp_path / engine))
+        settings = get_settings()
+        lake = settings.lake()
+        path = str(green / "green_tripdata_2020-10.csv.gz")
+        raw = tlc.stage_local_file(lake, path, "green", month)
+        catalog = tables.load_catalog(settings)
+        table = tables.ensure_table_for(
+            catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
+        )
+        rejects = tables.ensure_table_for(catalog, spec.rejects_table, tlc.rejects_schema(spec))
+        staged = get_stage(engine)(spec, lake, [raw], ctx, table=table, rejects_table=rejects)
+        load = pipeline_commit.Load(
+            staged,
+            ctx.slice,  # type: ignore[arg-type]
+            Window("source_month", month.first_day, month.first_day + timedelta(days=1)),
+            {"run-id": "g1", "rows-loaded": str(staged.rows_valid)},
+        )
+        pipeline_commit.commit(lake, table, rejects, load)
+        results[engine] = (staged, _rows(spec.table), _rows(spec.rejects_table))
+        summary = catalog.load_table(spec.table).current_snapshot().summary  # type: ignore[union-attr]
+        assert summary[SNAPSHOT_PROPERTY_PREFIX + "rows-loaded"] == "94852"  # type: ignore[index]
+    (arrow, arrow_rows, arrow_rejects), (on_spark, rows, rejected) = results.values()
+    assert (on_spark.rows_valid, on_spark.rows_rejected) == (94_852, 268)
+    assert on_spark.rejected_by_reason == arrow.rejected_by_reason
+    assert on_spark.observed == arrow.observed
+    assert round(pc.sum(rows.column("total_amount")).as_py(), 2) == 2_192_954.40
+    _same(arrow_rows, rows)
+    _same(arrow_rejects, rejected)
