@@ -414,3 +414,28 @@ def test_real_green_month_spark_gives_the_arrow_engines_tables(
     assert round(pc.sum(rows.column("total_amount")).as_py(), 2) == 2_192_954.40
     _same(arrow_rows, rows)
     _same(arrow_rejects, rejected)
+
+
+@pytest.mark.prefect
+@pytest.mark.usefixtures("prefect_server")
+def test_taxi_run_with_the_spark_engine_end_to_end(
+    local_spark: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CIVICLAKE_ENGINE=spark civiclake taxi run --from-file``: the flow stages on Spark,
+    commits, loads DuckDB (the default warehouse) from the data files, and says so."""
+    from typer.testing import CliRunner
+
+    from civiclake.cli import app
+    from civiclake.warehouse import open_warehouse
+
+    green = Path(__file__).resolve().parents[2].parent / "shared/data/tlc"
+    monkeypatch.setenv("CIVICLAKE_ENGINE", "spark")
+    result = CliRunner().invoke(
+        app, ["taxi", "run", "--from-file", str(green / "green_tripdata_2020-10.csv.gz")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "94,852" in result.output
+    assert _rows("tlc.green_trips").num_rows == 94_852
+    assert _rows("tlc.green_trips_rejects").num_rows == 268
+    with open_warehouse("duckdb", get_settings()) as warehouse:
+        assert warehouse.count("tlc.green_trips") == 94_852  # type: ignore[attr-defined]
