@@ -215,7 +215,7 @@ def main() -> None:
         runs = [("arrow", "")] + [("spark", m) for m in args.masters.split(",")]
         cluster = None
         if args.cluster:
-            from civiclake.testing.spark import SparkCluster
+            from testsupport.spark import SparkCluster
 
             cluster = SparkCluster(cores=2, memory="1g").__enter__()
             runs.append(("spark", cluster.master))

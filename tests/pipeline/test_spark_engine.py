@@ -29,8 +29,8 @@ from civiclake.lake import Lake
 from civiclake.pipeline import RunContext, Staged, commit as pipeline_commit
 from civiclake.pipeline.engines import get_stage, spark
 from civiclake.slices import WholeTable, Window
-from civiclake.testing.objectstores import ObjectStore
-from civiclake.testing.spark import SparkCluster
+from testsupport.objectstores import ObjectStore
+from testsupport.spark import SparkCluster
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 pyspark = pytest.importorskip("pyspark")
@@ -266,7 +266,7 @@ def test_no_java_is_one_line_error(local_spark: str, monkeypatch: pytest.MonkeyP
 
 
 def test_dead_master_is_one_line_error_nothing_committed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from civiclake.testing._process import free_port
+    from testsupport._process import free_port
 
     master = f"spark://127.0.0.1:{free_port()}"
     monkeypatch.setenv("CIVICLAKE_SPARK_MASTER", master)
@@ -347,7 +347,7 @@ def test_spark_submit_runs_the_same_stage_on_its_own_session(tmp_path: Path) -> 
     import json
     import subprocess
 
-    from civiclake.testing.spark import spark_home
+    from testsupport.spark import spark_home
 
     urls = _raw(get_settings().lake())
     script = tmp_path / "job.py"

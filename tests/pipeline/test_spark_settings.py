@@ -9,7 +9,7 @@ import pytest
 from civiclake.config import get_settings
 from civiclake.errors import CivicLakeError, ConfigError
 from civiclake.pipeline.engines import ENGINES, spark
-from civiclake.testing._process import free_port
+from testsupport._process import free_port
 
 
 def test_engine_settings_defaults() -> None:

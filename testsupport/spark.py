@@ -4,7 +4,7 @@ The pyspark wheel has no ``start-master.sh``/``start-worker.sh``, but its
 ``sbin/spark-daemon.sh`` starts the same daemons. Everything (logs, pid files, the worker's
 scratch space) lives in a temp dir; the worker runs this Python for its executors. Use it as a
 context manager (``with SparkCluster() as cluster: cluster.master``) or run
-``python -m civiclake.testing.spark`` to keep one up for a benchmark.
+``python -m testsupport.spark`` to keep one up for a benchmark.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from civiclake.testing._process import free_port, log_tail
+from testsupport._process import free_port, log_tail
 
 __all__ = ["MASTER_CLASS", "WORKER_CLASS", "SparkCluster", "main"]
 
