@@ -17,6 +17,9 @@ FROM ${BASE_IMAGE}
 # Extras baked in: every lake backend and BigQuery, so one image serves every block.
 ARG EXTRAS=azure,s3,gcs,bigquery
 ARG UID=1000
+# The Spark engine (--engine spark): add the extra and a Java runtime, e.g.
+#   --build-arg EXTRAS=azure,s3,gcs,bigquery,spark --build-arg JAVA=openjdk-17-jre-headless
+ARG JAVA=
 
 # A one-shot container (docker run ... bnt run) leaves no background Prefect server behind:
 # CIVICLAKE_SERVER_AUTOSTART=0 (a work pool's runs have PREFECT_API_URL anyway).
@@ -30,6 +33,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DO_NOT_TRACK=1 \
     CIVICLAKE_HOME=/data/civiclake \
     CIVICLAKE_SERVER_AUTOSTART=0
+
+# slim images drop man pages, and the JRE's postinst links one: the folder must exist
+RUN if [ -n "${JAVA}" ]; then \
+        apt-get update && mkdir -p /usr/share/man/man1 \
+        && apt-get install -y --no-install-recommends "${JAVA}" && rm -rf /var/lib/apt/lists/*; \
+    fi
 
 RUN python3 -m venv /opt/venv \
     && useradd --uid "${UID}" --user-group --create-home --shell /usr/sbin/nologin civiclake \

@@ -7,12 +7,13 @@ lives under ``CIVICLAKE_HOME`` so a fresh laptop needs no service at all.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import AliasChoices, BaseModel, Field, Secret, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, Secret, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -98,7 +99,9 @@ class Settings(BaseSettings):
         None, description="taxi_zone_lookup.csv; default: <TLC mirror root>/misc/."
     )
     tlc_concurrency: int = Field(2, ge=1, description="Months processed at the same time.")
-    engine: str = Field("arrow", description="The stage engine (civiclake.pipeline.engines).")
+    engine: str = Field(
+        "arrow", description="The stage engine (civiclake.pipeline.engines): arrow or spark."
+    )
     download_timeout: float = Field(120.0, gt=0, description="Seconds without data = failure.")
     download_retries: int = Field(3, ge=0, description="Retries of a failed download.")
     download_retry_delay: float = Field(2.0, ge=0, description="First retry delay; doubles.")
@@ -122,10 +125,31 @@ class Settings(BaseSettings):
     datasets: dict[str, DatasetConfig] = Field(
         default_factory=dict, description="Named Socrata datasets ([datasets.NAME] tables)."
     )
+    spark_master: str = Field(
+        "local[*]",
+        description="Spark master for --engine spark: local[N], spark://HOST:7077, yarn, k8s://...",
+    )
+    spark_conf: Secret[dict[str, str]] = Field(
+        default_factory=lambda: Secret[dict[str, str]]({}),
+        description="Extra Spark properties (JSON object in CIVICLAKE_SPARK_CONF); secret.",
+    )
     bnt_dataset_id: str = "qzve-kjga"
     bnt_lookback_days: int = Field(
         7, ge=0, description="Days re-fetched before the high-water mark."
     )
+
+    @field_validator("spark_conf", mode="before")
+    @classmethod
+    def _spark_conf_json(cls, value: object) -> object:
+        """``CIVICLAKE_SPARK_CONF`` is a JSON object; values become strings (Spark's own)."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError:
+                raise ValueError("not a JSON object of Spark properties") from None
+        if isinstance(value, dict):
+            return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -228,6 +252,10 @@ def _check_config_keys(path: Path) -> None:
             )
 
 
+_SECRET_SETTINGS = {"spark_conf", "lake_options", "postgres_url", "bigquery_credentials"}
+"""Settings whose value an error message never shows."""
+
+
 def _validation_message(exc: Any, path: Path) -> str:
     """The first invalid setting, named as the user wrote it (env var or config key)."""
     error = exc.errors()[0]
@@ -239,7 +267,8 @@ def _validation_message(exc: Any, path: Path) -> str:
         return f"config file {path}: {where} {'.'.join(loc[2:])}: {error['msg']}"
     field = loc[0] if loc else "?"
     value = error.get("input")
-    shown = f" = {value!r}" if isinstance(value, str | int | float) else ""
+    secret = field in _SECRET_SETTINGS
+    shown = f" = {value!r}" if isinstance(value, str | int | float) and not secret else ""
     return (
         f"setting {field}{shown}: {error['msg']} "
         f"(from CIVICLAKE_{field.upper()} or {field} in {path})"

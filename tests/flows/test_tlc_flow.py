@@ -196,7 +196,7 @@ def test_an_unknown_engine_exits_2_before_any_month(
     monkeypatch.setenv("CIVICLAKE_ENGINE", "nope")
     result = cli("taxi", "run", "--from-file", str(YELLOW))
     assert result.exit_code == 2, result.output
-    assert "unknown engine 'nope' (engines: arrow)" in result.output
+    assert "unknown engine 'nope' (engines: arrow, spark)" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not tables.load_catalog(get_settings()).table_exists("tlc.yellow_trips")
 

@@ -180,7 +180,7 @@ def test_writer_bounds_buffers_and_rolls_row_groups(monkeypatch: pytest.MonkeyPa
 
 
 def test_unknown_engine_is_a_parameter_error() -> None:
-    with pytest.raises(ParameterError, match="unknown engine 'ray' \\(engines: arrow\\)"):
+    with pytest.raises(ParameterError, match="unknown engine 'ray' \\(engines: arrow, spark\\)"):
         get_stage("ray")
 
 

@@ -1,8 +1,9 @@
 """Engines run the stage step: raw files -> data files of a table and its rejects.
 
-``arrow`` (the default) runs in this process with bounded memory. An engine is one module with
-a ``stage`` function of the signature of ``arrow.stage``; the flows pick it by name
-(``CIVICLAKE_ENGINE``), so a distributed engine plugs in here without touching a flow.
+``arrow`` (the default) runs in this process with bounded memory; ``spark`` runs the same
+transform on a Spark cluster (``CIVICLAKE_SPARK_MASTER``) and the driver commits. An engine is
+one module with a ``stage`` function of the signature of ``arrow.stage``; the flows pick it by
+name (``CIVICLAKE_ENGINE``), so a distributed engine plugs in here without touching a flow.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from typing import Any
 
 from civiclake.errors import ParameterError
 
-ENGINES = {"arrow": "civiclake.pipeline.engines.arrow"}
+ENGINES = {
+    "arrow": "civiclake.pipeline.engines.arrow",
+    "spark": "civiclake.pipeline.engines.spark",  # needs civiclake[spark] and a Java runtime
+}
 DEFAULT_ENGINE = "arrow"
 
 
