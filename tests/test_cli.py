@@ -308,3 +308,33 @@ def test_help_texts_print_their_brackets(command: list[str], shown: str) -> None
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert shown in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["bnt", "run", "--start-date", "2024-03-01"],
+        ["taxi", "run", "--color", "green", "--year", "2020", "--months", "10"],
+        ["socrata", "run", "abcd-1234"],
+    ],
+)
+def test_an_unknown_engine_option_is_refused_before_anything_runs(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CIVICLAKE_ENGINE", raising=False)
+    result = cli(*command, "--engine", "ray")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: unknown engine 'ray' (engines: arrow, spark)"
+    assert "CIVICLAKE_ENGINE" not in os.environ
+    assert not (get_settings().home_dir / "lake").exists()  # nothing fetched or written
+
+
+def test_the_engine_option_reaches_the_run_as_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--engine overrides CIVICLAKE_ENGINE for the run (checks and flow read the setting)."""
+    from civiclake.cli._base import use_engine
+
+    monkeypatch.setenv("CIVICLAKE_ENGINE", "arrow")
+    use_engine("spark")
+    assert get_settings().engine == "spark"
+    use_engine(None)
+    assert get_settings().engine == "spark"

@@ -173,6 +173,25 @@ WAREHOUSE_BLOCK_OPTION = typer.Option(
 PAGE_SIZE_OPTION = typer.Option(
     None, "--page-size", min=1, help="Rows per API page ($limit) [default: 50000]."
 )
+ENGINE_OPTION = typer.Option(
+    None,
+    "--engine",
+    help="Engine of the stage step: arrow (this process) or spark (CIVICLAKE_SPARK_MASTER) "
+    "[default: CIVICLAKE_ENGINE, else arrow].",
+)
+
+
+def use_engine(engine: str | None) -> None:
+    """``--engine``: checked, then the run (checks and flow, in this process) reads it from
+    the environment as it reads ``CIVICLAKE_ENGINE``."""
+    if engine is None:
+        return
+    from civiclake.pipeline.engines import check_engine
+
+    check_engine(engine)
+    os.environ["CIVICLAKE_ENGINE"] = engine
+
+
 ALLOW_EMPTY_OPTION = typer.Option(
     False,
     "--allow-empty",

@@ -8,6 +8,7 @@ import typer
 
 from civiclake.cli._base import (
     ALLOW_EMPTY_OPTION,
+    ENGINE_OPTION,
     LAKE_BLOCK_OPTION,
     LAKE_OPTION,
     PAGE_SIZE_OPTION,
@@ -16,6 +17,7 @@ from civiclake.cli._base import (
     group,
     lake_settings,
     parse_date,
+    use_engine,
     user_errors,
 )
 from civiclake.cli._runs import print_summary, start_run, summary_on
@@ -55,6 +57,7 @@ def bnt_run(
     ),
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
     allow_empty: bool = ALLOW_EMPTY_OPTION,
+    engine: str | None = ENGINE_OPTION,
     portal: str | None = typer.Option(
         None,
         "--portal",
@@ -64,6 +67,8 @@ def bnt_run(
 ) -> None:
     """Load MTA B&T hourly traffic into mta.bnt_traffic_hourly (replaces the date range)."""
     from civiclake.sources.socrata_dataset import check_portal
+
+    use_engine(engine)
 
     if portal is not None:
         if from_file:

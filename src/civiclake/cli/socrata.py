@@ -9,6 +9,7 @@ from rich.table import Table as RichTable
 
 from civiclake.cli._base import (
     ALLOW_EMPTY_OPTION,
+    ENGINE_OPTION,
     LAKE_BLOCK_OPTION,
     LAKE_OPTION,
     PAGE_SIZE_OPTION,
@@ -20,6 +21,7 @@ from civiclake.cli._base import (
     out,
     parse_date,
     print_table,
+    use_engine,
     user_errors,
     wrote_records,
 )
@@ -104,8 +106,10 @@ def socrata_run(
     ),
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
     allow_empty: bool = ALLOW_EMPTY_OPTION,
+    engine: str | None = ENGINE_OPTION,
 ) -> None:
     """Load a dataset into Iceberg: everything first, then rows updated since the last run."""
+    use_engine(engine)
     parameters = {  # the flow's: the checks before Prefect and the run take the same
         "dataset": dataset,
         "table": table,

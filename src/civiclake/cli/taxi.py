@@ -11,6 +11,7 @@ from rich.table import Table as RichTable
 from civiclake._private.display import styled
 from civiclake.cli._base import (
     ALLOW_EMPTY_OPTION,
+    ENGINE_OPTION,
     LAKE_BLOCK_OPTION,
     LAKE_OPTION,
     WAREHOUSE_BLOCK_OPTION,
@@ -19,6 +20,7 @@ from civiclake.cli._base import (
     out,
     partitions_text,
     print_table,
+    use_engine,
     user_errors,
 )
 from civiclake.cli._runs import start_run
@@ -51,8 +53,10 @@ def taxi_run(
     lake_block: str | None = LAKE_BLOCK_OPTION,
     warehouse_block: str | None = WAREHOUSE_BLOCK_OPTION,
     allow_empty: bool = ALLOW_EMPTY_OPTION,
+    engine: str | None = ENGINE_OPTION,
 ) -> None:
     """Load TLC months: web -> lake (Parquet) -> Iceberg tlc.{color}_trips -> warehouse."""
+    use_engine(engine)
     if from_file:
         preflight.check_from_file(from_file, preflight.TLC_FILE_SUFFIXES)
         match = re.search(TAXI_FILE_PATTERN, from_file.rsplit("/", 1)[-1])
