@@ -51,7 +51,7 @@ from civiclake.guards import EmptyLoadRefused, refuse_empty, refused, same_rows
 from civiclake.pipeline import RunContext, Staged
 from civiclake.slices import RowIds, Slice, WholeTable, Window
 from civiclake.sources import socrata_dataset as datasets
-from civiclake.sources.socrata import SocrataClient
+from civiclake.sources.socrata import BodyError, SocrataClient
 from civiclake.sources.socrata_dataset import DatasetSpec, LoadMode
 from civiclake.sources.socrata_plan import (
     HWM_PROPERTY,
@@ -81,10 +81,28 @@ def fetch_stage(
     settings = settings_for(blocks)
     lake = settings.lake()
     log = get_run_logger()
-    stage = get_stage(settings.engine)
+    engine = get_stage(settings.engine)
     ctx = RunContext(run_id=run_id, source=spec.source, now=datetime.now(UTC))
     key = fetching.fetch_key(spec, planned.where, planned.table_snapshot)
-    progress = fetching.FetchProgress()
+
+    def stage(urls: Any, expected: int) -> Staged:
+        table, rejects_table = _ensure_tables(settings, spec)
+        staged: Staged = engine(
+            spec,
+            lake,
+            urls,
+            ctx,
+            table=table,
+            rejects_table=rejects_table,
+            expected_rows=expected,
+            log=log,
+        )
+        if staged.rows_read != expected:  # the stage decoded other rows than the fetch counted
+            raise fetching.CountMismatch(
+                f"fetched {staged.rows_read:,} rows but the portal counts {expected:,}"
+            )
+        return staged
+
     reused = fetching.find_complete(lake, spec, key)
     if reused is not None:
         log.info(
@@ -94,31 +112,23 @@ def fetch_stage(
             reused.run_id,
             f"{reused.rows:,}",
         )
-        table, rejects_table = _ensure_tables(settings, spec)
-        staged = stage(
-            spec,
-            lake,
-            reused.pages,
-            ctx,
-            table=table,
-            rejects_table=rejects_table,
-            expected_rows=reused.rows,
-            log=log,
-        )
         progress = fetching.FetchProgress(reused.rows, len(reused.pages), 0, reused=True)
-        return _fetched(staged, progress)
+        try:
+            return _fetched(stage(reused.pages, reused.rows), progress)
+        except (fetching.CountMismatch, BodyError) as exc:  # a page changed in the lake
+            log.warning(
+                "the raw pages of run %s do not read back (%s): fetching", reused.run_id, exc
+            )
     last_error = ""
     with SocrataClient.from_settings(settings, base_url=spec.portal) as client:
         for attempt in range(1, fetching.FETCH_ATTEMPTS + 1):
-            expected = client.count(spec.dataset_id, where=planned.where)
-            table, rejects_table = _ensure_tables(settings, spec)  # the query is valid
+            expected = client.count(spec.dataset_id, where=planned.where)  # the query is valid
             progress = fetching.FetchProgress()
             pages = fetching.fetch_pages(
                 client,
                 lake,
                 spec,
                 where=planned.where,
-                key=key,
                 run_id=run_id,
                 page_size=page_size,
                 expected=expected,
@@ -128,20 +138,14 @@ def fetch_stage(
             try:
                 # the next page downloads while this one is read back and typed
                 with Prefetch(pages, depth=1, name="civiclake-socrata-pages") as ahead:
-                    staged = stage(
-                        spec,
-                        lake,
-                        ahead,
-                        ctx,
-                        table=table,
-                        rejects_table=rejects_table,
-                        expected_rows=expected,
-                        log=log,
-                    )
-            except fetching.CountMismatch as exc:
+                    staged = stage(ahead, expected)
+            except (fetching.CountMismatch, BodyError) as exc:
                 last_error = str(exc)
                 log.warning("%s (attempt %d/%d)", last_error, attempt, fetching.FETCH_ATTEMPTS)
                 continue
+            fetching.record_complete(
+                lake, spec, key=key, run_id=run_id, where=planned.where, progress=progress
+            )
             return _fetched(staged, progress)
     raise SourceError(f"Socrata dataset '{spec.dataset_id}': {last_error} (incomplete answer)")
 
