@@ -87,7 +87,6 @@ class Settings(BaseSettings):
     page_size: int = Field(50_000, ge=1, description="Rows per Socrata page ($limit).")
     fetch_retries: int = Field(1, ge=0, description="Prefect task retries of a whole fetch.")
     fetch_retry_delay: float = Field(10.0, ge=0, description="Seconds before a fetch retry.")
-    engine: str = Field("arrow", description="Engine of the stage step (pipeline.engines).")
     lock_timeout: float = Field(
         7200.0, gt=0, description="Seconds a run waits for a table's lock before giving up."
     )

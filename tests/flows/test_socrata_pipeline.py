@@ -172,3 +172,14 @@ def test_tables_written_by_the_old_code_keep_loading(server: SocrataServer, tmp_
     full = cli("socrata", "run", DATASET, "--full")
     assert full.exit_code == 0, full.output
     assert sorted(r["socrata_id"] for r in rows_of()) == sorted(loaded)
+
+
+def test_an_unknown_engine_is_refused_before_any_page(
+    server: SocrataServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CIVICLAKE_ENGINE", "ray")
+    result = cli("socrata", "run", DATASET)
+    assert result.exit_code == 2, result.output
+    assert "unknown engine 'ray'" in result.output
+    assert page_requests(server.requests) == []
+    assert not tables.load_catalog(get_settings()).table_exists(TABLE)

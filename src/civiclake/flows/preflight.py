@@ -141,6 +141,7 @@ def socrata(
     from civiclake.sources.socrata_plan import check_existing_table, range_window, resolve_spec
 
     _check_block_has_to(to, warehouse_block)
+    check_engine(settings)
     if to:  # a range load replaces a window: every warehouse can
         check_to(to, settings, warehouse_block=warehouse_block, merges=not date_field)
     if lake_block:
