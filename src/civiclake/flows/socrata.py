@@ -73,10 +73,12 @@ def fetch_stage(
     """API pages -> raw zone -> data files of the table and its rejects (nothing committed),
     each page staged from the lake as soon as it is written; or, when a complete fetch of the
     same request is in the raw zone and the portal reports no change since, from its pages."""
+    from civiclake._private.malloc import mmap_large_allocations
     from civiclake._private.prefetch import Prefetch
     from civiclake.pipeline.engines import get_stage
     from civiclake.sources import socrata_fetch as fetching
 
+    mmap_large_allocations()  # ~30 MB page bodies given back to the OS once freed
     spec = planned.spec
     settings = settings_for(blocks)
     lake = settings.lake()
