@@ -18,6 +18,7 @@ dataset's work.
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -74,7 +75,6 @@ def fetch_stage(
     each page staged from the lake as soon as it is written; or, when a complete fetch of the
     same request is in the raw zone and the portal reports no change since, from its pages."""
     from civiclake._private.malloc import mmap_large_allocations
-    from civiclake._private.prefetch import Prefetch
     from civiclake.pipeline.engines import get_stage
     from civiclake.sources import socrata_fetch as fetching
 
@@ -87,8 +87,10 @@ def fetch_stage(
     ctx = RunContext(run_id=run_id, source=spec.source, now=datetime.now(UTC))
     key = fetching.fetch_key(spec, planned.where, planned.table_snapshot)
 
+    created: list[str] = []
+
     def stage(urls: Any, expected: int) -> Staged:
-        table, rejects_table = _ensure_tables(settings, spec)
+        table, rejects_table = _ensure_tables(settings, spec, created)
         staged: Staged = engine(
             spec,
             lake,
@@ -105,6 +107,25 @@ def fetch_stage(
             )
         return staged
 
+    from civiclake import interrupts
+
+    # a first run that fails or is interrupted before its commit leaves no empty table
+    with interrupts.undone_if_interrupted(lambda: _drop_unloaded(settings, created)):
+        try:
+            return _fetch_and_stage(planned, run_id, page_size, settings, key, stage, log)
+        except BaseException:
+            _drop_unloaded(settings, created)
+            raise
+
+
+def _fetch_and_stage(
+    planned: Plan, run_id: str, page_size: int, settings: Any, key: str, stage: Any, log: Any
+) -> dict[str, Any]:
+    from civiclake._private.prefetch import Prefetch
+    from civiclake.sources import socrata_fetch as fetching
+
+    spec = planned.spec
+    lake = settings.lake()
     reused = fetching.find_complete(lake, spec, key)
     if reused is not None:
         log.info(
@@ -152,9 +173,10 @@ def fetch_stage(
     raise SourceError(f"Socrata dataset '{spec.dataset_id}': {last_error} (incomplete answer)")
 
 
-def _ensure_tables(settings: Any, spec: DatasetSpec) -> tuple[Any, Any]:
+def _ensure_tables(settings: Any, spec: DatasetSpec, created: list[str]) -> tuple[Any, Any]:
     """The table (partition spec, columns added) and its rejects table, before the stage writes
-    their data files; under the table's lock (a schema change is a commit)."""
+    their data files; under the table's lock (a schema change is a commit). ``created`` gets
+    the names of those it created."""
     from civiclake import tables
 
     catalog = tables.load_catalog(settings)
@@ -162,11 +184,24 @@ def _ensure_tables(settings: Any, spec: DatasetSpec) -> tuple[Any, Any]:
         (spec.partition.transform, spec.partition.column) if spec.partition.transform else None
     )
     with table_lock(spec.table, settings):
+        created += [n for n in (spec.table, spec.rejects_table) if not catalog.table_exists(n)]
         table = tables.ensure_table_for(
             catalog, spec.table, spec.arrow_schema(), partition=partition, evolve=True
         )
         rejects = tables.ensure_table_for(catalog, spec.rejects_table, datasets.REJECTS_SCHEMA)
     return table, rejects
+
+
+def _drop_unloaded(settings: Any, created: list[str]) -> None:
+    """Drop the tables this run created when nothing was committed to them (a failed or
+    interrupted first run leaves the catalog as it was)."""
+    from civiclake import tables
+
+    catalog = tables.load_catalog(settings)
+    for name in created:
+        with suppress(Exception):
+            if catalog.load_table(name).current_snapshot() is None:
+                catalog.drop_table(name)
 
 
 def _fetched(staged: Staged, progress: Any) -> dict[str, Any]:
