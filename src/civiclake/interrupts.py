@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
 
@@ -33,6 +33,7 @@ EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a command stopped by C
 _lock = threading.RLock()  # re-entrant: the handler runs on the main thread, maybe inside
 _state: dict[str, object] = {"installed": False, "interrupted": False, "depth": 0}
 _commits: list[tuple[str, int]] = []
+_undo: list[Callable[[], None]] = []
 
 
 def install() -> None:
@@ -85,6 +86,20 @@ def message() -> str:
     return "interrupted: committed snapshots " + ", ".join(map(str, snapshots))
 
 
+@contextmanager
+def undone_if_interrupted(undo: Callable[[], None]) -> Iterator[None]:
+    """Run ``undo`` (best effort) if the process ends on an interrupt inside this block: e.g.
+    drop the empty tables a first load created before its commit, so ``nothing committed``
+    leaves the catalog as it was."""
+    with _lock:
+        _undo.append(undo)
+    try:
+        yield
+    finally:
+        with _lock, suppress(ValueError):
+            _undo.remove(undo)
+
+
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
     with _lock:
         if _state["interrupted"]:
@@ -100,6 +115,12 @@ def _exit_now() -> None:
     the fetch and Prefect's engine would go on, or print tracebacks)."""
     line = message()
     from civiclake._private import server_guard
+
+    with _lock:
+        undo = list(_undo)
+    for step in reversed(undo):
+        with suppress(Exception):
+            step()
 
     with suppress(Exception):
         server_guard.stop_servers()

@@ -573,7 +573,7 @@ def test_socrata_crash_between_the_two_commits_is_repaired_by_the_next_run(
     """The Socrata flow's two commits, as for B&T: a crash after the table's commit leaves
     its rejects one load behind; the next run completes them from the staged files before
     it commits anything, so ``--as-of`` the crashed load reads both at that load."""
-    from civiclake.flows import socrata as socrata_flow
+    from civiclake.pipeline import commit as pipeline_commit
     from civiclake.query import run_sql
     from civiclake.tables.pairs import pending_rejects
     from civiclake.testing.socrata_samples import sample_row
@@ -584,11 +584,15 @@ def test_socrata_crash_between_the_two_commits_is_repaired_by_the_next_run(
         rows[i] = {**sample_row(i, minutes=900), "count": "bad"}
     portal.add_dataset(DATASET, rows, columns=COLUMNS)
 
-    def crash(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("killed between the two commits")
+    commit_files = tables.commit_files
+
+    def crash(table: Any, *args: Any, **kwargs: Any) -> Any:
+        if table.name()[-1].endswith("_rejects"):
+            raise RuntimeError("killed between the two commits")
+        return commit_files(table, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(socrata_flow, "commit_rejects", crash)
+        patch.setattr(pipeline_commit.tables, "commit_files", crash)
         crashed_run = cli("socrata", "run", DATASET, *mode)
     assert crashed_run.exit_code != 0, crashed_run.output
     settings = get_settings()
@@ -606,7 +610,7 @@ def test_socrata_crash_between_the_two_commits_is_repaired_by_the_next_run(
     assert ids.column("socrata_id").to_pylist() == ["row-00020", "row-00021"]
     # repaired once: nothing left to complete, and a later run commits nothing
     catalog = tables.load_catalog(settings)
-    assert pending_rejects(catalog, table, rejects, socrata_flow.REJECTS_SLICE) is None
+    assert pending_rejects(catalog, table, rejects, pipeline_commit.LOAD_MARKER) is None
     before = len(catalog.load_table(rejects).metadata.snapshots)
     assert cli("socrata", "run", DATASET).exit_code == 0
     assert len(tables.load_catalog(settings).load_table(rejects).metadata.snapshots) == before

@@ -1,4 +1,6 @@
-"""The generic Socrata transform and dataset spec: types from metadata, rejects, no I/O."""
+"""The generic Socrata spec on the pipeline's contract: types from metadata, one batch in, one
+batch out (reject reason and record as received on the rows that do not fit), the raw-page
+reader, the newest update observed; no I/O in the transform."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from civiclake.config import get_settings
 from civiclake.errors import ParameterError
+from civiclake.pipeline import RAW_RECORD, REJECT_REASON, DatasetSpec, RunContext, split
 from civiclake.sources import socrata_dataset as datasets
-from civiclake.sources.socrata_transform import decode_page, transform
+from civiclake.sources.socrata_transform import BATCH_ROWS, decode_page
 from civiclake.testing.socrata import tabular_view
 from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_row, sample_rows
 
@@ -24,9 +28,30 @@ def spec(**kwargs: str) -> datasets.DatasetSpec:
     return datasets.spec_from_view(view, portal="https://data.example.org", **kwargs)
 
 
-def page(rows: list[dict]) -> pa.Table:
-    """Rows as the API's JSON body, decoded as the pipeline decodes it."""
-    return decode_page(orjson.dumps(rows), spec())
+def page(rows: list[dict]) -> pa.RecordBatch:
+    """Rows as the API's JSON body, decoded as the pipeline's reader decodes it."""
+    return decode_page(orjson.dumps(rows), spec()).combine_chunks().to_batches()[0]
+
+
+def ctx(run_id: str = "r", source: str = "s") -> RunContext:
+    return RunContext(run_id=run_id, source=source, now=NOW)
+
+
+def transform(
+    batch: pa.RecordBatch, the_spec: datasets.DatasetSpec, *, run_id: str, source: str
+) -> tuple[pa.Table, pa.Table]:
+    """The spec's transform (one batch out), split as every engine splits it."""
+    context = ctx(run_id, source)
+    out = the_spec.transform(batch, context)
+    assert out.schema == the_spec.arrow_schema().append(
+        pa.field(REJECT_REASON, pa.string())
+    ).append(pa.field(RAW_RECORD, pa.string()))
+    return split(the_spec, out, context)
+
+
+def test_the_spec_implements_the_pipeline_contract() -> None:
+    assert isinstance(spec(), DatasetSpec)
+    assert spec().rejects_schema() == datasets.REJECTS_SCHEMA
 
 
 def test_types_come_from_metadata() -> None:
@@ -52,7 +77,7 @@ def test_types_come_from_metadata() -> None:
 
 
 def test_values_are_exact_and_missing_keys_are_null() -> None:
-    valid, rejects = transform(page(sample_rows(4)), spec(), run_id="r", source="s", now=NOW)
+    valid, rejects = transform(page(sample_rows(4)), spec(), run_id="r", source="s")
     assert rejects.num_rows == 0
     rows = valid.to_pylist()
     first, second = rows[0], rows[1]
@@ -90,19 +115,35 @@ def test_values_are_exact_and_missing_keys_are_null() -> None:
 def test_values_that_do_not_fit_are_rejects(field: str, value: str, reason: str) -> None:
     rows = sample_rows(3)
     rows[1][field] = value
-    valid, rejects = transform(page(rows), spec(), run_id="run-1", source="src", now=NOW)
+    valid, rejects = transform(page(rows), spec(), run_id="run-1", source="src")
     assert valid.column("socrata_id").to_pylist() == ["row-00000", "row-00002"]
     (reject,) = rejects.to_pylist()
     assert reject["socrata_id"] == "row-00001"
     assert reject["reason"].startswith(reason)
     assert json.loads(reject["raw_record"])[field] == value
+    assert json.loads(reject["raw_record"])[":id"] == "row-00001"  # the record as received
     assert (reject["load_run_id"], reject["load_source"]) == ("run-1", "src")
+    assert reject["rejected_at"] == NOW
+    # one batch out: every row, the reason and record only on the one that does not fit
+    out = spec().transform(page(rows), ctx("run-1", "src"))
+    assert out.num_rows == 3
+    assert out.column(REJECT_REASON).is_null().to_pylist() == [True, False, True]
+    assert out.column(RAW_RECORD).is_null().to_pylist() == [True, False, True]
+    assert out.column(field)[1].as_py() is None  # the value that does not fit: NULL
+
+
+def test_every_failed_column_keeps_the_first_reason_and_a_valid_row_none() -> None:
+    rows = sample_rows(2)
+    rows[0]["count"], rows[0]["flag"] = "twelve", "maybe"
+    out = spec().transform(page(rows), ctx())
+    reasons = out.column(REJECT_REASON).to_pylist()
+    assert reasons[0].startswith("count: 'twelve' is not a valid number") and reasons[1] is None
 
 
 def test_numbers_beyond_float_precision_stay_exact() -> None:
     row = sample_row(1)
     row["count"] = "12345678901234567890.123456789"
-    valid, _ = transform(page([row]), spec(), run_id="r", source="s", now=NOW)
+    valid, _ = transform(page([row]), spec(), run_id="r", source="s")
     assert valid.column("count")[0].as_py() == Decimal("12345678901234567890.123456789")
 
 
@@ -162,3 +203,29 @@ def test_a_truncated_page_is_a_body_error() -> None:
     with pytest.raises(BodyError):
         decode_page(body[: len(body) // 2], spec())
     assert decode_page(b"[]", spec()).num_rows == 0
+
+
+def test_the_reader_yields_a_raw_page_of_the_lake_in_batches() -> None:
+    lake = get_settings().lake()
+    url = lake.join("raw", "socrata", "test", "page-000001.json")
+    lake.write_bytes(url, orjson.dumps(sample_rows(BATCH_ROWS + 5)))
+    batches = list(spec().read(lake, url))
+    assert [b.num_rows for b in batches] == [BATCH_ROWS, 5]
+    assert all(f.type == pa.string() for b in batches for f in b.schema)
+    assert batches[1].column(":id").to_pylist()[-1] == f"row-{BATCH_ROWS + 4:05d}"
+
+
+def test_observe_gives_the_newest_update_of_valid_rows() -> None:
+    rows = sample_rows(5)
+    rows[4]["count"] = "bad"  # the newest row is a reject: not observed
+    valid, _ = transform(page(rows), spec(), run_id="r", source="s")
+    assert spec().observe(valid) == {
+        "socrata_updated_at": {datetime(2024, 3, 1, 12, 3, tzinfo=UTC)}
+    }
+    assert spec().observe(valid.slice(0, 0)) == {}
+
+
+def test_rows_updated_at_comes_from_the_metadata() -> None:
+    view = {**tabular_view(DATASET, COLUMNS, "Sample", 10), "rowsUpdatedAt": 1700000000}
+    assert datasets.spec_from_view(view, portal="https://x").rows_updated_at == 1700000000
+    assert spec().rows_updated_at is None

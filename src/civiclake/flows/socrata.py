@@ -1,17 +1,24 @@
-"""The ``socrata-dataset`` flow: any Socrata dataset -> raw zone -> stage Parquet -> Iceberg.
+"""The ``socrata-dataset`` flow: any Socrata dataset -> raw zone -> stage -> Iceberg.
 
 The first run (and ``full``) fetches everything and replaces the whole table in one commit,
 which is how rows deleted at the source disappear. Later runs are incremental: rows whose
 ``:updated_at`` is at or after the table's high-water mark (minus ``OVERLAP``) are fetched and
 merged by ``:id`` — those ids replaced, new ids appended — in one commit. The high-water mark
-is a snapshot property of the last load, so finding it reads no data file. Two tasks only
-(fetch+stage, load): Prefect's bookkeeping per task costs more than a small dataset's work.
+is a snapshot property of the last load, so finding it reads no data file.
+
+The one pipeline (``civiclake.pipeline``): the fetch writes the API pages into the raw zone and
+hands each page's URL on as it lands; the engine's stage reads it back, types it (the pure
+``socrata_transform``) and writes the Iceberg data files once; ``pipeline.commit`` commits them
+(table, then rejects); warehouses load the same data files. A re-run after a crash between
+fetch and commit stages the pages already in the raw zone (``socrata_fetch.find_complete``).
+Two tasks only (fetch+stage, load): Prefect's bookkeeping per task costs more than a small
+dataset's work.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -23,6 +30,7 @@ from pydantic import Field
 
 from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
+from civiclake.errors import SourceError
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import (
     AllowEmptyParam,
@@ -41,10 +49,10 @@ from civiclake.flows._sync import (
     load_or_sync,
 )
 from civiclake.guards import EmptyLoadRefused, refuse_empty, refused, same_rows
-from civiclake.lake import iter_table_chunks
+from civiclake.pipeline import RunContext, Staged
 from civiclake.slices import RowIds, Slice, WholeTable, Window
 from civiclake.sources import socrata_dataset as datasets
-from civiclake.sources.socrata import SocrataClient
+from civiclake.sources.socrata import BodyError, SocrataClient
 from civiclake.sources.socrata_dataset import DatasetSpec, LoadMode
 from civiclake.sources.socrata_plan import (
     HWM_PROPERTY,
@@ -53,43 +61,174 @@ from civiclake.sources.socrata_plan import (
     range_window,
     resolve_spec,
 )
-from civiclake.sources.socrata_stage import (
-    StageResult,
-    fetch_and_stage,
-    stage_dir,
-    staged_ids,
-    staged_ids_of,
-)
 
 FLOW_NAME = "socrata-dataset"
 REJECTS_SLICE = "rejects-slice"
-"""Snapshot property of a load: its rejects slice (``whole`` or ``ids``), for the repair."""
+"""Snapshot property of a load: its rejects slice (``whole`` or ``ids``)."""
 
 
 @task(name="fetch-stage", cache_policy=NO_CACHE)
 def fetch_stage(
-    spec: DatasetSpec, where: str | None, run_id: str, page_size: int, blocks: Blocks = None
+    planned: Plan, run_id: str, page_size: int, blocks: Blocks = None
 ) -> dict[str, Any]:
-    """API pages -> raw zone -> stage Parquet (valid + rejects), streamed in one pass."""
+    """API pages -> raw zone -> data files of the table and its rejects (nothing committed),
+    each page staged from the lake as soon as it is written; or, when a complete fetch of the
+    same request is in the raw zone and the portal reports no change since, from its pages."""
+    from civiclake._private.malloc import mmap_large_allocations
+    from civiclake.pipeline.engines import get_stage
+    from civiclake.sources import socrata_fetch as fetching
+
+    mmap_large_allocations()  # ~30 MB page bodies given back to the OS once freed
+    spec = planned.spec
     settings = settings_for(blocks)
-    with SocrataClient.from_settings(settings, base_url=spec.portal) as client:
-        staged = fetch_and_stage(
-            client,
-            settings.lake(),
+    lake = settings.lake()
+    log = get_run_logger()
+    engine = get_stage(settings.engine)
+    ctx = RunContext(run_id=run_id, source=spec.source, now=datetime.now(UTC))
+    key = fetching.fetch_key(spec, planned.where, planned.table_snapshot)
+
+    created: list[str] = []
+
+    def stage(urls: Any, expected: int) -> Staged:
+        table, rejects_table = _ensure_tables(settings, spec, created)
+        staged: Staged = engine(
             spec,
-            where=where,
-            run_id=run_id,
-            source=spec.source,
-            page_size=page_size,
-            log=get_run_logger(),
+            lake,
+            urls,
+            ctx,
+            table=table,
+            rejects_table=rejects_table,
+            expected_rows=expected,
+            log=log,
         )
-    return asdict(staged)
+        if staged.rows_read != expected:  # the stage decoded other rows than the fetch counted
+            raise fetching.CountMismatch(
+                f"fetched {staged.rows_read:,} rows but the portal counts {expected:,}"
+            )
+        return staged
+
+    from civiclake import interrupts
+
+    # a first run that fails or is interrupted before its commit leaves no empty table
+    with interrupts.undone_if_interrupted(lambda: _drop_unloaded(settings, created)):
+        try:
+            return _fetch_and_stage(planned, run_id, page_size, settings, key, stage, log)
+        except BaseException:
+            _drop_unloaded(settings, created)
+            raise
+
+
+def _fetch_and_stage(
+    planned: Plan, run_id: str, page_size: int, settings: Any, key: str, stage: Any, log: Any
+) -> dict[str, Any]:
+    from civiclake._private.prefetch import Prefetch
+    from civiclake.sources import socrata_fetch as fetching
+
+    spec = planned.spec
+    lake = settings.lake()
+    reused = fetching.find_complete(lake, spec, key)
+    if reused is not None:
+        log.info(
+            "staging the %d pages of run %s's complete fetch (%s rows) from the raw zone: the"
+            " portal reports no change since",
+            len(reused.pages),
+            reused.run_id,
+            f"{reused.rows:,}",
+        )
+        progress = fetching.FetchProgress(reused.rows, len(reused.pages), 0, reused=True)
+        try:
+            return _fetched(stage(reused.pages, reused.rows), progress)
+        except (fetching.CountMismatch, BodyError) as exc:  # a page changed in the lake
+            log.warning(
+                "the raw pages of run %s do not read back (%s): fetching", reused.run_id, exc
+            )
+    last_error = ""
+    with SocrataClient.from_settings(settings, base_url=spec.portal) as client:
+        for attempt in range(1, fetching.FETCH_ATTEMPTS + 1):
+            expected = client.count(spec.dataset_id, where=planned.where)  # the query is valid
+            progress = fetching.FetchProgress()
+            pages = fetching.fetch_pages(
+                client,
+                lake,
+                spec,
+                where=planned.where,
+                run_id=run_id,
+                page_size=page_size,
+                expected=expected,
+                progress=progress,
+                log=log,
+            )
+            try:
+                # the next page downloads while this one is read back and typed
+                with Prefetch(pages, depth=1, name="civiclake-socrata-pages") as ahead:
+                    staged = stage(ahead, expected)
+            except (fetching.CountMismatch, BodyError) as exc:
+                last_error = str(exc)
+                log.warning("%s (attempt %d/%d)", last_error, attempt, fetching.FETCH_ATTEMPTS)
+                continue
+            fetching.record_complete(
+                lake, spec, key=key, run_id=run_id, where=planned.where, progress=progress
+            )
+            return _fetched(staged, progress)
+    raise SourceError(f"Socrata dataset '{spec.dataset_id}': {last_error} (incomplete answer)")
+
+
+def _ensure_tables(settings: Any, spec: DatasetSpec, created: list[str]) -> tuple[Any, Any]:
+    """The table (partition spec, columns added) and its rejects table, before the stage writes
+    their data files; under the table's lock (a schema change is a commit). ``created`` gets
+    the names of those it created."""
+    from civiclake import tables
+
+    catalog = tables.load_catalog(settings)
+    partition = (
+        (spec.partition.transform, spec.partition.column) if spec.partition.transform else None
+    )
+    with table_lock(spec.table, settings):
+        created += [n for n in (spec.table, spec.rejects_table) if not catalog.table_exists(n)]
+        table = tables.ensure_table_for(
+            catalog, spec.table, spec.arrow_schema(), partition=partition, evolve=True
+        )
+        rejects = tables.ensure_table_for(catalog, spec.rejects_table, datasets.REJECTS_SCHEMA)
+    return table, rejects
+
+
+def _drop_unloaded(settings: Any, created: list[str]) -> None:
+    """Drop the tables this run created when nothing was committed to them (a failed or
+    interrupted first run leaves the catalog as it was)."""
+    from civiclake import tables
+
+    catalog = tables.load_catalog(settings)
+    for name in created:
+        with suppress(Exception):
+            if catalog.load_table(name).current_snapshot() is None:
+                catalog.drop_table(name)
+
+
+def _fetched(staged: Staged, progress: Any) -> dict[str, Any]:
+    get_run_logger().info(
+        "fetched %s rows in %d pages: %s valid, %s rejected",
+        f"{staged.rows_read:,}",
+        progress.pages,
+        f"{staged.rows_valid:,}",
+        f"{staged.rows_rejected:,}",
+    )
+    newest = staged.observed.get(datasets.UPDATED_COLUMN)
+    return {
+        "staged": staged,
+        "rows_fetched": staged.rows_read,
+        "rows_valid": staged.rows_valid,
+        "rows_rejected": staged.rows_rejected,
+        "pages": progress.pages,
+        "retries": progress.retries,
+        "reused_raw": progress.reused,
+        "high_water_mark": max(newest).isoformat() if newest else None,
+    }
 
 
 @task(name="load", cache_policy=NO_CACHE)
 def load(
     planned: Plan,
-    staged: dict[str, Any],
+    fetched: dict[str, Any],
     run_id: str,
     blocks: Blocks = None,
     allow_empty: bool = False,
@@ -98,48 +237,44 @@ def load(
     """Replace the slice (whole table, fetched ids, a date range) in the table and rejects;
     an empty fetch never empties the table or a range unless ``allow_empty``."""
     from civiclake import tables
+    from civiclake.pipeline import commit as pipeline_commit
 
     spec = planned.spec
     settings = settings_for(blocks)
     lake = settings.lake()
-    result = StageResult(**staged)
-    replaced, rejects_replaced = _slices(planned, lake, result)
+    staged: Staged = fetched["staged"]
+    replaced, rejects_replaced = slices_of(planned, lake, staged)
     carried = [planned.high_water_mark]
     if planned.mode is not LoadMode.window:  # a window's rows do not say what else changed
-        carried.append(result.high_water_mark)
+        carried.append(fetched["high_water_mark"])
     hwm = max(filter(None, carried), default=None)
     props = {
         "run-id": run_id,
         "source": spec.source,
         "range": _range_text(planned),
-        "rows-fetched": str(result.rows_fetched),
-        "rows-loaded": str(result.rows_valid),
-        "rows-rejected": str(result.rows_rejected),
+        "rows-fetched": str(staged.rows_read),
+        "rows-loaded": str(staged.rows_valid),
+        "rows-rejected": str(staged.rows_rejected),
         **({WAREHOUSE_PROPERTY: warehouse} if warehouse else {}),
     }
     if hwm:
         props[HWM_PROPERTY] = hwm
-    partition = (
-        (spec.partition.transform, spec.partition.column) if spec.partition.transform else None
-    )
     catalog = tables.load_catalog(settings)
     props[REJECTS_SLICE] = "whole" if isinstance(rejects_replaced, WholeTable) else "ids"
     with table_lock(spec.table, settings):
-        repair_rejects(catalog, lake, spec)
-        refuse_empty(
-            catalog.load_table(spec.table) if catalog.table_exists(spec.table) else None,
-            spec.table,
-            replaced,
-            result.rows_valid,
-            allow_empty=allow_empty,
-        )
-        table = tables.ensure_table_for(
-            catalog, spec.table, spec.arrow_schema(), partition=partition, evolve=True
-        )
+        pipeline_commit.repair(catalog, lake, spec.table, spec.rejects_table, get_run_logger())
+        table = catalog.load_table(spec.table)
+        rejects_table = catalog.load_table(spec.rejects_table)
+        try:
+            refuse_empty(table, spec.table, replaced, staged.rows_valid, allow_empty=allow_empty)
+        except EmptyLoadRefused:
+            _discard(lake, staged)
+            raise
         if planned.mode is not LoadMode.full and _unchanged(
-            catalog, spec, (replaced, rejects_replaced), result, lake
+            table, rejects_table, (replaced, rejects_replaced), staged, lake
         ):
             # nothing new at the source: no commit (the README's "a re-run changes nothing")
+            _discard(lake, staged)
             snapshot = table.current_snapshot()
             total = int(snapshot.summary["total-records"]) if snapshot and snapshot.summary else 0
             get_run_logger().info("%s unchanged: nothing committed", spec.table)
@@ -149,13 +284,12 @@ def load(
                 "replaced": str(replaced),
                 "changes": "unchanged (nothing committed)",
             }
-        main = tables.replace_range(
+        main = pipeline_commit.commit(
+            lake,
             table,
-            replaced.iceberg_filter(),
-            lambda: (tables.conform(c, table) for c in iter_table_chunks(lake, result.valid_url)),
-            props,
+            rejects_table,
+            pipeline_commit.Load(staged, replaced, rejects_replaced, props),
         )
-        commit_rejects(catalog, lake, spec, rejects_replaced, result.rejects_url, props)
     get_run_logger().info(
         "committed snapshot %s to %s (%s rows now)",
         main.snapshot_id,
@@ -169,74 +303,24 @@ def load(
     }
 
 
-def commit_rejects(
-    catalog: Any,
-    lake: Any,
-    spec: DatasetSpec,
-    replaced: Slice,
-    rejects_url: str,
-    props: dict[str, str],
-) -> None:
-    """A load's second commit: its rejects replace the rejects slice (after the table's)."""
-    from civiclake import tables
-
-    rejects_table = tables.ensure_table_for(catalog, spec.rejects_table, datasets.REJECTS_SCHEMA)
-    tables.replace_range(
-        rejects_table,
-        replaced.iceberg_filter(),
-        lambda: iter_table_chunks(lake, rejects_url),
-        props,
-    )
-
-
-def repair_rejects(catalog: Any, lake: Any, spec: DatasetSpec) -> bool:
-    """Complete a load whose rejects commit never happened (a crash between its two commits),
-    from its staged files and the slice its table snapshot records. True when it repaired one.
-    Called under the table's lock, before the next load commits anything."""
-    from civiclake.tables.pairs import pending_rejects
-
-    props = pending_rejects(catalog, spec.table, spec.rejects_table, REJECTS_SLICE)
-    if props is None:
-        return False
-    run_id = props["run-id"]
-    folder = stage_dir(lake, spec, run_id)  # where ``fetch_and_stage`` wrote them
-    valid_url, rejects_url = f"{folder}/valid.parquet", f"{folder}/rejects.parquet"
-    if not (lake.exists(valid_url) and lake.exists(rejects_url)):
-        get_run_logger().warning(
-            "%s: the rejects commit of run %s is missing and its staged files are gone;"
-            " the next load of those rows replaces them",
-            spec.rejects_table,
-            run_id,
-        )
-        return False
-    replaced: Slice = WholeTable()
-    if props[REJECTS_SLICE] == "ids":
-        ids = staged_ids_of(lake, valid_url, rejects_url)
-        replaced = RowIds.of(datasets.ID_COLUMN, ids)
-    commit_rejects(catalog, lake, spec, replaced, rejects_url, props)
-    get_run_logger().warning(
-        "completed the rejects commit of run %s (interrupted between its commits)", run_id
-    )
-    return True
+def _discard(lake: Any, staged: Staged) -> None:
+    """Remove the data files of a load that commits nothing (no orphans left for ``maintain``)."""
+    for url in [*staged.data_urls, *staged.rejects_urls]:
+        if lake.exists(url):
+            lake.remove(url)
 
 
 def _unchanged(
-    catalog: Any, spec: DatasetSpec, slices: tuple[Slice, Slice], staged: StageResult, lake: Any
+    table: Any, rejects: Any, slices: tuple[Slice, Slice], staged: Staged, lake: Any
 ) -> bool:
-    """The fetched rows and rejects equal what the table and its rejects hold for them."""
+    """The staged rows and rejects equal what the table and its rejects hold for them."""
     replaced, rejects_replaced = slices
-    rejects = (
-        catalog.load_table(spec.rejects_table) if catalog.table_exists(spec.rejects_table) else None
+    return same_rows(rejects, rejects_replaced, staged.rejects_urls, lake) and same_rows(
+        table, replaced, staged.data_urls, lake
     )
-    if rejects is None and staged.rows_rejected == 0:
-        rejects_same = True
-    else:
-        rejects_same = same_rows(rejects, rejects_replaced, staged.rejects_url, lake)
-    table = catalog.load_table(spec.table)
-    return rejects_same and same_rows(table, replaced, staged.valid_url, lake)
 
 
-def _slices(planned: Plan, lake: Any, staged: StageResult) -> tuple[Slice, Slice]:
+def slices_of(planned: Plan, lake: Any, staged: Staged) -> tuple[Slice, Slice]:
     """The slices a load replaces in the table and in its rejects: the whole table (full), the
     ids the fetch saw (incremental), or the date range (window; its rejects by id: a rejects
     row has no date to range on)."""
@@ -246,6 +330,19 @@ def _slices(planned: Plan, lake: Any, staged: StageResult) -> tuple[Slice, Slice
     if planned.mode is LoadMode.window and planned.window is not None:
         return planned.window, ids
     return ids, ids
+
+
+def staged_ids(lake: Any, staged: Staged) -> set[str]:
+    """Every ``socrata_id`` the stage wrote, valid or rejected: the ids a merge replaces (read
+    from the data files' ``socrata_id`` column only)."""
+    import pyarrow.parquet as pq
+
+    ids: set[str] = set()
+    for url in [*staged.data_urls, *staged.rejects_urls]:
+        with lake.open(url) as handle:
+            column = pq.read_table(handle, columns=[datasets.ID_COLUMN]).column(datasets.ID_COLUMN)
+        ids.update(v for v in column.to_pylist() if v is not None)
+    return ids
 
 
 def _range_text(planned: Plan) -> str:
@@ -258,29 +355,29 @@ def _range_text(planned: Plan) -> str:
 
 @task(name="load-warehouse", cache_policy=NO_CACHE)
 def load_warehouse(
-    planned: Plan, staged: dict[str, Any], to: str, blocks: Blocks = None
+    planned: Plan, fetched: dict[str, Any], to: str, blocks: Blocks = None
 ) -> dict[str, Any]:
-    """The same slices replaced in the warehouse from the same staged Parquet, one
-    transaction per table (new columns added first)."""
+    """The same slices replaced in the warehouse from the same data files, one transaction
+    per table (new columns added first)."""
     from civiclake.warehouse import open_warehouse
 
     spec = planned.spec
     settings = settings_for(blocks)
     lake = settings.lake()
-    result = StageResult(**staged)
-    replaced, rejects_replaced = _slices(planned, lake, result)
+    staged: Staged = fetched["staged"]
+    replaced, rejects_replaced = slices_of(planned, lake, staged)
     merges = not isinstance(replaced, Window)
     with (
         table_lock(f"{to}:{spec.table}", settings, commits=False),
         open_warehouse(to, settings) as warehouse,
     ):
         rows = warehouse.replace(
-            spec.table, spec.arrow_schema(), [result.valid_url], lake, replaced, evolve=merges
+            spec.table, spec.arrow_schema(), staged.data_urls, lake, replaced, evolve=merges
         )
         warehouse.replace(
             spec.rejects_table,
             datasets.REJECTS_SCHEMA,
-            [result.rejects_url],
+            staged.rejects_urls,
             lake,
             rejects_replaced,
         )
@@ -387,7 +484,7 @@ def _socrata_dataset(
     planned = plan(settings, spec, full=full, window=window)
     log.info("%s (%s) -> %s: %s", spec.dataset_id, spec.name, spec.table, planned.mode_text)
     page = page_size or settings.page_size
-    staged = fetch_stage(spec, planned.where, run_id, page, blocks=blocks)
+    staged = fetch_stage(planned, run_id, page, blocks=blocks)
     loaded = load(
         planned,
         staged,

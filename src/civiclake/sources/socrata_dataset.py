@@ -2,8 +2,9 @@
 
 A dataset is data, not code: ``DatasetSpec`` is built from the portal's own metadata
 (``/api/views/ID.json``), never guessed from a page of rows, so a zip code ``00083`` stays text
-and a count that exceeds 2^31 still fits. The pure transform (``socrata_transform``) and the
-flow (``flows/socrata.py``) take a spec; nothing here does I/O except ``describe``.
+and a count that exceeds 2^31 still fits. It implements the pipeline's
+``DatasetSpec`` contract (``civiclake.pipeline.contract``): its reader and pure transform live in
+``socrata_transform``, the flow (``flows/socrata.py``) takes a spec; nothing here does I/O.
 
 Types (Socrata ``dataTypeName`` -> Arrow / Iceberg):
 
@@ -29,13 +30,18 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from civiclake.errors import ParameterError
+
+if TYPE_CHECKING:
+    from civiclake.lake import Lake
+    from civiclake.pipeline.contract import RunContext
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +132,37 @@ class DatasetSpec:
     partition: Partition = field(default_factory=Partition)
     where: str | None = None
     row_count: int | None = None
+    rows_updated_at: int | None = None
+    """The portal's ``rowsUpdatedAt`` (epoch seconds) when the metadata was read: a fetch's raw
+    pages are reused only while it is the same (``socrata_fetch``)."""
 
     @property
     def rejects_table(self) -> str:
         return f"{self.table}_rejects"
+
+    def rejects_schema(self) -> pa.Schema:
+        return REJECTS_SCHEMA
+
+    def read(self, lake: Lake, url: str) -> Iterator[pa.RecordBatch]:
+        """A raw page of the lake as batches of strings (``socrata_transform.read_page``)."""
+        from civiclake.sources.socrata_transform import read_page
+
+        return read_page(lake, url, self)
+
+    def transform(self, batch: pa.RecordBatch, ctx: RunContext) -> pa.RecordBatch:
+        from civiclake.sources.socrata_transform import transform
+
+        return transform(batch, self, ctx)
+
+    def rejects(self, rejected: pa.Table, ctx: RunContext) -> pa.Table:
+        from civiclake.sources.socrata_transform import rejects
+
+        return rejects(rejected, ctx)
+
+    def observe(self, rows: pa.Table) -> dict[str, set[Any]]:
+        from civiclake.sources.socrata_transform import observe
+
+        return observe(rows)
 
     @property
     def source(self) -> str:
@@ -306,6 +339,7 @@ def spec_from_view(
         partition=parse_partition(partition),
         where=where or None,
         row_count=_row_count(view),
+        rows_updated_at=_rows_updated_at(view),
     )
     if spec.where:
         check_where(spec.where, spec)
@@ -374,3 +408,10 @@ def _row_count(view: dict[str, Any]) -> int | None:
             except (TypeError, ValueError):
                 return None
     return None
+
+
+def _rows_updated_at(view: dict[str, Any]) -> int | None:
+    try:
+        return int(view["rowsUpdatedAt"])
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -31,6 +31,7 @@ class Plan:
     high_water_mark: str | None
     where: str | None  # the $where the fetch sends
     window: Window | None = None  # the range a window load replaces
+    table_snapshot: int | None = None  # the table's snapshot the plan was made from
 
     @property
     def mode_text(self) -> str:
@@ -86,18 +87,18 @@ def _columns_from_headers(client: SocrataClient, dataset_id: str) -> list[dict[s
     return columns
 
 
-def high_water_mark(settings: Settings, spec: DatasetSpec) -> str | None:
-    """``socrata_updated_at`` of the newest row loaded, from the last snapshot's properties."""
+def table_state(settings: Settings, spec: DatasetSpec) -> tuple[int | None, str | None]:
+    """The table's current snapshot id and its high-water mark (None, None: no table yet)."""
     from civiclake import tables
 
     catalog = tables.load_catalog(settings)
     if not catalog.table_exists(spec.table):
-        return None
+        return None, None
     snapshot = catalog.load_table(spec.table).current_snapshot()
     if snapshot is None or snapshot.summary is None:
-        return None
+        return (snapshot.snapshot_id if snapshot else None), None
     properties = snapshot.summary.additional_properties
-    return properties.get(tables.SNAPSHOT_PROPERTY_PREFIX + HWM_PROPERTY)
+    return snapshot.snapshot_id, properties.get(tables.SNAPSHOT_PROPERTY_PREFIX + HWM_PROPERTY)
 
 
 def incremental_where(hwm: str, where: str | None) -> str:
@@ -135,14 +136,18 @@ def window_where(spec: DatasetSpec, window: Window) -> str:
 def plan(
     settings: Settings, spec: DatasetSpec, *, full: bool = False, window: Window | None = None
 ) -> Plan:
-    hwm = None if full else high_water_mark(settings, spec)
+    snapshot, hwm = table_state(settings, spec)
+    if full:
+        hwm = None
     if window is not None:
         # a window load carries the high-water mark forward but never starts one: rows outside
         # the window were not fetched, so a later incremental run needs a full load first
-        return Plan(spec, LoadMode.window, hwm, window_where(spec, window), window)
+        return Plan(spec, LoadMode.window, hwm, window_where(spec, window), window, snapshot)
     if hwm is None:
-        return Plan(spec, LoadMode.full, None, spec.where)
-    return Plan(spec, LoadMode.incremental, hwm, incremental_where(hwm, spec.where))
+        return Plan(spec, LoadMode.full, None, spec.where, table_snapshot=snapshot)
+    return Plan(
+        spec, LoadMode.incremental, hwm, incremental_where(hwm, spec.where), table_snapshot=snapshot
+    )
 
 
 def range_window(

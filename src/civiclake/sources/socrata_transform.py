@@ -1,32 +1,38 @@
-"""The Socrata transform: one page as an Arrow batch of strings -> (typed valid rows, rejects).
+"""The Socrata transform: a batch of a page's rows as strings -> one typed batch (the contract).
 
-``decode_page`` is the I/O edge: DuckDB's JSON reader turns a page's bytes into one string
-column per field without building a Python object per row (measured on 50,000 every-type rows,
-30 MB: 0.16-0.27 s, where ``orjson.loads`` took 1.7 s and a per-row Python transform another
-1.65 s). ``transform`` is pure Arrow, so another engine can run the same rules: every column is
-cast as a whole array (the fast path); only when a cast fails are that column's values cast one
-by one to find the rows that do not fit, which become rejects with the column, the value and
-the type in their reason. A missing key is NULL (Socrata omits null fields).
+``read_page`` is the I/O edge: a raw page of the lake, decoded by DuckDB's JSON reader into one
+string column per field without building a Python object per row (measured on 50,000
+every-type rows, 30 MB: 0.16-0.27 s, where ``orjson.loads`` took 1.7 s and a per-row Python
+transform another 1.65 s), yielded in ``BATCH_ROWS`` pieces. ``transform`` is pure Arrow, so any
+engine runs the same rules: every column is cast as a whole array (the fast path); only when a
+cast fails are that column's values cast one by one to find the rows that do not fit, which
+carry the column, the value and the type in their reject reason and their record as received.
+A missing key is NULL (Socrata omits null fields).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from datetime import datetime
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from civiclake.pipeline.contract import RAW_RECORD, REJECT_REASON, RunContext, output_schema
 from civiclake.sources.socrata import BodyError
 from civiclake.sources.socrata_dataset import (
     ID_COLUMN,
     REJECTS_SCHEMA,
+    UPDATED_COLUMN,
     Column,
     DatasetSpec,
 )
+
+if TYPE_CHECKING:
+    from civiclake.lake import Lake
 
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 _NUMBER = r"(-?[0-9][0-9.eE+-]*)"
@@ -34,6 +40,9 @@ _COORDINATES = rf'"coordinates"\s*:\s*\[\s*{_NUMBER}\s*,\s*{_NUMBER}'
 _LATITUDE = rf'"latitude"\s*:\s*"?{_NUMBER}"?'
 _LONGITUDE = rf'"longitude"\s*:\s*"?{_NUMBER}"?'
 _URL = r'^\s*\{.*"url"\s*:\s*"(?P<url>(?:[^"\\]|\\.)*)"'
+# A page (50,000 rows, ~30 MB of JSON) is typed in pieces: the transform's working set is ~4x
+# its input, so whole pages cost ~90 MB at once; 10,000-row pieces stay near 20 MB.
+BATCH_ROWS = 10_000
 
 
 def decode_page(body: bytes, spec: DatasetSpec) -> pa.Table:
@@ -42,7 +51,7 @@ def decode_page(body: bytes, spec: DatasetSpec) -> pa.Table:
     import duckdb
 
     columns = {column.field: "VARCHAR" for column in spec.columns}
-    con = duckdb.connect()
+    con = duckdb.connect(config={"threads": 1})
     try:
         relation = con.read_json(io.BytesIO(body), format="array", columns=columns)
         return relation.to_arrow_table()
@@ -52,15 +61,29 @@ def decode_page(body: bytes, spec: DatasetSpec) -> pa.Table:
         con.close()
 
 
-def transform(
-    batch: pa.Table,
-    spec: DatasetSpec,
-    *,
-    run_id: str,
-    source: str,
-    now: datetime,
-) -> tuple[pa.Table, pa.Table]:
-    """A decoded page (``decode_page``) -> (rows in ``spec.arrow_schema()``, rejects)."""
+def read_page(lake: Lake, url: str, spec: DatasetSpec) -> Iterator[pa.RecordBatch]:
+    """A raw page of the lake as string batches of at most ``BATCH_ROWS`` rows, streamed from
+    DuckDB (read by its path on a local lake, as bytes from an object store; one thread).
+    Measured on 1,000,000 every-type rows: the stage peaked 11 MB lower than with the whole
+    page decoded first, and the path with one thread 88 MB lower than bytes with the default
+    threads (and faster: 3.9 s against 6.0 s for 300,000 rows)."""
+    import duckdb
+
+    columns = {column.field: "VARCHAR" for column in spec.columns}
+    con = duckdb.connect(config={"threads": 1})
+    try:
+        source = lake.local_path(url) or io.BytesIO(lake.read_bytes(url))
+        relation = con.read_json(source, format="array", columns=columns)
+        yield from relation.to_arrow_reader(BATCH_ROWS)
+    except duckdb.Error as exc:
+        raise BodyError(f"{url}: not a complete JSON array of rows ({type(exc).__name__})") from exc
+    finally:
+        con.close()
+
+
+def transform(batch: pa.RecordBatch, spec: DatasetSpec, ctx: RunContext) -> pa.RecordBatch:
+    """Strings (``read_page``) -> ``output_schema(spec)``: every row typed; a row with a value
+    that does not fit its column carries the reason and its record as received."""
     rows = batch.num_rows
     reasons: list[str | None] = [None] * rows
     arrays: list[pa.Array] = []
@@ -70,30 +93,45 @@ def transform(
             arrays += _geometry(strings, coordinates=column.has_coordinates)
             continue
         arrays.append(_typed(column, strings, reasons))
-    table = pa.Table.from_arrays(arrays, schema=spec.arrow_schema())
     bad = [i for i, reason in enumerate(reasons) if reason is not None]
-    if not bad:
-        return table, REJECTS_SCHEMA.empty_table()
-    keep = pa.array([reason is None for reason in reasons], pa.bool_())
-    records = batch.take(pa.array(bad, pa.int64())).to_pylist()
-    rejects = pa.table(
+    if bad:
+        records = batch.take(pa.array(bad, pa.int64())).to_pylist()
+        raw: list[str | None] = [None] * rows
+        for i, record in zip(bad, records, strict=True):
+            raw[i] = _raw_record(record)
+        arrays += [pa.array(reasons, pa.string()), pa.array(raw, pa.string())]
+    else:
+        arrays += [pa.nulls(rows, pa.string()), pa.nulls(rows, pa.string())]
+    return pa.RecordBatch.from_arrays(arrays, schema=output_schema(spec))
+
+
+def rejects(rejected: pa.Table, ctx: RunContext) -> pa.Table:
+    """The transform's rejected rows -> the rejects table's layout (id, reason, record as
+    received, lineage)."""
+    count = rejected.num_rows
+    return pa.table(
         {
-            ID_COLUMN: [record.get(":id") for record in records],
-            "reason": [reasons[i] for i in bad],
-            "raw_record": [_raw_record(record) for record in records],
-            "load_run_id": [run_id] * len(bad),
-            "load_source": [source] * len(bad),
+            ID_COLUMN: rejected.column(ID_COLUMN),
+            "reason": rejected.column(REJECT_REASON),
+            "raw_record": rejected.column(RAW_RECORD),
+            "load_run_id": pa.repeat(pa.scalar(ctx.run_id, pa.string()), count),
+            "load_source": pa.repeat(pa.scalar(ctx.source, pa.string()), count),
             "rejected_at": pa.repeat(
-                pa.scalar(now, REJECTS_SCHEMA.field("rejected_at").type), len(bad)
+                pa.scalar(ctx.now, REJECTS_SCHEMA.field("rejected_at").type), count
             ),
         },
         schema=REJECTS_SCHEMA,
     )
-    return table.filter(keep), rejects
 
 
-def _strings(batch: pa.Table, field: str, rows: int) -> pa.Array:
-    if field not in batch.column_names:
+def observe(rows: pa.Table) -> dict[str, set[Any]]:
+    """The newest ``socrata_updated_at`` of valid rows: the high-water mark a load carries."""
+    newest = pc.max(rows.column(UPDATED_COLUMN)).as_py()
+    return {UPDATED_COLUMN: {newest}} if newest is not None else {}
+
+
+def _strings(batch: pa.RecordBatch | pa.Table, field: str, rows: int) -> pa.Array:
+    if field not in batch.schema.names:
         return pa.nulls(rows, pa.string())
     column = batch.column(field)
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column

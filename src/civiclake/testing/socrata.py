@@ -30,6 +30,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
@@ -531,6 +532,9 @@ class SocrataServer:
             if columns is not None:
                 self._views[dataset_id] = tabular_view(dataset_id, columns, name, len(rows))
                 self._soda2[dataset_id] = list(columns)
+            if dataset_id in self._views:  # the metadata says when the rows last changed
+                stamp = max(int(time.time()), self._views[dataset_id].get("rowsUpdatedAt", 0) + 1)
+                self._views[dataset_id] = {**self._views[dataset_id], "rowsUpdatedAt": stamp}
             self._generation += 1
             self._cache.clear()
 

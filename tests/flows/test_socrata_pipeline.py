@@ -1,0 +1,185 @@
+"""The Socrata flow on the one pipeline: a run killed between its fetch and its commit is
+finished by the next run from the raw zone (the replay server's request log proves no page is
+fetched again), never when the portal's rows changed since or cannot say; and tables written by
+the code before the reshape (the wheel in tests/fixtures) keep loading."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from civiclake import tables
+from civiclake.cli import app
+from civiclake.config import get_settings
+from civiclake.testing.socrata import RequestRecord, SocrataServer, tabular_view
+from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_row, sample_rows
+
+pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
+
+TABLE = "socrata.abcd_1234"
+REJECTS = "socrata.abcd_1234_rejects"
+ROWS = 25
+OLD_WHEEL = Path(__file__).resolve().parents[1] / "fixtures" / "civiclake-6893fc3-py3-none-any.whl"
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SocrataServer]:
+    srv = SocrataServer()
+    rows = sample_rows(ROWS)
+    rows[7] = {**rows[7], "count": "seven"}  # a reject
+    srv.add_dataset(DATASET, rows, columns=COLUMNS, name="Every type")
+    with srv:
+        monkeypatch.setenv("CIVICLAKE_SOCRATA_URL", srv.url)
+        monkeypatch.setenv("CIVICLAKE_PAGE_SIZE", "10")
+        yield srv
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def rows_of(name: str = TABLE) -> list[dict[str, Any]]:
+    return tables.load_catalog(get_settings()).load_table(name).scan().to_arrow().to_pylist()
+
+
+def page_requests(records: list[RequestRecord]) -> list[RequestRecord]:
+    """Data pages (not metadata, not count(*))."""
+    return [r for r in records if r.path.startswith("/resource/") and "$offset" in r.params]
+
+
+def killed_after_fetch(monkeypatch: pytest.MonkeyPatch) -> Result:
+    """``socrata run`` dying after its fetch and stage, before anything is committed."""
+    from civiclake.pipeline import commit as pipeline_commit
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed after the fetch, before the commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline_commit, "commit", killed)
+        result = cli("socrata", "run", DATASET)
+    assert result.exit_code != 0, result.output
+    assert tables.load_catalog(get_settings()).load_table(TABLE).current_snapshot() is None
+    return result
+
+
+def test_a_run_killed_before_its_commit_is_finished_from_the_raw_zone(
+    server: SocrataServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    killed_after_fetch(monkeypatch)
+    fetched = len(page_requests(server.requests))
+    assert fetched == 3  # 25 rows, pages of 10
+
+    seen = len(server.requests)
+    again = cli("socrata", "run", DATASET)  # the same parameters
+    assert again.exit_code == 0, again.output
+    assert page_requests(server.requests[seen:]) == []  # no page fetched again
+    rows = rows_of()
+    assert len(rows) == ROWS - 1
+    assert max(Counter(r["socrata_id"] for r in rows).values()) == 1
+    assert [r["socrata_id"] for r in rows_of(REJECTS)] == ["row-00007"]
+    props = tables.load_catalog(get_settings()).load_table(TABLE).current_snapshot().summary
+    assert props["civiclake.high-water-mark"] == "2024-03-01T12:24:00+00:00"
+
+    # committed: the next run plans from the new snapshot (incremental), a fetch of its own
+    seen = len(server.requests)
+    assert cli("socrata", "run", DATASET).exit_code == 0
+    assert page_requests(server.requests[seen:])
+
+
+def test_rows_changed_at_the_source_since_the_fetch_are_fetched_again(
+    server: SocrataServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    killed_after_fetch(monkeypatch)
+    rows = sample_rows(ROWS)
+    rows[3] = {**sample_row(3, minutes=600), "zip": "NEW03"}
+    server.add_dataset(DATASET, rows, columns=COLUMNS)  # the portal's rowsUpdatedAt moves on
+    seen = len(server.requests)
+    again = cli("socrata", "run", DATASET)
+    assert again.exit_code == 0, again.output
+    assert len(page_requests(server.requests[seen:])) == 3
+    loaded = {r["socrata_id"]: r for r in rows_of()}
+    assert len(loaded) == ROWS and loaded["row-00003"]["zip"] == "NEW03"
+
+
+def test_metadata_without_rows_updated_at_means_a_fetch(
+    server: SocrataServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.add_view(DATASET, tabular_view(DATASET, COLUMNS, "Every type", ROWS))
+    killed_after_fetch(monkeypatch)
+    seen = len(server.requests)
+    assert cli("socrata", "run", DATASET).exit_code == 0
+    assert len(page_requests(server.requests[seen:])) == 3
+    assert len(rows_of()) == ROWS - 1
+
+
+def old_cli(tmp_path: Path, server: SocrataServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """civiclake as built before the one-pipeline reshape, on the same home and portal."""
+    code = tmp_path / "old-civiclake"
+    if not code.exists():
+        with zipfile.ZipFile(OLD_WHEEL) as wheel:
+            wheel.extractall(code)
+    env = {**os.environ, "PYTHONPATH": str(code), "CIVICLAKE_SOCRATA_URL": server.url}
+    done = subprocess.run(
+        [sys.executable, "-m", "civiclake.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_tables_written_by_the_old_code_keep_loading(server: SocrataServer, tmp_path: Path) -> None:
+    old_cli(tmp_path, server, "socrata", "run", DATASET)
+    lake = get_settings().lake()
+    assert lake.list(lake.join("stage", "socrata", DATASET))  # the old code's stage Parquet
+    catalog = tables.load_catalog(get_settings())
+    old_snapshot = catalog.load_table(TABLE).current_snapshot()
+    assert len(rows_of()) == ROWS - 1 and len(rows_of(REJECTS)) == 1
+    hwm = old_snapshot.summary["civiclake.high-water-mark"]
+
+    # nothing new: the old table's high-water mark is read, nothing committed
+    again = cli("socrata", "run", DATASET)
+    assert again.exit_code == 0, again.output
+    assert "unchanged (nothing committed)" in " ".join(again.output.split())
+    assert f"updated since {hwm}" in " ".join(again.output.split())
+    table = tables.load_catalog(get_settings()).load_table(TABLE)
+    assert table.current_snapshot().snapshot_id == old_snapshot.snapshot_id
+
+    # a revised row and a fixed reject: merged by id into the old table, no duplicates
+    rows = sample_rows(ROWS)
+    rows[2] = {**sample_row(2, minutes=600), "zip": "NEW02"}
+    rows[7] = sample_row(7, minutes=601)
+    server.add_dataset(DATASET, rows, columns=COLUMNS)
+    merged = cli("socrata", "run", DATASET)
+    assert merged.exit_code == 0, merged.output
+    loaded = {r["socrata_id"]: r for r in rows_of()}
+    assert len(rows_of()) == len(loaded) == ROWS
+    assert loaded["row-00002"]["zip"] == "NEW02" and loaded["row-00007"]["count"] is not None
+    assert rows_of(REJECTS) == []
+    # and a full refresh of it
+    full = cli("socrata", "run", DATASET, "--full")
+    assert full.exit_code == 0, full.output
+    assert sorted(r["socrata_id"] for r in rows_of()) == sorted(loaded)
+
+
+def test_an_unknown_engine_is_refused_before_any_page(
+    server: SocrataServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CIVICLAKE_ENGINE", "ray")
+    result = cli("socrata", "run", DATASET)
+    assert result.exit_code == 2, result.output
+    assert "unknown engine 'ray'" in result.output
+    assert page_requests(server.requests) == []
+    assert not tables.load_catalog(get_settings()).table_exists(TABLE)
