@@ -335,5 +335,5 @@ def test_an_unknown_engine_is_refused_before_anything_runs(
     monkeypatch.setenv("CIVICLAKE_ENGINE", "nope")
     result = cli("bnt", "run", "--start-date", day(0), "--stop-date", day(3))
     assert result.exit_code == 2
-    assert "unknown engine 'nope' (engines: arrow)" in result.output
+    assert "unknown engine 'nope' (engines: arrow, spark)" in result.output
     assert not (civiclake_home / "lake").exists()
