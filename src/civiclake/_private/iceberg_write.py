@@ -5,6 +5,9 @@ Writing and committing are two steps (the pattern Ray Data, Daft and Polars use 
 returns their descriptors (``DataFiles``, picklable, so a process or an engine's worker can
 write and a driver commit); ``add_data_files`` adds them to a transaction. Files written and
 never committed are orphans, invisible to readers, which ``civiclake maintain`` removes.
+``DataFileWriter`` is the engines' streaming form: one open file per partition, so a stage
+that types small batches still writes few, large files (every row once, straight into the
+table's location).
 
 PyIceberg's public ``Transaction.append`` takes a whole ``pa.Table`` (a ``RecordBatchReader`` only
 for unpartitioned tables), so a multi-million-row load would either hold everything in memory or
@@ -119,15 +122,6 @@ def add_data_files(
     with tx._append_snapshot_producer(snapshot_properties) as append:
         for data_file in written.files:
             append.append_data_file(data_file)
-
-
-def append_chunks(
-    tx: Transaction, chunks: Iterable[pa.Table], snapshot_properties: dict[str, str]
-) -> int:
-    """Write every chunk's data files and add them all in a single append snapshot."""
-    written = write_data_files(tx.table_metadata, tx._table.io, chunks)
-    add_data_files(tx, written, snapshot_properties)
-    return written.rows
 
 
 # Row groups hold at least this many rows of one partition: a stream of 10,000-row pieces spread
