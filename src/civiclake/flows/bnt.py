@@ -26,6 +26,7 @@ from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError, ParameterError, SourceError, describe
+from civiclake.flows import preflight
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import (
     AllowEmptyParam,
@@ -578,25 +579,22 @@ def _bnt_hourly_traffic(
     settings = settings_for(blocks)
     log = get_run_logger()
     run_id = _run_id()
-    if to is not None:
-        from civiclake.warehouse import check_configured  # (pyarrow: only when loading one)
-
-        check_configured(to.value, settings)
-        # reachable, credentials, writable: before anything is fetched or committed
+    # the checks the CLI ran before Prefect started, again for a run without it (a deployment)
+    preflight.bnt(
+        settings,
+        start_date=start_date,
+        stop_date=stop_date,
+        from_file=from_file,
+        to=to.value if to is not None else None,
+        warehouse_block=warehouse_block,
+    )
+    if to is not None:  # reachable, credentials, writable: before anything is fetched
         check_warehouse(to.value, settings)
-    if settings.engine != "arrow":  # (the default: PyArrow is not imported before the fetch)
-        from civiclake.pipeline.engines import get_stage
-
-        get_stage(settings.engine)  # an unknown CIVICLAKE_ENGINE: one line, exit 2, before any work
     page_size = page_size or settings.page_size
     if page_size < 1:
         raise ParameterError("page size must be at least 1")
-    # Wrong credentials, a missing container or a dead endpoint fail here, before any write.
-    settings.lake().check_writable()
 
     if from_file:
-        if start_date or stop_date:
-            raise ParameterError("--from-file takes its dates from the file: drop the date options")
         source = f"file:{from_file.rsplit('/', 1)[-1]}"
         staged = stage_file(from_file, run_id, source, blocks=blocks)
         days = sorted(staged.observed.get("days", ()))

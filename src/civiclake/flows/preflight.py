@@ -3,8 +3,8 @@
 Prefect-free (this package's ``__init__`` only sets environment defaults), so the CLI runs
 them before it starts Prefect: a bad input is one line and exit 2 in a second, not after the
 server start. Each function takes the flow's parameters (the CLI parses its options into those
-first), so a flow can run the same call on its own (a deployment run has no CLI): the flows'
-preambles still hold their inline checks until the flow rewrite (issue 19) calls these.
+first), and each flow runs the same call at its start (a deployment run has no CLI): one
+definition of every check, the flow's the source of truth.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from pydantic import Field
 from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
 from civiclake.errors import SourceError
+from civiclake.flows import preflight
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import (
     AllowEmptyParam,
@@ -59,7 +60,6 @@ from civiclake.sources.socrata_plan import (
     Plan,
     plan,
     range_window,
-    resolve_spec,
 )
 
 FLOW_NAME = "socrata-dataset"
@@ -468,18 +468,26 @@ def _socrata_dataset(
         "warehouse_block": warehouse_block,
     }
     settings = settings_for(blocks)
-    if to is not None:
-        from civiclake.warehouse import check_configured, check_merges
-
-        (check_configured if date_field else check_merges)(to.value, settings)
-        # reachable, credentials, writable: before anything is fetched or committed
+    # the checks the CLI ran before Prefect started, again for a run without it (a deployment):
+    # the warehouse, the lake, the dataset, the range, an existing table's columns
+    spec = preflight.socrata(
+        settings,
+        dataset=dataset,
+        table=table,
+        full=full,
+        partition=partition,
+        where=where,
+        date_field=date_field,
+        start_date=start_date,
+        stop_date=stop_date,
+        portal=portal,
+        to=to.value if to is not None else None,
+        warehouse_block=warehouse_block,
+    )
+    if to is not None:  # reachable, credentials, writable: before anything is fetched
         check_warehouse(to.value, settings)
     log = get_run_logger()
     run_id = str(flow_run.id or f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}")
-    settings.lake().check_writable()
-    spec = resolve_spec(
-        settings, dataset, portal=portal, table=table, partition=partition, where=where
-    )
     window = range_window(spec, date_field, start_date, stop_date, full=full)
     planned = plan(settings, spec, full=full, window=window)
     log.info("%s (%s) -> %s: %s", spec.dataset_id, spec.name, spec.table, planned.mode_text)

@@ -33,6 +33,7 @@ from pydantic import Field
 from civiclake import tables
 from civiclake.blocks import Blocks, settings_for
 from civiclake.errors import CivicLakeError, ParameterError
+from civiclake.flows import preflight
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import (
     AllowEmptyParam,
@@ -57,7 +58,7 @@ from civiclake.pipeline.commit import Load, commit, repair
 from civiclake.pipeline.engines import get_stage
 from civiclake.slices import Window
 from civiclake.sources import tlc
-from civiclake.warehouse import check_configured, warehouse_module
+from civiclake.warehouse import warehouse_module
 
 FLOW_NAME = "tlc-taxi-trips"
 MONTH_FLOW_NAME = "tlc-taxi-month"
@@ -549,15 +550,20 @@ def tlc_taxi_trips(
         year, months = last.year, [last.month]
     if year is None or not months:
         raise ParameterError("give both year and months, or neither (the previous month)")
-    wanted = tlc.parse_months(",".join(map(str, months)), year)
-    if from_file and len(wanted) != 1:
-        raise ParameterError("--from-file loads one month: give exactly one month")
-    check_configured(to.value, settings)
+    # the checks the CLI ran before Prefect started, again for a run without it (a deployment):
+    # the months, the file, the warehouse, the lake (wrong credentials, a missing container or
+    # a dead endpoint fail here, before any write), the engine
+    spec, wanted = preflight.tlc(
+        settings,
+        color=color.value,
+        year=year,
+        months=",".join(map(str, months)),
+        from_file=from_file,
+        to=to.value,
+        warehouse_block=warehouse_block,
+        lake_block=None,  # resolved into ``settings`` above
+    )
     check_warehouse(to.value, settings)  # reachable, credentials: before any month commits
-    # Wrong credentials, a missing container or a dead endpoint fail here, before any write.
-    settings.lake().check_writable()
-    get_stage(settings.engine)  # an unknown CIVICLAKE_ENGINE: one line, exit 2, before any month
-    spec = tlc.spec_for(color.value)
     # an earlier run (or a rollback) left the warehouse behind the lake: copy it whole at the end
     behind = not_synced(settings, spec.table, to.value)
     limit = min(settings.tlc_concurrency, len(wanted))
