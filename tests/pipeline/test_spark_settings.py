@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,35 @@ def test_properties_file_escaping() -> None:
     assert spark._escape("a=b:c d", key=True) == "a\\=b\\:c\\ d"
     assert spark._escape("C:\\x\nnext") == "C:\\\\x\\nnext"
     assert spark._escape(" lead") == "\\ lead"
+
+
+def _fake_java(home: Path, version_line: str) -> str:
+    java = home / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
+    java.chmod(0o755)
+    return str(home)
+
+
+def test_a_java_spark_does_not_run_on_is_one_line_before_any_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Java 25 (newer than Spark 3.5 supports) is refused in one line naming it; Java 8
+    (``1.8``), 17 and an unreadable answer pass (Spark's own start then decides)."""
+    for name, line, major in (
+        ("j25", 'openjdk version "25" 2025-09-16', 25),
+        ("j8", 'java version "1.8.0_402"', 8),
+        ("j17", 'openjdk version "17.0.13" 2024-10-15', 17),
+        ("odd", "no version here", None),
+    ):
+        home = _fake_java(tmp_path / name, line)
+        assert spark.java_major(home) == major
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "j25"))
+    with pytest.raises(CivicLakeError) as refused:
+        spark.spark_session(get_settings())
+    message = str(refused.value)
+    assert message.startswith("--engine spark needs Java 8, 11, 17, 21 (Spark 3.5); ")
+    assert "is Java 25" in message and "\n" not in message
+    for ok in ("j8", "j17", "odd"):
+        monkeypatch.setenv("JAVA_HOME", str(tmp_path / ok))
+        assert spark.find_java() == str(tmp_path / ok)

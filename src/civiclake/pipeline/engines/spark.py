@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import pickle
@@ -439,18 +440,57 @@ def session_conf(master: str, user: Mapping[str, str]) -> dict[str, str]:
     return conf
 
 
+SUPPORTED_JAVA = (8, 11, 17, 21)
+"""Java versions pyspark 3.5 runs on: another one fails deep inside the JVM's start."""
+
+
 def find_java() -> str:
-    """JAVA_HOME, or the directory above the ``java`` on PATH; one line when there is none."""
+    """JAVA_HOME, or the directory above the ``java`` on PATH, of a Java Spark 3.5 runs on;
+    one line when there is none or it is another version."""
     home = os.environ.get("JAVA_HOME")
     if home and Path(home, "bin", "java").is_file():
-        return home
+        return _supported(home)
     java = shutil.which("java")
     if java:
-        return str(Path(os.path.realpath(java)).parent.parent)
+        return _supported(str(Path(os.path.realpath(java)).parent.parent))
     raise CivicLakeError(
         "--engine spark needs a Java runtime (17): none on PATH and JAVA_HOME not set; "
         "install one (Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
     )
+
+
+def _supported(java_home: str) -> str:
+    major = java_major(java_home)
+    if major is not None and major not in SUPPORTED_JAVA:
+        versions = ", ".join(map(str, SUPPORTED_JAVA))
+        raise CivicLakeError(
+            f"--engine spark needs Java {versions} (Spark 3.5); {java_home} is Java {major}: "
+            "install openjdk-17-jre-headless or set JAVA_HOME to a supported Java"
+        )
+    return java_home
+
+
+@functools.lru_cache(maxsize=8)
+def java_major(java_home: str) -> int | None:
+    """The major version ``java -version`` reports (``1.8`` is 8), None when it says nothing
+    readable (then Spark's own start decides). Asked once per Java home and process."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            [str(Path(java_home, "bin", "java")), "-version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', done.stderr + done.stdout)
+    if not found:
+        return None
+    major = int(found.group(1))
+    return int(found.group(2)) if major == 1 and found.group(2) else major
 
 
 def probe_master(master: str, timeout: float = PROBE_SECONDS) -> None:
