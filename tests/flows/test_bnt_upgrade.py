@@ -5,10 +5,6 @@ snapshot property from the first new load on."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import zipfile
 from datetime import date
 from pathlib import Path
 
@@ -22,29 +18,17 @@ from civiclake.config import get_settings
 from civiclake.flows.bnt import HWM_PROPERTY, high_water_mark
 from civiclake.sources import bnt
 from civiclake.testing.socrata import SocrataServer, bnt_rows
+from testsupport.old_civiclake import run_old_cli
 from testsupport.prefect_server import PrefectServer
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
-WHEEL = Path(__file__).parents[1] / "fixtures" / "civiclake-6893fc3-py3-none-any.whl"
 FIRST = date(2024, 3, 20)
 KEY = ("plaza_id", "date", "hour", "direction")
 
 
 def old_civiclake(tmp_path: Path, prefect: PrefectServer, *args: str) -> None:
     """``civiclake ARGS`` as the old code runs it (same venv dependencies, same home)."""
-    code = tmp_path / "old-civiclake"
-    if not code.exists():
-        with zipfile.ZipFile(WHEEL) as wheel:
-            wheel.extractall(code)
-    env = {**os.environ, "PYTHONPATH": str(code), "PREFECT_API_URL": prefect.api_url}
-    done = subprocess.run(
-        [sys.executable, "-m", "civiclake.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = run_old_cli(tmp_path, *args, env={"PREFECT_API_URL": prefect.api_url})
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -5,10 +5,7 @@ the code before the reshape (the wheel in tests/fixtures) keep loading."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +19,13 @@ from civiclake.cli import app
 from civiclake.config import get_settings
 from civiclake.testing.socrata import RequestRecord, SocrataServer, tabular_view
 from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_row, sample_rows
+from testsupport.old_civiclake import run_old_cli
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
 
 TABLE = "socrata.abcd_1234"
 REJECTS = "socrata.abcd_1234_rejects"
 ROWS = 25
-OLD_WHEEL = Path(__file__).resolve().parents[1] / "fixtures" / "civiclake-6893fc3-py3-none-any.whl"
 
 
 @pytest.fixture
@@ -123,19 +120,7 @@ def test_metadata_without_rows_updated_at_means_a_fetch(
 
 def old_cli(tmp_path: Path, server: SocrataServer, *args: str) -> subprocess.CompletedProcess[str]:
     """civiclake as built before the one-pipeline reshape, on the same home and portal."""
-    code = tmp_path / "old-civiclake"
-    if not code.exists():
-        with zipfile.ZipFile(OLD_WHEEL) as wheel:
-            wheel.extractall(code)
-    env = {**os.environ, "PYTHONPATH": str(code), "CIVICLAKE_SOCRATA_URL": server.url}
-    done = subprocess.run(
-        [sys.executable, "-m", "civiclake.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+    done = run_old_cli(tmp_path, *args, env={"CIVICLAKE_SOCRATA_URL": server.url})
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 

@@ -4,10 +4,7 @@ same contents, no duplicates, the old months left alone, the warehouse in step."
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import zipfile
 from datetime import date, datetime
 from pathlib import Path
 
@@ -21,11 +18,11 @@ from civiclake.cli import app
 from civiclake.config import get_settings
 from civiclake.pipeline.commit import LOAD_MARKER
 from civiclake.warehouse import open_warehouse
+from testsupport.old_civiclake import run_old_cli
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
 
 ROOT = Path(__file__).resolve().parents[2]
-WHEEL = ROOT / "tests" / "fixtures" / "civiclake-6893fc3-py3-none-any.whl"
 YELLOW = ROOT.parent / "shared" / "data" / "tlc" / "yellow_tripdata_2020-07_sample.csv"
 TABLE, REJECTS = "tlc.yellow_trips", "tlc.yellow_trips_rejects"
 LOAD_COLUMNS = ("load_run_id", "loaded_at")
@@ -39,25 +36,8 @@ def old_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI of the code before the one pipeline, on this test's CIVICLAKE_HOME and server."""
     from prefect.settings import PREFECT_API_URL
 
-    code = tmp_path / "old-civiclake"
-    if not code.exists():
-        with zipfile.ZipFile(WHEEL) as wheel:
-            wheel.extractall(code)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(code),
-        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-        "DO_NOT_TRACK": "1",
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "civiclake.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    env = {"PREFECT_API_URL": str(PREFECT_API_URL.value()), "DO_NOT_TRACK": "1", "COLUMNS": "200"}
+    return run_old_cli(tmp_path, *args, env=env)
 
 
 def month_file(tmp_path: Path, month: int) -> Path:
