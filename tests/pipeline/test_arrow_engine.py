@@ -4,7 +4,6 @@ rejects (partitioned, streamed in small batches), committed once; nothing visibl
 from __future__ import annotations
 
 import io
-import pickle
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -20,7 +19,13 @@ from civiclake._private import iceberg_write
 from civiclake.config import get_settings
 from civiclake.errors import ParameterError
 from civiclake.lake import Lake
-from civiclake.pipeline import RAW_RECORD, REJECT_REASON, RunContext, Staged, output_schema
+from civiclake.pipeline import (
+    RAW_RECORD,
+    REJECT_REASON,
+    RunContext,
+    commit as pipeline_commit,
+    output_schema,
+)
 from civiclake.pipeline.engines import get_stage
 from civiclake.slices import WholeTable, Window
 
@@ -150,9 +155,9 @@ def test_staged_round_trips_through_the_lake_and_commits_exactly_once() -> None:
     _, table, rejects = _tables()
     url = _write_raw(lake, "c.csv", date(2024, 2, 1), 3, 50)
     staged = get_stage()(DaysSpec(), lake, [url], _ctx(), table=table, rejects_table=rejects)
-    saved = lake.join("stage", "toy", "staged.pickle")
-    staged.save(lake, saved)
-    again = Staged.load(lake, saved)
+    saved = pipeline_commit.load_url(lake, DaysSpec.table, "r1")
+    pipeline_commit.Load(staged, WholeTable(), WholeTable(), {"run-id": "r1"}).save(lake, saved)
+    again = pipeline_commit.Load.read(lake, saved).staged
     assert again.data_urls == staged.data_urls and again.rows_valid == 150
     window = Window("day", date(2024, 2, 1), date(2024, 3, 1)).iceberg_filter()
     tables.commit_files(table, window, again.data, {"run-id": "r1"})
@@ -195,7 +200,7 @@ def test_commit_then_crash_before_rejects_is_completed_by_repair() -> None:
     staged = get_stage()(DaysSpec(), lake, [url], _ctx("r9"), table=table, rejects_table=rejects)
     window = Window("day", date(2024, 2, 1), date(2024, 3, 1))
     load = pipeline_commit.Load(staged, window, WholeTable(), {"run-id": "r9"})
-    lake.write_bytes(pipeline_commit.load_url(lake, DaysSpec.table, "r9"), pickle.dumps(load))
+    load.save(lake, pipeline_commit.load_url(lake, DaysSpec.table, "r9"))
     tables.commit_files(
         table,
         window.iceberg_filter(),

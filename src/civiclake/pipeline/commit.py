@@ -46,6 +46,17 @@ class Load:
     def run_id(self) -> str:
         return self.properties["run-id"]
 
+    def save(self, lake: Lake, url: str) -> None:
+        lake.write_bytes(url, pickle.dumps(self))
+
+    @classmethod
+    def read(cls, lake: Lake, url: str) -> Load:
+        with lake.open(url) as handle:
+            saved = pickle.loads(handle.read())  # our own file in our own lake
+        if not isinstance(saved, cls):
+            raise TypeError(f"{url} is not a staged load")
+        return saved
+
 
 def load_url(lake: Lake, table: str, run_id: str) -> str:
     """Where ``commit`` saves a load of ``table`` (``ns.name``) before committing it."""
@@ -57,7 +68,7 @@ def commit(lake: Lake, table: Table, rejects_table: Table, load: Load) -> tables
     ``load.rejects_replaced`` in ``rejects_table`` with the staged rejects; each one atomic
     transaction (replayed on a conflict). Returns the table's commit."""
     name = ".".join(table.name())
-    lake.write_bytes(load_url(lake, name, load.run_id), pickle.dumps(load))
+    load.save(lake, load_url(lake, name, load.run_id))
     main = tables.commit_files(
         table,
         load.replaced.iceberg_filter(),
@@ -90,10 +101,7 @@ def repair(
         return False
     run_id = props["run-id"]
     url = load_url(lake, table, run_id)
-    saved: Load | None = None
-    if lake.exists(url):
-        with lake.open(url) as handle:
-            saved = pickle.loads(handle.read())  # our own file in our own lake
+    saved = Load.read(lake, url) if lake.exists(url) else None
     if saved is None or not all(lake.exists(f.file_path) for f in saved.staged.rejects.files):
         log.warning(
             "%s: the rejects commit of run %s is missing and its staged files are gone;"

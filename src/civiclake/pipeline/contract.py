@@ -14,7 +14,6 @@ spec's ``rejects`` projection (each source keeps its rejects layout: ``reason`` 
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -116,8 +115,7 @@ def split(
 class Staged:
     """What a stage produced: data files for the table and for its rejects (written, not yet
     committed), counts, and the union of the spec's observations. Picklable: an engine's
-    workers produce it, the driver commits it, and a crash between the two commits is repaired
-    from the copy ``save`` keeps in the stage zone."""
+    workers produce it, the driver commits it (``pipeline.commit`` keeps a copy for repair)."""
 
     data: DataFiles
     rejects: DataFiles
@@ -138,14 +136,3 @@ class Staged:
     @property
     def rejects_urls(self) -> list[str]:
         return [f.file_path for f in self.rejects.files]
-
-    def save(self, lake: Lake, url: str) -> None:
-        lake.write_bytes(url, pickle.dumps(self))
-
-    @classmethod
-    def load(cls, lake: Lake, url: str) -> Staged:
-        with lake.open(url) as handle:
-            staged = pickle.loads(handle.read())  # our own file in our own lake
-        if not isinstance(staged, cls):
-            raise TypeError(f"{url} is not a staged load")
-        return staged
