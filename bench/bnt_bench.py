@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import resource
 import selectors
 import shutil
@@ -105,7 +106,7 @@ def phase_ours_fetch(rows: int, page_size: int) -> Result:
     seconds = time.perf_counter() - began
     peak = peak_rss_mb()
     raw_bytes = sum(lake.fs.size(url) for url in result.raw_urls)
-    staged.save(lake, lake.join("stage", HANDOFF_FILE))
+    lake.write_bytes(lake.join("stage", HANDOFF_FILE), pickle.dumps(staged))  # to the next phase
     handoff = {"rows": result.rows, "stage_seconds": staged.seconds, "stage_peak_rss_mb": peak}
     (settings.home_dir / HANDOFF_FILE).write_text(json.dumps(handoff))
     return {
@@ -134,7 +135,8 @@ def phase_ours_stage_load(rows: int, page_size: int) -> Result:
     settings = get_settings()
     lake = Lake(settings.resolved_lake_url)
     handoff = json.loads((settings.home_dir / HANDOFF_FILE).read_text())
-    staged = Staged.load(lake, lake.join("stage", HANDOFF_FILE))
+    with lake.open(lake.join("stage", HANDOFF_FILE)) as handle:
+        staged: Staged = pickle.loads(handle.read())
     load_range = bnt.LoadRange(*date_range(rows))
     source = source_name(settings.socrata_url, settings.bnt_dataset_id)
 
