@@ -23,6 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
     from civiclake._private.iceberg_write import DataFiles
     from civiclake.lake import Lake
     from civiclake.slices import Slice
@@ -67,6 +70,11 @@ class DatasetSpec(Protocol):
 
     def rejects_schema(self) -> pa.Schema:
         """The rejects table's columns, in order, with their types."""
+        ...
+
+    def ensure_tables(self, catalog: Catalog) -> tuple[Table, Table]:
+        """The table and its rejects table, created when missing (a spec whose ``evolves`` is
+        true also adds new columns): called under the table's lock before a stage."""
         ...
 
     def read(self, lake: Lake, url: str) -> Iterator[pa.RecordBatch]:

@@ -40,6 +40,9 @@ import pyarrow as pa
 from civiclake.errors import ParameterError
 
 if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
     from civiclake.lake import Lake
     from civiclake.pipeline.contract import RunContext
 
@@ -142,6 +145,22 @@ class DatasetSpec:
 
     def rejects_schema(self) -> pa.Schema:
         return REJECTS_SCHEMA
+
+    evolves = True
+    """The table follows the dataset: a column the portal adds is added (never dropped)."""
+
+    def ensure_tables(self, catalog: Catalog) -> tuple[Table, Table]:
+        """The table (partitioned as asked while unpartitioned; new columns added) and its
+        rejects table, created when missing."""
+        from civiclake import tables
+
+        partition = (
+            (self.partition.transform, self.partition.column) if self.partition.transform else None
+        )
+        table = tables.ensure_table_for(
+            catalog, self.table, self.arrow_schema(), partition=partition, evolve=True
+        )
+        return table, tables.ensure_table_for(catalog, self.rejects_table, REJECTS_SCHEMA)
 
     def read(self, lake: Lake, url: str) -> Iterator[pa.RecordBatch]:
         """A raw page of the lake as batches of strings (``socrata_transform.read_page``)."""

@@ -21,7 +21,6 @@ from civiclake.sources.socrata import SocrataClient, date_range_where, floating_
 from civiclake.sources.socrata_dataset import DatasetSpec, LoadMode
 
 OVERLAP = timedelta(minutes=10)  # re-fetched before the high-water mark: clock skew, late commits
-HWM_PROPERTY = "high-water-mark"
 
 
 @dataclass(frozen=True)
@@ -94,11 +93,10 @@ def table_state(settings: Settings, spec: DatasetSpec) -> tuple[int | None, str 
     catalog = tables.load_catalog(settings)
     if not catalog.table_exists(spec.table):
         return None, None
-    snapshot = catalog.load_table(spec.table).current_snapshot()
-    if snapshot is None or snapshot.summary is None:
-        return (snapshot.snapshot_id if snapshot else None), None
-    properties = snapshot.summary.additional_properties
-    return snapshot.snapshot_id, properties.get(tables.SNAPSHOT_PROPERTY_PREFIX + HWM_PROPERTY)
+    table = catalog.load_table(spec.table)
+    snapshot = table.current_snapshot()
+    hwm = tables.snapshot_property(table, tables.HWM_PROPERTY)
+    return (snapshot.snapshot_id if snapshot else None), hwm
 
 
 def incremental_where(hwm: str, where: str | None) -> str:

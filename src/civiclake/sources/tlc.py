@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pyarrow as pa
@@ -31,6 +31,10 @@ from civiclake.errors import ParameterError, SourceError
 from civiclake.lake import RAW_ZONE, Lake, rebatch
 from civiclake.pipeline import REJECT_REASON, RunContext, output_schema
 from civiclake.slices import Window
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +91,16 @@ class TripSchema:
 
     def rejects_schema(self) -> pa.Schema:
         return rejects_schema(self)
+
+    def ensure_tables(self, catalog: Catalog) -> tuple[Table, Table]:
+        """The color's table (partitioned by pickup month) and its rejects table, created
+        when missing."""
+        from civiclake import tables
+
+        return (
+            tables.ensure_table_for(catalog, self.table, table_schema(self), month_of=self.pickup),
+            tables.ensure_table_for(catalog, self.rejects_table, rejects_schema(self)),
+        )
 
     def read(self, lake: Lake, url: str) -> Iterator[pa.RecordBatch]:
         """A raw month (CSV, CSV.gz or Parquet) as batches of exactly this color's declared

@@ -32,6 +32,9 @@ from civiclake.errors import CivicLakeError
 COMMIT_ATTEMPTS = 3
 CATALOG_INIT_ATTEMPTS = 3
 SNAPSHOT_PROPERTY_PREFIX = "civiclake."
+HWM_PROPERTY = "high-water-mark"
+"""Snapshot property of a load: the table's high-water mark after it (ISO), what the next
+incremental plan starts from without reading a data file."""
 # SqlCatalog creates its own tables when opened (check, then CREATE): months opening a fresh
 # catalog at once raced to "table iceberg_tables already exists" (seen with 4 months in flight).
 _CATALOG_INIT_LOCK = threading.Lock()
@@ -279,3 +282,12 @@ def conform(chunk: pa.Table, table: Table) -> pa.Table:
         else:
             columns.append(pa.nulls(chunk.num_rows, target_field.type))
     return pa.Table.from_arrays(columns, names=target.names)
+
+
+def snapshot_property(table: Table, key: str) -> str | None:
+    """A civiclake property of the table's current snapshot (None: no snapshot, or one without
+    it, e.g. written by ``maintain`` or an older civiclake)."""
+    snapshot = table.current_snapshot()
+    if snapshot is None or snapshot.summary is None:
+        return None
+    return snapshot.summary.additional_properties.get(SNAPSHOT_PROPERTY_PREFIX + key) or None
