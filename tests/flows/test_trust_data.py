@@ -516,7 +516,8 @@ def test_crash_between_the_two_commits_is_repaired_by_the_next_load(tmp_path: Pa
     import pickle
     from datetime import UTC, datetime
 
-    from civiclake.flows.bnt import _Rejects, stager
+    from civiclake.flows import _pipeline as pipeline
+    from civiclake.flows.bnt import _Rejects
     from civiclake.pipeline.commit import LOAD_MARKER, Load, load_url
     from civiclake.query import run_sql
     from civiclake.slices import Windows
@@ -534,7 +535,8 @@ def test_crash_between_the_two_commits_is_repaired_by_the_next_load(tmp_path: Pa
     settings = get_settings()
     lake, catalog = settings.lake(), tables.load_catalog(settings)
     ctx = bnt.context("crashed", "file:b.csv", datetime.now(UTC))
-    staged = stager(settings, lake, ctx, None)(bnt.stage_file(lake, str(path), run_id="crashed"))
+    raw = bnt.stage_file(lake, str(path), run_id="crashed")
+    staged = pipeline.stage(settings, bnt.BntSpec(), raw, ctx)
     days = Windows.of_days(bnt.DATE_FIELD, staged.observed["days"])
     props = {"run-id": "crashed", "load-key": ctx.label}
     load = Load(staged, days, _Rejects(days, ctx.label), props)

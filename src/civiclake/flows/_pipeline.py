@@ -14,8 +14,9 @@ A source's flow only plans (the ``Slice`` a load replaces, its snapshot properti
   data files, or (a warehouse that ``streams_while_staging``) while the stage writes them;
 - ``publish``: the summary as a Prefect artifact;
 - ``fan_out``: many slices of one spec (TLC's months), a bounded number at a time, a failure
-  naming its slice while the others complete;
-- ``copy_local_file``: ``--from-file``, a file on disk into the raw zone, refused when cut off.
+  naming its slice while the others complete.
+
+``--from-file`` is the generic fetch ``pipeline.fetch.copy_local_file``.
 
 Tasks pass lake URLs, ``Staged`` descriptors and small dicts, never rows.
 """
@@ -34,7 +35,6 @@ from prefect.cache_policies import NO_CACHE
 
 from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
-from civiclake.errors import SourceError
 from civiclake.flows._locks import table_lock
 from civiclake.flows._sync import WAREHOUSE_PROPERTY
 from civiclake.guards import EmptyLoadRefused, refuse_empty, same_rows
@@ -180,7 +180,8 @@ def commit(
 ) -> dict[str, Any]:
     """The commit step, under the table's lock: complete an earlier load's missing rejects
     commit, refuse an empty load of a slice with rows, skip an unchanged re-run, else commit the
-    table then its rejects. A load that commits nothing removes its staged files."""
+    table then its rejects. A refused load removes its staged files; an unchanged one leaves
+    them to the warehouses, then ``done``."""
     from civiclake import tables
     from civiclake.pipeline.commit import Load, commit as commit_files, repair
     from civiclake.tables.history import partitions_touched
@@ -200,7 +201,7 @@ def commit(
             discard(lake, staged)
             raise
         if load.skip_unchanged and _unchanged(table, rejects_table, lake, staged, load):
-            discard(lake, staged)
+            # (its staged files still feed the warehouses: ``done`` removes them)
             snapshot = table.current_snapshot()
             log.info("%s unchanged: nothing committed", spec.table)
             return {
@@ -233,6 +234,12 @@ def commit(
         "rejects_snapshot_id": rejects_snapshot.snapshot_id if rejects_snapshot else None,
         "partitions": touched,  # what changed, not every partition the slice spans
     }
+
+
+def done(settings: Settings, staged: Staged, loaded: dict[str, Any]) -> None:
+    """After the warehouses: the staged files of a load that committed nothing are no one's."""
+    if loaded.get("changes") == UNCHANGED:
+        discard(settings.lake(), staged)
 
 
 def _total_rows(table: Table) -> int:
@@ -432,27 +439,3 @@ def _error_of(state: State[Any]) -> BaseException | None:
         except BaseException as exc:
             error = exc
     return error
-
-
-# ---------------------------------------------------------------- --from-file
-
-
-def copy_local_file(lake: Lake, path: str, url: str, file_types: Sequence[str]) -> str:
-    """``--from-file``: a file already on disk into the raw zone at ``url`` (atomically); a
-    CSV cut off mid-row is refused (it would replace its slice with part of it)."""
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    if not name.lower().endswith(tuple(file_types)):
-        raise SourceError(f"{path}: unsupported file type (expected {', '.join(file_types)})")
-    try:
-        lake.copy_from(path, url)
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file") from None
-    if name.lower().endswith((".csv", ".csv.gz")):
-        from civiclake.sources.csv_check import TruncatedFile, check_complete
-
-        try:
-            check_complete(lake, url, path)
-        except TruncatedFile:
-            lake.remove(url)
-            raise
-    return url

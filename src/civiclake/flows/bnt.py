@@ -9,7 +9,6 @@ written.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -17,17 +16,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from pydantic import Field
 
-from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
 from civiclake.config import Settings
 from civiclake.errors import CivicLakeError, ParameterError, SourceError, describe
-from civiclake.flows import preflight
-from civiclake.flows._locks import table_lock
+from civiclake.flows import _pipeline as pipeline, preflight
 from civiclake.flows._params import (
     AllowEmptyParam,
     AlsoWarehouseParam,
@@ -39,26 +34,22 @@ from civiclake.flows._params import (
     WarehouseBlockParam,
 )
 from civiclake.flows._sync import (
-    WAREHOUSE_PROPERTY,
     WarehouseNotSynced,
     check_warehouse,
     load_or_sync,
 )
-from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
-from civiclake.slices import Slice, Window, Windows
+from civiclake.guards import EmptyLoadRefused, refused
+from civiclake.slices import RowIds, Slice, Window, Windows
 from civiclake.sources import bnt_fetch
 from civiclake.sources.socrata import SocrataClient
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
 
-    from civiclake.lake import Lake
     from civiclake.pipeline import Staged
 
 FLOW_NAME = "bnt-hourly-traffic"
 logger = logging.getLogger(__name__)
-HWM_PROPERTY = "high-water-mark"
-"""Snapshot property: the newest ``date`` in the table after the load (ISO)."""
 
 
 def high_water_mark(settings: Settings) -> date | None:
@@ -75,15 +66,11 @@ def high_water_mark(settings: Settings) -> date | None:
 def table_high_water_mark(table: Table) -> date | None:
     from civiclake import tables
 
-    snapshot = table.current_snapshot()
-    if snapshot is None:
+    if table.current_snapshot() is None:
         return None
-    if snapshot.summary is not None:
-        value = snapshot.summary.additional_properties.get(
-            tables.SNAPSHOT_PROPERTY_PREFIX + HWM_PROPERTY
-        )
-        if value:
-            return date.fromisoformat(value)
+    value = tables.snapshot_property(table, tables.HWM_PROPERTY)
+    if value:
+        return date.fromisoformat(value)
     files = table.inspect.files()
     if files.num_rows == 0:
         return None
@@ -139,10 +126,6 @@ def plan_range(
     return bnt_fetch.LoadRange(start, stop)
 
 
-def _run_id() -> str:
-    return str(flow_run.id or f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}")
-
-
 @task(name="fetch", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def fetch(
     start: date,
@@ -194,16 +177,15 @@ def fetch_and_stage(
     from civiclake._private.prefetch import Prefetch
 
     lake = settings.lake()
-    stages: list[Any] = []
+    specs: list[Any] = []  # one per run (it warns once about unknown fields), made on first use
 
     def consume(pages: Any) -> Staged:
         with Prefetch(pages, depth=100_000, name="civiclake-fetch") as ahead:
-            if not stages:
-                from civiclake.sources import bnt
+            from civiclake.sources import bnt  # PyArrow: imported while the first page downloads
 
-                ctx = bnt.context(run_id, source, datetime.now(UTC), load_range)
-                stages.append(stager(settings, lake, ctx, log))
-            return stages[0](ahead)  # type: ignore[no-any-return]
+            specs[:] = specs or [bnt.BntSpec()]
+            ctx = bnt.context(run_id, source, datetime.now(UTC), load_range)
+            return pipeline.stage(settings, specs[0], ahead, ctx, log=log or logger)
 
     fetched, staged = bnt_fetch.fetch_range(
         client,
@@ -213,42 +195,11 @@ def fetch_and_stage(
         dataset_id=settings.bnt_dataset_id,
         page_size=page_size,
         consume=consume,
-        discard=lambda done: discard(lake, done),
+        discard=lambda done: pipeline.discard(lake, done),
         log=log or logger,
     )
     _warn_unknown_plazas(staged, log)
     return fetched, staged
-
-
-def stager(settings: Settings, lake: Lake, ctx: Any, log: Any) -> Any:
-    """``raw URLs -> Staged`` with the settings' engine, into the B&T tables (created first:
-    data files are written for the table's current partition spec)."""
-    from civiclake import tables
-    from civiclake.pipeline.engines import get_stage
-    from civiclake.sources import bnt
-
-    engine = get_stage(settings.engine)
-    table, rejects_table = bnt.SPEC.ensure_tables(tables.load_catalog(settings))
-
-    def stage(urls: Any) -> Staged:
-        return engine(  # type: ignore[no-any-return]
-            bnt.BntSpec(),  # (its own: it warns once a run about unknown fields)
-            lake,
-            urls,
-            ctx,
-            table=table,
-            rejects_table=rejects_table,
-            log=log or logger,
-        )
-
-    return stage
-
-
-def discard(lake: Lake, staged: Staged) -> None:
-    """Remove a stage's data files that will never be committed (else ``maintain`` would)."""
-    for url in [*staged.data_urls, *staged.rejects_urls]:
-        with contextlib.suppress(OSError):
-            lake.remove(url)
 
 
 def _warn_unknown_plazas(staged: Staged, log: Any) -> None:
@@ -269,13 +220,11 @@ def stage_file(path: str, run_id: str, source: str, blocks: Blocks = None) -> St
     from civiclake.sources import bnt
 
     settings = settings_for(blocks)
-    lake = settings.lake()
-    raw_urls = bnt.stage_file(lake, path, run_id=run_id)
+    raw_urls = bnt.stage_file(settings.lake(), path, run_id=run_id)
     log = get_run_logger()
+    ctx = bnt.context(run_id, source, datetime.now(UTC))
     try:
-        staged: Staged = stager(
-            settings, lake, bnt.context(run_id, source, datetime.now(UTC)), log
-        )(raw_urls)
+        staged = pipeline.stage(settings, bnt.BntSpec(), raw_urls, ctx, log=log)
     except CivicLakeError as exc:
         text = str(exc)
         for url in raw_urls:
@@ -289,43 +238,7 @@ def stage_file(path: str, run_id: str, source: str, blocks: Blocks = None) -> St
     return staged
 
 
-@task(name="load", cache_policy=NO_CACHE)
-def load(
-    staged: Staged,
-    run_id: str,
-    source: str,
-    start: date,
-    stop: date,
-    rows_fetched: int,
-    load_key: str,
-    blocks: Blocks = None,
-    replaced: Slice | None = None,
-    allow_empty: bool = False,
-    warehouse: str | None = None,
-) -> dict[str, Any]:
-    """Replace the range (or ``replaced``: a file's days) in the table and its rejects table
-    with the staged data files, each in one Iceberg commit; an empty stage never deletes rows
-    unless ``allow_empty``."""
-    settings = settings_for(blocks)
-    replaced = replaced or Window(bnt_fetch.DATE_FIELD, start, stop)
-    with table_lock(bnt_fetch.TABLE, settings):
-        return commit_load(
-            settings,
-            staged,
-            run_id=run_id,
-            source=source,
-            load_range=bnt_fetch.LoadRange(start, stop),
-            rows_fetched=rows_fetched,
-            load_key=load_key,
-            replaced=replaced,
-            allow_empty=allow_empty,
-            warehouse=warehouse,
-            log=get_run_logger(),
-        )
-
-
-def commit_load(
-    settings: Settings,
+def replacing(
     staged: Staged,
     *,
     run_id: str,
@@ -336,70 +249,48 @@ def commit_load(
     replaced: Slice,
     allow_empty: bool = False,
     warehouse: str | None = None,
-    log: Any = None,
-) -> dict[str, Any]:
-    """The commit step of a load, under the table's lock (no Prefect: ``load`` and the daily
-    test harness call it): refuse an empty load, complete an earlier load's missing rejects
-    commit, skip an unchanged re-run, else commit the table, then its rejects."""
-    from civiclake import tables
-    from civiclake.pipeline.commit import Load, commit, repair
-    from civiclake.tables.history import partitions_touched
-
-    lake = settings.lake()
-    catalog = tables.load_catalog(settings)
-    table = catalog.load_table(bnt_fetch.TABLE)
-    rejects_table = catalog.load_table(bnt_fetch.REJECTS_TABLE)
-    refuse_empty(table, bnt_fetch.TABLE, replaced, staged.rows_valid, allow_empty=allow_empty)
-    log = log or logger
-    repair(catalog, lake, bnt_fetch.TABLE, bnt_fetch.REJECTS_TABLE, log)
-    rejects_replaced = _Rejects(replaced, load_key)
-    if _unchanged(table, rejects_table, lake, staged, replaced, rejects_replaced):
-        snapshot = table.current_snapshot()
-        assert snapshot is not None and snapshot.summary is not None
-        log.info("%s unchanged: nothing committed", bnt_fetch.TABLE)
-        return {
-            "snapshot_id": snapshot.snapshot_id,
-            "rows_loaded": staged.rows_valid,
-            "table_rows": int(snapshot.summary["total-records"]),
-            "rejects_snapshot_id": None,
-            "partitions": [],  # nothing committed, nothing touched
-            "changes": "unchanged (nothing committed)",
-        }
+) -> pipeline.Replace:
+    """What a B&T load replaces: its range (or a file's days) in the table; in the rejects,
+    the same days and whatever an earlier load with the same key rejected."""
     spans = (
         [(w.start, w.stop) for w in replaced.windows]
         if isinstance(replaced, Windows)
         else [(load_range.start, load_range.stop)]
     )
-    hwm = _next_high_water_mark(table_high_water_mark(table), replaced, staged.observed.get("days"))
-    props = {
-        "run-id": run_id,
-        "source": source,
-        "range": str(load_range),
-        "rows-fetched": str(rows_fetched),
-        "rows-loaded": str(staged.rows_valid),
-        "rows-rejected": str(staged.rows_rejected),
-        **({WAREHOUSE_PROPERTY: warehouse} if warehouse else {}),
-        "rejects-days": ",".join(f"{a.isoformat()}/{b.isoformat()}" for a, b in spans),
-        "load-key": load_key,
-        **({HWM_PROPERTY: hwm.isoformat()} if hwm else {}),
-    }
-    main = commit(lake, table, rejects_table, Load(staged, replaced, rejects_replaced, props))
-    rejects_snapshot = rejects_table.current_snapshot()
-    # under the lock: the newest snapshots are this run's
-    touched = partitions_touched(table, run_id)
-    log.info(
-        "committed snapshot %s to %s (%s rows now)",
-        main.snapshot_id,
-        bnt_fetch.TABLE,
-        f"{main.total_rows:,}",
+
+    def next_hwm(table: Table) -> str | None:
+        days = staged.observed.get("days")
+        hwm = _next_high_water_mark(table_high_water_mark(table), replaced, days)
+        return hwm.isoformat() if hwm else None
+
+    return pipeline.Replace(
+        replaced,
+        _Rejects(replaced, load_key),
+        pipeline.properties(
+            run_id,
+            source,
+            str(load_range),
+            staged,
+            rows_fetched=rows_fetched,
+            warehouse=warehouse,
+            **{
+                "rejects-days": ",".join(f"{a.isoformat()}/{b.isoformat()}" for a, b in spans),
+                "load-key": load_key,
+            },
+        ),
+        allow_empty=allow_empty,
+        high_water_mark=next_hwm,
     )
-    return {
-        "snapshot_id": main.snapshot_id,
-        "rows_loaded": main.rows_written,
-        "table_rows": main.total_rows,
-        "rejects_snapshot_id": rejects_snapshot.snapshot_id if rejects_snapshot else None,
-        "partitions": touched,  # what changed, not every month the range spans
-    }
+
+
+def commit_load(
+    settings: Settings, staged: Staged, *, log: Any = None, **load: Any
+) -> dict[str, Any]:
+    """The commit step of a load outside a flow (the daily test harness, the bench):
+    ``replacing(staged, **load)`` committed by ``pipeline.commit``."""
+    from civiclake.sources import bnt
+
+    return pipeline.commit(settings, bnt.SPEC, staged, replacing(staged, **load), log)
 
 
 @dataclass(frozen=True)
@@ -415,80 +306,15 @@ class _Rejects:
         return Or(self.replaced.iceberg_filter(), EqualTo("load_range", self.load_key))
 
 
-def _unchanged(
-    table: Table,
-    rejects_table: Table,
-    lake: Lake,
-    staged: Staged,
-    replaced: Slice,
-    rejects_replaced: _Rejects,
-) -> bool:
-    """A re-run with nothing new: the staged rows and rejects are what the slice holds."""
-    from civiclake.guards import same_rows
-
-    if not same_rows(rejects_table, rejects_replaced, staged.rejects_urls, lake):
-        return False
-    return same_rows(table, replaced, staged.data_urls, lake)
-
-
-@task(name="load-warehouse", cache_policy=NO_CACHE)
-def load_warehouse(
-    staged: Staged,
-    start: date,
-    stop: date,
-    to: str,
-    load_key: str | None = None,
-    blocks: Blocks = None,
-    replaced: Slice | None = None,
-) -> dict[str, Any]:
-    """Replace ``[start, stop)`` (or ``replaced``: the days a file holds) of the table in the
-    warehouse from the load's data files, and the load's rejects (those recorded under the
-    same load key, as TLC's and Socrata's rejects go to the warehouse): delete + bulk load, one
-    transaction per table."""
-    from civiclake.slices import RowIds
-    from civiclake.sources import bnt
-    from civiclake.warehouse import open_warehouse
-
-    settings = settings_for(blocks)
-    lake = settings.lake()
-    with (
-        table_lock(f"{to}:{bnt_fetch.TABLE}", settings, commits=False),
-        open_warehouse(to, settings) as warehouse,
-    ):
-        rows = warehouse.replace(
-            bnt_fetch.TABLE,
-            bnt.ARROW_SCHEMA,
-            staged.data_urls,
-            lake,
-            replaced or Window(bnt_fetch.DATE_FIELD, start, stop),
-        )
-        if load_key is not None:
-            warehouse.replace(
-                bnt_fetch.REJECTS_TABLE,
-                bnt.REJECTS_ARROW_SCHEMA,
-                staged.rejects_urls,
-                lake,
-                RowIds.of("load_range", [load_key]),
-            )
-    get_run_logger().info(
-        "replaced %s in %s %s: %s rows",
-        replaced or f"[{start}, {stop})",
-        to,
-        bnt_fetch.TABLE,
-        f"{rows:,}",
-    )
-    return {"warehouse": to, "rows": rows}
-
-
 @task(name="report", cache_policy=NO_CACHE)
 def report(summary: dict[str, Any], blocks: Blocks = None) -> dict[str, Any]:
     """Publish the run summary as a Prefect artifact (visible in the UI) and return it."""
-    rows = "\n".join(f"| {k} | {_fmt(k, v)} |" for k, v in summary.items())
-    create_markdown_artifact(
-        key="bnt-load-summary",
-        markdown=f"## {FLOW_NAME}: {bnt_fetch.TABLE}\n\n| metric | value |\n|---|---|\n{rows}\n"
-        + _load_figures(summary, blocks),
-        description=f"{bnt_fetch.TABLE} load {summary['range']}",
+    pipeline.publish(
+        "bnt-load-summary",
+        f"{FLOW_NAME}: {bnt_fetch.TABLE}",
+        f"{bnt_fetch.TABLE} load {summary['range']}",
+        summary,
+        _load_figures(summary, blocks),
     )
     return summary
 
@@ -499,16 +325,6 @@ def _load_figures(summary: dict[str, Any], blocks: Blocks) -> str:
 
     start, stop = (date.fromisoformat(d) for d in summary["range"].strip("[)").split(", "))
     return bnt_figures(settings_for(blocks), start, stop, summary["run_id"])
-
-
-def _fmt(key: str, value: Any) -> str:
-    if isinstance(value, list):
-        return (
-            ", ".join(map(str, value))
-            if len(value) <= 12
-            else (f"{value[0]} .. {value[-1]} ({len(value)})")
-        )
-    return display_value(key, value)
 
 
 @flow(name=FLOW_NAME, validate_parameters=True)
@@ -578,7 +394,7 @@ def _bnt_hourly_traffic(
     }
     settings = settings_for(blocks)
     log = get_run_logger()
-    run_id = _run_id()
+    run_id = pipeline.run_id()
     # the checks the CLI ran before Prefect started, again for a run without it (a deployment)
     preflight.bnt(
         settings,
@@ -630,25 +446,32 @@ def _bnt_hourly_traffic(
         fetched = fetched_info["fetched"]["rows"]
         replaced = Window(bnt_fetch.DATE_FIELD, start, stop)
 
+    from civiclake.sources import bnt
+
     load_key = source if from_file else str(bnt_fetch.LoadRange(start, stop))
-    loaded = load(
+    load = replacing(
         staged,
-        run_id,
-        source,
-        start,
-        stop,
-        fetched,
-        load_key,
-        blocks=blocks,
+        run_id=run_id,
+        source=source,
+        load_range=bnt_fetch.LoadRange(start, stop),
+        rows_fetched=fetched,
+        load_key=load_key,
         replaced=replaced,
         allow_empty=allow_empty,
         warehouse=to.value if to is not None else None,
     )
+    loaded = pipeline.commit_task(bnt.SPEC, staged, load, blocks=blocks)
     warehouse, not_synced = None, None
     if to is not None:
         warehouse, not_synced = load_or_sync(
-            lambda: load_warehouse(
-                staged, start, stop, to.value, load_key, blocks=blocks, replaced=replaced
+            lambda: pipeline.load_warehouse_task(
+                bnt.SPEC,
+                staged,
+                to.value,
+                replaced,
+                # the warehouse's rejects: those of the same load key, as TLC's and Socrata's
+                RowIds.of("load_range", [load_key]),
+                blocks=blocks,
             ),
             settings=settings,
             identifiers=[bnt_fetch.TABLE],
@@ -656,6 +479,7 @@ def _bnt_hourly_traffic(
             run_id=run_id,
             snapshot_id=loaded["snapshot_id"],
         )
+    pipeline.done(settings, staged, loaded)
     summary = {
         "table": bnt_fetch.TABLE,
         "range": f"[{start}, {stop})",
@@ -674,8 +498,6 @@ def _bnt_hourly_traffic(
         "run_id": run_id,
         "duration_s": round(time.monotonic() - began, 2),
     }
-    if "changes" in loaded:  # nothing committed: the staged files are no one's
-        discard(settings.lake(), staged)
     report(summary, blocks=blocks)
     if not_synced:
         raise WarehouseNotSynced(not_synced, summary)

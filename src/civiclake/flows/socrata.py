@@ -368,6 +368,7 @@ def _socrata_dataset(
             snapshot_id=loaded["snapshot_id"],
         )
     mode = planned.mode
+    pipeline.done(settings, staged, loaded)
     summary = {
         "table": spec.table,
         "range": _range_text(planned),

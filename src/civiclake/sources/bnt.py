@@ -166,30 +166,16 @@ JSON_BATCH_ROWS = 100_000
 JSON_HEAD_BYTES = 256 * 1024
 
 
+FILE_TYPES = (".csv", ".json", ".csv.gz", ".json.gz", ".ndjson")
+
+
 def stage_file(lake: Lake, path: str, *, run_id: str) -> list[str]:
     """Copy a bulk export (CSV or the API's JSON) into the raw zone, atomically."""
+    from civiclake.pipeline.fetch import copy_local_file
+
     name = path.rstrip("/").rsplit("/", 1)[-1]
-    if not _file_format(name):
-        raise SourceError(f"{path}: unsupported file type (expected .csv, .json, .csv.gz)")
     url = lake.join(RAW_ZONE, "files", DATASET_ID, f"run={run_id}", name)
-    try:
-        lake.copy_from(path, url)
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file") from None
-    if _file_format(name) == "csv":
-        _refuse_truncated(lake, url, path)
-    return [url]
-
-
-def _refuse_truncated(lake: Lake, url: str, path: str) -> None:
-    """A cut-off file would replace its last day with part of it: refused, copy removed."""
-    from civiclake.sources.csv_check import TruncatedFile, check_complete
-
-    try:
-        check_complete(lake, url, path)
-    except TruncatedFile:
-        lake.remove(url)
-        raise
+    return [copy_local_file(lake, path, url, FILE_TYPES)]
 
 
 def _file_format(name: str) -> str | None:

@@ -386,26 +386,17 @@ def _check_parquet(lake: Lake, url: str) -> None:
         raise SourceError(f"corrupt or truncated Parquet file: {url}")
 
 
+FILE_TYPES = (".csv", ".csv.gz", ".parquet")
+
+
 def stage_local_file(lake: Lake, path: str, color: str, month: Month) -> str:
     """``--from-file``: copy a file already on disk into the raw zone."""
+    from civiclake.pipeline.fetch import copy_local_file
+
     name = path.rstrip("/").rsplit("/", 1)[-1]
-    if not name.endswith((".csv", ".csv.gz", ".parquet")):
-        raise SourceError(f"{path}: unsupported file type (expected .csv, .csv.gz, .parquet)")
     # its own folder: a download of the same month keeps its cached copy (same file name)
     url = lake.join(RAW_ZONE, NAMESPACE, color, str(month), FROM_FILE_DIR, name)
-    try:
-        lake.copy_from(path, url)
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such file") from None
-    if not name.endswith(".parquet"):  # a cut-off CSV would replace the month with part of it
-        from civiclake.sources.csv_check import TruncatedFile, check_complete
-
-        try:
-            check_complete(lake, url, path)
-        except TruncatedFile:
-            lake.remove(url)
-            raise
-    return url
+    return copy_local_file(lake, path, url, FILE_TYPES)
 
 
 # ---------------------------------------------------------------- the spec: read, transform
