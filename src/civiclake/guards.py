@@ -7,7 +7,10 @@ Every pipeline asks :func:`refuse_empty` before it commits, to Iceberg and to a 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
+import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from civiclake.errors import CivicLakeError, ParameterError
 
@@ -18,6 +21,8 @@ if TYPE_CHECKING:
     from civiclake.slices import Slice
 
 ALLOW_EMPTY_OPTION = "--allow-empty"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class EmptyLoadRefused(ParameterError):
@@ -52,6 +57,22 @@ def refuse_empty(
             f"refusing to replace {replaced} of {identifier} with nothing: the load holds 0 rows "
             f"and would delete {existing:,} (pass {ALLOW_EMPTY_OPTION} to empty it)"
         )
+
+
+def refusing(fn: Callable[P, R]) -> Callable[P, R]:
+    """A flow function whose refusal (``EmptyLoadRefused``) ends the run as ``refused`` says,
+    put under ``@flow``. The wrapper lives in ``fn``'s module globals: Prefect resolves the
+    parameters' annotations there (through ``__wrapped__``)."""
+    refusal, end = EmptyLoadRefused, refused  # closure cells: the wrapper's globals are fn's
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except refusal as exc:
+            return end(exc)  # type: ignore[no-any-return]
+
+    rebound = types.FunctionType(run.__code__, fn.__globals__, fn.__name__, None, run.__closure__)
+    return functools.wraps(fn)(rebound)  # type: ignore[return-value]
 
 
 def refused(exc: CivicLakeError) -> Any:

@@ -38,7 +38,7 @@ from civiclake.flows._sync import (
     check_warehouse,
     load_or_sync,
 )
-from civiclake.guards import EmptyLoadRefused, refused
+from civiclake.guards import refusing
 from civiclake.slices import RowIds, Slice, Window, Windows
 from civiclake.sources import bnt_fetch
 from civiclake.sources.socrata import SocrataClient
@@ -328,6 +328,7 @@ def _load_figures(summary: dict[str, Any], blocks: Blocks) -> str:
 
 
 @flow(name=FLOW_NAME, validate_parameters=True)
+@refusing
 def bnt_hourly_traffic(
     start_date: Annotated[
         DateParam | None, Field(description="First date (YYYY-MM-DD); empty: incremental")
@@ -354,37 +355,6 @@ def bnt_hourly_traffic(
     replaces the days it holds. A load with no row for a range that has rows is refused (the
     run ends Failed with that line) unless ``allow_empty``.
     """
-    try:
-        return _bnt_hourly_traffic(
-            start_date,
-            stop_date,
-            from_file,
-            lookback_days,
-            page_size,
-            lake,
-            lake_block,
-            socrata_token_block,
-            to,
-            warehouse_block,
-            allow_empty,
-        )
-    except EmptyLoadRefused as exc:
-        return refused(exc)  # type: ignore[no-any-return]
-
-
-def _bnt_hourly_traffic(
-    start_date: date | None,
-    stop_date: date | None,
-    from_file: str | None,
-    lookback_days: int | None,
-    page_size: int | None,
-    lake: str | None,
-    lake_block: str | None,
-    socrata_token_block: str | None,
-    to: Any,
-    warehouse_block: str | None,
-    allow_empty: bool,
-) -> dict[str, Any]:
     began = time.monotonic()
     blocks = {
         "lake": lake,

@@ -40,7 +40,7 @@ from civiclake.flows._params import (
     WarehouseBlockParam,
 )
 from civiclake.flows._sync import WarehouseNotSynced, check_warehouse, load_or_sync
-from civiclake.guards import EmptyLoadRefused, refused
+from civiclake.guards import refusing
 from civiclake.pipeline import RunContext, Staged
 from civiclake.slices import RowIds, Slice, WholeTable, Window
 from civiclake.sources import socrata_dataset as datasets
@@ -232,6 +232,7 @@ def _range_text(planned: Plan) -> str:
 
 
 @flow(name=FLOW_NAME, validate_parameters=True)
+@refusing
 def socrata_dataset(
     dataset: Annotated[
         str, Field(description="4x4 id, dataset URL, or a name from the config file")
@@ -265,47 +266,6 @@ def socrata_dataset(
     A full or range load that fetched no row is refused (Failed, that line) when the table or
     range has rows, unless ``allow_empty``.
     """
-    try:
-        return _socrata_dataset(
-            dataset,
-            table,
-            full,
-            partition,
-            where,
-            date_field,
-            start_date,
-            stop_date,
-            portal,
-            page_size,
-            lake,
-            lake_block,
-            socrata_token_block,
-            to,
-            warehouse_block,
-            allow_empty,
-        )
-    except EmptyLoadRefused as exc:
-        return refused(exc)  # type: ignore[no-any-return]
-
-
-def _socrata_dataset(
-    dataset: str,
-    table: str | None,
-    full: bool,
-    partition: str | None,
-    where: str | None,
-    date_field: str | None,
-    start_date: Any,
-    stop_date: Any,
-    portal: str | None,
-    page_size: int | None,
-    lake: str | None,
-    lake_block: str | None,
-    socrata_token_block: str | None,
-    to: Any,
-    warehouse_block: str | None,
-    allow_empty: bool,
-) -> dict[str, Any]:
     began = time.monotonic()
     blocks = {
         "lake": lake,

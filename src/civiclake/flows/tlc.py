@@ -16,7 +16,6 @@ the whole file. Other warehouses load the data files afterwards.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -25,15 +24,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
-from prefect.runtime import flow_run
 from prefect.states import State
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from civiclake import tables
 from civiclake.blocks import Blocks, settings_for
 from civiclake.errors import CivicLakeError, ParameterError
-from civiclake.flows import preflight
+from civiclake.flows import _pipeline as pipeline, preflight
 from civiclake.flows._locks import table_lock
 from civiclake.flows._params import (
     AllowEmptyParam,
@@ -44,7 +41,6 @@ from civiclake.flows._params import (
     WarehouseKind,
 )
 from civiclake.flows._sync import (
-    WAREHOUSE_PROPERTY,
     WarehouseNotSynced,
     check_warehouse,
     mark_not_synced,
@@ -52,10 +48,8 @@ from civiclake.flows._sync import (
     not_synced_line,
     sync_whole_table,
 )
-from civiclake.guards import EmptyLoadRefused, refuse_empty, refused
+from civiclake.guards import refused, refusing
 from civiclake.pipeline import Staged
-from civiclake.pipeline.commit import Load, commit, repair
-from civiclake.pipeline.engines import get_stage
 from civiclake.slices import Window
 from civiclake.sources import tlc
 from civiclake.warehouse import warehouse_module
@@ -83,18 +77,6 @@ class MonthsFailed(CivicLakeError):
         self.summary = summary
         if refused:  # every failed month was refused input (empty, truncated): exit 2
             self.exit_code = 2
-
-
-def _refuse_empty_month(
-    settings: Any, spec: tlc.TripSchema, the_month: tlc.Month, rows: int, allow_empty: bool
-) -> None:
-    """A month that staged no valid row must not empty a month that has rows."""
-    if rows or allow_empty:
-        return
-    catalog = tables.load_catalog(settings)
-    table = catalog.load_table(spec.table) if catalog.table_exists(spec.table) else None
-    month = Window(spec.pickup, the_month.start, the_month.stop)
-    refuse_empty(table, spec.table, month, rows, allow_empty=allow_empty)
 
 
 def _is_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
@@ -132,40 +114,29 @@ def stage_file(path: str, color: str, year: int, month: int, blocks: Blocks = No
     return tlc.stage_local_file(settings.lake(), path, color, tlc.Month(year, month))
 
 
-def _tables(settings: Any, spec: tlc.TripSchema) -> tuple[Any, Any]:
-    """The color's table (partitioned by pickup month) and rejects table, created before a
-    stage writes their data files (written for the table's current partitioning)."""
-    catalog = tables.load_catalog(settings)
-    if not (catalog.table_exists(spec.table) and catalog.table_exists(spec.rejects_table)):
-        with table_lock(spec.table, settings):  # months of one color race to create it
-            tables.ensure_table_for(
-                catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
-            )
-            tables.ensure_table_for(catalog, spec.rejects_table, tlc.rejects_schema(spec))
-    return catalog.load_table(spec.table), catalog.load_table(spec.rejects_table)
-
-
-def _stage(
-    settings: Any,
-    raw_url: str,
-    spec: tlc.TripSchema,
-    the_month: tlc.Month,
-    run_id: str,
-    sink: Callable[[Any], None] | None = None,
-) -> Staged:
-    """The month's raw file -> data files of its table and rejects table (nothing committed)."""
-    table, rejects_table = _tables(settings, spec)
-    ctx = tlc.context(spec, the_month, run_id=run_id, now=datetime.now(UTC))
-    return get_stage(settings.engine)(  # type: ignore[no-any-return]
-        spec,
-        settings.lake(),
-        [raw_url],
-        ctx,
-        table=table,
-        rejects_table=rejects_table,
-        log=get_run_logger(),
-        sink=sink,
+def _month_load(
+    staged: Staged, spec: tlc.TripSchema, the_month: tlc.Month, run_id: str, warehouse: str
+) -> pipeline.Replace:
+    """A month's load: the month of the table, the month's rejects (``source_month``). Every
+    run commits (a month re-loaded is a new snapshot, as before)."""
+    return pipeline.Replace(
+        Window(spec.pickup, the_month.start, the_month.stop),
+        _rejects_slice(the_month),
+        pipeline.properties(
+            run_id,
+            f"tlc:{spec.color}/{the_month}",
+            str(the_month),
+            staged,
+            warehouse=warehouse,  # what rollback reads
+            **{REJECTS_MONTH: the_month.first_day.isoformat()},
+        ),
+        allow_empty=True,  # refused before the warehouse load (``pipeline.refuse_empty_load``)
+        skip_unchanged=False,
     )
+
+
+def _context(spec: tlc.TripSchema, the_month: tlc.Month, run_id: str) -> Any:
+    return tlc.context(spec, the_month, run_id=run_id, now=datetime.now(UTC))
 
 
 def _counts(staged: Staged, iceberg: dict[str, Any]) -> dict[str, Any]:
@@ -185,8 +156,9 @@ def stage(
     raw_url: str, color: str, year: int, month: int, run_id: str, blocks: Blocks = None
 ) -> Staged:
     """Raw file -> typed, ruled Iceberg data files of the table and its rejects (uncommitted)."""
-    settings = settings_for(blocks)
-    return _stage(settings, raw_url, tlc.spec_for(color), tlc.Month(year, month), run_id)
+    spec, the_month = tlc.spec_for(color), tlc.Month(year, month)
+    ctx = _context(spec, the_month, run_id)
+    return pipeline.stage(settings_for(blocks), spec, [raw_url], ctx, log=get_run_logger())
 
 
 @task(name="stage-load-warehouse", cache_policy=NO_CACHE)
@@ -200,43 +172,21 @@ def stage_load_warehouse(
     blocks: Blocks = None,
     allow_empty: bool = False,
 ) -> tuple[Staged, int]:
-    """``stage`` and the warehouse load overlapped, for a warehouse that streams while
-    staging (``Capabilities.streams_while_staging``: ``range_load``).
-
-    One transaction: the month is deleted, then the valid rows are COPYed while the file is
-    still being staged (each batch as it is typed), then the staged rejects; the commit comes
-    only once the whole file is staged. A corrupt or truncated file, a failing rule or a COPY
-    error rolls it all back: the month's previous rows stay, as with ``load_warehouse``.
-    Returns the stage and the rows the warehouse loaded.
-    """
-    from civiclake.warehouse import open_streaming
-
-    settings = settings_for(blocks)
-    spec = tlc.spec_for(color)
-    the_month = tlc.Month(year, month)
-    with (
-        table_lock(f"{to}:{spec.table}", settings, commits=False),
-        open_streaming(to, settings) as warehouse,
-        warehouse.range_load(
-            spec.table,
-            tlc.table_schema(spec),
-            column=spec.pickup,
-            start=the_month.start,
-            stop=the_month.stop,
-        ) as load,
-    ):
-        staged = _stage(settings, raw_url, spec, the_month, run_id, sink=load.write)
-        rows = load.finish()
-        # before the COMMIT: a refusal rolls the warehouse back too
-        _refuse_empty_month(settings, spec, the_month, staged.rows_valid, allow_empty)
-        load.replace(
-            spec.rejects_table,
-            tlc.rejects_schema(spec),
-            staged.rejects_urls,
-            settings.lake(),
-            _rejects_slice(the_month),
-        )
-    return staged, rows
+    """``stage`` and the warehouse load overlapped (``pipeline.stage_streaming``), for a
+    warehouse that streams while staging: the month's previous rows stay in it unless the whole
+    file is staged and the load is not refused."""
+    spec, the_month = tlc.spec_for(color), tlc.Month(year, month)
+    return pipeline.stage_streaming(
+        settings_for(blocks),
+        spec,
+        [raw_url],
+        _context(spec, the_month, run_id),
+        to,
+        Window(spec.pickup, the_month.start, the_month.stop),
+        _rejects_slice(the_month),
+        allow_empty=allow_empty,
+        log=get_run_logger(),
+    )
 
 
 def _rejects_slice(the_month: tlc.Month) -> Window:
@@ -244,88 +194,8 @@ def _rejects_slice(the_month: tlc.Month) -> Window:
     return Window("source_month", the_month.first_day, the_month.first_day + timedelta(days=1))
 
 
-@task(name="load-iceberg", cache_policy=NO_CACHE)
-def load_iceberg(
-    staged: Staged,
-    color: str,
-    year: int,
-    month: int,
-    run_id: str,
-    blocks: Blocks = None,
-    warehouse: str | None = None,
-) -> dict[str, Any]:
-    """Commit the staged month into ``tlc.{color}_trips`` (replacing the month), then its
-    rejects: one commit each (``pipeline.commit``)."""
-    from civiclake.tables.history import partitions_touched
-
-    settings = settings_for(blocks)
-    lake = settings.lake()
-    spec = tlc.spec_for(color)
-    the_month = tlc.Month(year, month)
-    catalog = tables.load_catalog(settings)
-    props = {
-        "run-id": run_id,
-        "source": f"tlc:{color}/{the_month}",
-        "range": str(the_month),
-        "rows-loaded": str(staged.rows_valid),
-        "rows-rejected": str(staged.rows_rejected),
-        **({WAREHOUSE_PROPERTY: warehouse} if warehouse else {}),  # what rollback reads
-        REJECTS_MONTH: the_month.first_day.isoformat(),
-    }
-    load = Load(
-        staged,
-        Window(spec.pickup, the_month.start, the_month.stop),
-        _rejects_slice(the_month),
-        props,
-    )
-    with table_lock(spec.table, settings):
-        # a crash between an earlier load's two commits: complete its rejects first
-        repair(catalog, lake, spec.table, spec.rejects_table, log=get_run_logger())
-        table = catalog.load_table(spec.table)
-        main = commit(lake, table, catalog.load_table(spec.rejects_table), load)
-        touched = partitions_touched(table, run_id)  # under the lock: the newest are ours
-    return {"snapshot_id": main.snapshot_id, "rows": main.rows_written, "partitions": touched}
-
-
-@task(name="load-warehouse", cache_policy=NO_CACHE)
-def load_warehouse(
-    staged: Staged,
-    color: str,
-    year: int,
-    month: int,
-    to: str,
-    blocks: Blocks = None,
-) -> dict[str, Any]:
-    """Replace the month in the warehouse from the staged data files: delete + bulk load in
-    one transaction."""
-    from civiclake.warehouse import open_warehouse
-
-    settings = settings_for(blocks)
-    lake = settings.lake()
-    spec = tlc.spec_for(color)
-    the_month = tlc.Month(year, month)
-    with (
-        table_lock(f"{to}:{spec.table}", settings, commits=False),
-        open_warehouse(to, settings) as warehouse,
-    ):
-        rows = warehouse.replace(
-            spec.table,
-            tlc.table_schema(spec),
-            staged.data_urls,
-            lake,
-            Window(spec.pickup, the_month.start, the_month.stop),
-        )
-        warehouse.replace(
-            spec.rejects_table,
-            tlc.rejects_schema(spec),
-            staged.rejects_urls,
-            lake,
-            _rejects_slice(the_month),
-        )
-    return {"warehouse": to, "rows": rows}
-
-
 @flow(name=MONTH_FLOW_NAME, validate_parameters=True)
+@refusing
 def tlc_month(
     color: Color,
     year: int,
@@ -345,30 +215,11 @@ def tlc_month(
     side by side. A month with no valid row is refused (Failed, that line)
     when the table has rows for it, unless ``allow_empty``.
     """
-    try:
-        return _tlc_month(
-            color, year, month, to, from_file, lake, lake_block, warehouse_block, allow_empty
-        )
-    except EmptyLoadRefused as exc:
-        return refused(exc)  # type: ignore[no-any-return]
-
-
-def _tlc_month(
-    color: Color,
-    year: int,
-    month: int,
-    to: WarehouseKind,
-    from_file: str | None,
-    lake: str | None,
-    lake_block: str | None,
-    warehouse_block: str | None,
-    allow_empty: bool,
-) -> dict[str, Any]:
     began = time.monotonic()
     blocks = {"lake": lake, "lake_block": lake_block, "warehouse_block": warehouse_block}
     settings = settings_for(blocks)
     the_month = tlc.Month(year, month)
-    run_id = str(flow_run.id or "local")
+    run_id = pipeline.run_id()
     the_lake = settings.lake()
     if from_file:
         raw_url = stage_file(from_file, color.value, year, month, blocks=blocks)
@@ -385,6 +236,7 @@ def _tlc_month(
         raw_url = fetch(url, raw_target, blocks=blocks)
         if not the_lake.exists(raw_url):  # cached, but someone cleaned the raw zone since
             raw_url = fetch.with_options(refresh_cache=True)(url, raw_target, blocks=blocks)
+    spec = tlc.spec_for(color.value)
     if warehouse_module(to.value).capabilities.streams_while_staging:
         # the warehouse loads while the file is staged (committed once it is all staged);
         # Iceberg then commits the same data files
@@ -398,20 +250,17 @@ def _tlc_month(
             blocks=blocks,
             allow_empty=allow_empty,
         )
-        iceberg = load_iceberg(
-            staged, color.value, year, month, run_id, blocks=blocks, warehouse=to.value
-        )
+        load = _month_load(staged, spec, the_month, run_id, to.value)
+        iceberg = pipeline.commit_task(spec, staged, load, blocks=blocks)
         warehouse = {"warehouse": to.value, "rows": warehouse_rows}
     else:
         staged = stage(raw_url, color.value, year, month, run_id, blocks=blocks)
-        spec = tlc.spec_for(color.value)
-        _refuse_empty_month(settings, spec, the_month, staged.rows_valid, allow_empty)
+        load = _month_load(staged, spec, the_month, run_id, to.value)
+        pipeline.refuse_empty_load(settings, spec, load.replaced, staged.rows_valid, allow_empty)
         # Iceberg commits the data files while the warehouse loads them: side by side
-        iceberg_future = load_iceberg.submit(
-            staged, color.value, year, month, run_id, blocks=blocks, warehouse=to.value
-        )
-        warehouse_future = load_warehouse.submit(
-            staged, color.value, year, month, to.value, blocks=blocks
+        iceberg_future = pipeline.commit_task.submit(spec, staged, load, blocks=blocks)
+        warehouse_future = pipeline.load_warehouse_task.submit(
+            spec, staged, to.value, load.replaced, load.rejects_replaced, blocks=blocks
         )
         iceberg = iceberg_future.result()
         try:
@@ -505,22 +354,6 @@ def run_month(
     )
 
 
-def _error_of(state: State[Any]) -> BaseException | None:
-    error = state.data if isinstance(state.data, BaseException) else None
-    if error is None:
-        try:
-            state.result(raise_on_failure=True)
-        except BaseException as exc:
-            error = exc
-    return error
-
-
-def _error_line(state: State[Any]) -> str:
-    error = _error_of(state)
-    text = str(error) if error else (state.message or "failed")
-    return " ".join(text.split())
-
-
 @flow(name=FLOW_NAME, validate_parameters=True)
 def tlc_taxi_trips(
     color: Annotated[Color, Field(description="Trip records to load")] = Color.green,
@@ -570,45 +403,30 @@ def tlc_taxi_trips(
     log.info(
         "%s %s: %s months, %d at a time, into %s", color.value, year, len(wanted), limit, to.value
     )
+    params = {"color": color, "to": to, "from_file": from_file, "blocks": blocks}
+    calls = [
+        (
+            f"{color.value} {m}",
+            {**params, "year": m.year, "month": m.month, "allow_empty": allow_empty},
+        )
+        for m in wanted
+    ]
     results: list[dict[str, Any]] = []
-    # The setting is the one bound on months in flight: a thread pool of exactly that size
-    # runs the month tasks (the flow's own runner is fixed at import, before settings exist).
-    with ThreadPoolTaskRunner(max_workers=limit) as months_runner:
-        futures = [
-            (
-                m,
-                months_runner.submit(
-                    run_month,
-                    {
-                        "color": color,
-                        "year": m.year,
-                        "month": m.month,
-                        "to": to,
-                        "from_file": from_file,
-                        "blocks": blocks,
-                        "allow_empty": allow_empty,
-                    },
-                ),
-            )
-            for m in wanted
-        ]
-        for the_month, future in futures:
-            future.wait()
-            state = future.state
-            if state.is_completed():
-                results.append(future.result())
-            else:
-                reason = _error_line(state)
-                log.error("%s %s failed: %s", color.value, the_month, reason)
-                refusal = isinstance(_error_of(state), ParameterError)  # refused input
-                results.append(
-                    {"month": str(the_month), "status": "failed", "error": reason}
-                    | ({"refused": True} if refusal else {})
-                )
+    for the_month, (_name, result, error, reason) in zip(
+        wanted, pipeline.fan_out(run_month, calls, limit, log), strict=True
+    ):
+        if error is None and reason == "":
+            results.append(result)
+            continue
+        refusal = isinstance(error, ParameterError)  # refused input
+        results.append(
+            {"month": str(the_month), "status": "failed", "error": reason}
+            | ({"refused": True} if refusal else {})
+        )
     unsynced = [r for r in results if r["status"] == "not synced"]
     resync: dict[str, Any] = {}
     if behind and not unsynced:  # after the months: no month loads while the copy is made
-        run_id = str(flow_run.id or "local")
+        run_id = pipeline.run_id()
         resync = resync_warehouse([spec.table, spec.rejects_table], to.value, run_id, blocks)
     summary = {
         "table": spec.table,
@@ -690,7 +508,7 @@ def load_taxi_zones(from_file: str | None, blocks: Blocks = None) -> dict[str, A
     """``tlc.taxi_zones`` (the zone lookup) when missing; never fails the run (see tlc_zones)."""
     from civiclake.sources import tlc_zones
 
-    run_id = str(flow_run.id or "local")
+    run_id = pipeline.run_id()
     return tlc_zones.ensure(
         settings_for(blocks), run_id=run_id, from_file=from_file, log=get_run_logger()
     )
