@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ from prefect.cache_policies import NO_CACHE
 from civiclake._private.display import display_value
 from civiclake.blocks import Blocks, settings_for
 from civiclake.flows._locks import table_lock
-from civiclake.flows._sync import WAREHOUSE_PROPERTY
+from civiclake.flows._sync import WAREHOUSE_PROPERTY, WarehouseNotSynced, load_or_sync
 from civiclake.guards import EmptyLoadRefused, refuse_empty, same_rows
 
 if TYPE_CHECKING:
@@ -375,6 +376,83 @@ def stage_streaming(
             rejects_replaced,
         )
     return staged, rows
+
+
+# ---------------------------------------------------------------- one load, end to end
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A load after its commit and its warehouse: what the summary says of them."""
+
+    committed: dict[str, Any]
+    to: str | None = None
+    warehouse_rows: int | None = None
+    not_synced: str | None = None
+    """The lake moved and the warehouse did not: the line that says so, with its cause."""
+
+    def summary(self, head: dict[str, Any], run_id: str, began: float) -> dict[str, Any]:
+        """The run summary: the source's own fields (``head``), then the commit's, the
+        warehouse's and the run's, the same for every source."""
+        committed = self.committed
+        return {
+            **head,
+            **({"changes": committed["changes"]} if "changes" in committed else {}),
+            "snapshot_id": committed["snapshot_id"],
+            "table_rows": committed["table_rows"],
+            **(
+                {"warehouse": self.to, "warehouse_rows": self.warehouse_rows}
+                if self.warehouse_rows is not None
+                else {}
+            ),
+            **({"warehouse": self.not_synced} if self.not_synced else {}),
+            "run_id": run_id,
+            "duration_s": round(time.monotonic() - began, 2),
+        }
+
+    def raise_if_not_synced(self, summary: dict[str, Any]) -> None:
+        if self.not_synced:
+            raise WarehouseNotSynced(self.not_synced, summary)
+
+
+def commit_and_sync(
+    settings: Settings,
+    spec: DatasetSpec,
+    staged: Staged,
+    load: Replace,
+    *,
+    run_id: str,
+    to: str | None,
+    blocks: Blocks = None,
+    warehouse_rejects: Slice | None = None,
+    evolve: bool = False,
+) -> Loaded:
+    """The commit (task ``load``), then the warehouse ``to`` from the same data files (or the
+    whole table when an earlier run left it behind), then the staged files of a load that
+    committed nothing are removed. ``warehouse_rejects``: the rejects slice in the warehouse
+    when it is not the lake's."""
+    committed = commit_task(spec, staged, load, blocks=blocks)
+    loaded = Loaded(committed)
+    if to is not None:
+        warehouse, not_synced = load_or_sync(
+            lambda: load_warehouse_task(
+                spec,
+                staged,
+                to,
+                load.replaced,
+                warehouse_rejects or load.rejects_replaced,
+                evolve=evolve,
+                blocks=blocks,
+            ),
+            settings=settings,
+            identifiers=[spec.table, spec.rejects_table],
+            to=to,
+            run_id=run_id,
+            snapshot_id=committed["snapshot_id"],
+        )
+        loaded = Loaded(committed, to, warehouse["rows"] if warehouse else None, not_synced)
+    done(settings, staged, committed)
+    return loaded
 
 
 # ---------------------------------------------------------------- summary

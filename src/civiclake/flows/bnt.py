@@ -34,9 +34,7 @@ from civiclake.flows._params import (
     WarehouseBlockParam,
 )
 from civiclake.flows._sync import (
-    WarehouseNotSynced,
     check_warehouse,
-    load_or_sync,
 )
 from civiclake.guards import refusing
 from civiclake.slices import RowIds, Slice, Window, Windows
@@ -430,45 +428,27 @@ def bnt_hourly_traffic(
         allow_empty=allow_empty,
         warehouse=to.value if to is not None else None,
     )
-    loaded = pipeline.commit_task(bnt.SPEC, staged, load, blocks=blocks)
-    warehouse, not_synced = None, None
-    if to is not None:
-        warehouse, not_synced = load_or_sync(
-            lambda: pipeline.load_warehouse_task(
-                bnt.SPEC,
-                staged,
-                to.value,
-                replaced,
-                # the warehouse's rejects: those of the same load key, as TLC's and Socrata's
-                RowIds.of("load_range", [load_key]),
-                blocks=blocks,
-            ),
-            settings=settings,
-            identifiers=[bnt_fetch.TABLE],
-            to=to.value,
-            run_id=run_id,
-            snapshot_id=loaded["snapshot_id"],
-        )
-    pipeline.done(settings, staged, loaded)
-    summary = {
+    loaded = pipeline.commit_and_sync(
+        settings,
+        bnt.SPEC,
+        staged,
+        load,
+        run_id=run_id,
+        to=to.value if to is not None else None,
+        blocks=blocks,
+        # the warehouse's rejects: those of the same load key, as TLC's and Socrata's
+        warehouse_rejects=RowIds.of("load_range", [load_key]),
+    )
+    head = {
         "table": bnt_fetch.TABLE,
         "range": f"[{start}, {stop})",
         **({"replaced": str(replaced)} if isinstance(replaced, Windows) else {}),
         "rows_fetched": fetched,
-        "rows_loaded": loaded["rows_loaded"],
+        "rows_loaded": loaded.committed["rows_loaded"],
         "rows_rejected": staged.rows_rejected,
-        "partitions_touched": loaded["partitions"],
-        **({"changes": loaded["changes"]} if "changes" in loaded else {}),
-        "snapshot_id": loaded["snapshot_id"],
-        "table_rows": loaded["table_rows"],
-        **(
-            {"warehouse": to.value, "warehouse_rows": warehouse["rows"]} if warehouse and to else {}
-        ),
-        **({"warehouse": not_synced} if not_synced else {}),
-        "run_id": run_id,
-        "duration_s": round(time.monotonic() - began, 2),
+        "partitions_touched": loaded.committed["partitions"],
     }
+    summary = loaded.summary(head, run_id, began)
     report(summary, blocks=blocks)
-    if not_synced:
-        raise WarehouseNotSynced(not_synced, summary)
+    loaded.raise_if_not_synced(summary)
     return summary

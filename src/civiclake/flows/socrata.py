@@ -39,7 +39,7 @@ from civiclake.flows._params import (
     TokenBlockParam,
     WarehouseBlockParam,
 )
-from civiclake.flows._sync import WarehouseNotSynced, check_warehouse, load_or_sync
+from civiclake.flows._sync import check_warehouse
 from civiclake.guards import refusing
 from civiclake.pipeline import RunContext, Staged
 from civiclake.slices import RowIds, Slice, WholeTable, Window
@@ -308,52 +308,32 @@ def socrata_dataset(
         allow_empty=allow_empty,
         warehouse=to.value if to is not None else None,
     )
-    loaded = pipeline.commit_task(spec, staged, load, blocks=blocks)
-    warehouse, not_synced = None, None
-    if to is not None:
-        warehouse, not_synced = load_or_sync(
-            lambda: pipeline.load_warehouse_task(
-                spec,
-                staged,
-                to.value,
-                load.replaced,
-                load.rejects_replaced,
-                evolve=not isinstance(load.replaced, Window),  # a merge may bring new columns
-                blocks=blocks,
-            ),
-            settings=settings,
-            identifiers=[spec.table, spec.rejects_table],
-            to=to.value,
-            run_id=run_id,
-            snapshot_id=loaded["snapshot_id"],
-        )
-    mode = planned.mode
-    pipeline.done(settings, staged, loaded)
-    summary = {
+    loaded = pipeline.commit_and_sync(
+        settings,
+        spec,
+        staged,
+        load,
+        run_id=run_id,
+        to=to.value if to is not None else None,
+        blocks=blocks,
+        evolve=not isinstance(load.replaced, Window),  # a merge may bring new columns
+    )
+    head = {
         "table": spec.table,
         "range": _range_text(planned),
         "dataset": f"{spec.portal}/{spec.dataset_id}",
-        "mode": mode.value,
+        "mode": planned.mode.value,
         "rows_fetched": staged.rows_read,
         "rows_loaded": staged.rows_valid,
         "rows_rejected": staged.rows_rejected,
         "replaced": str(load.replaced),
-        **({"changes": loaded["changes"]} if "changes" in loaded else {}),
-        "snapshot_id": loaded["snapshot_id"],
-        "table_rows": loaded["table_rows"],
-        **(
-            {"warehouse": to.value, "warehouse_rows": warehouse["rows"]} if warehouse and to else {}
-        ),
-        **({"warehouse": not_synced} if not_synced else {}),
-        "run_id": run_id,
-        "duration_s": round(time.monotonic() - began, 2),
     }
+    summary = loaded.summary(head, run_id, began)
     pipeline.publish(
         "socrata-load-summary",
         f"{FLOW_NAME}: {spec.table}",
-        f"{spec.table} {mode.value} load",
+        f"{spec.table} {planned.mode.value} load",
         summary,
     )
-    if not_synced:
-        raise WarehouseNotSynced(not_synced, summary)
+    loaded.raise_if_not_synced(summary)
     return summary
