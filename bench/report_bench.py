@@ -57,7 +57,7 @@ def phase_build(args: argparse.Namespace) -> dict[str, Any]:
     """Not measured: both tables (and tlc.taxi_zones) into this home's lake."""
     from civiclake import tables
     from civiclake.config import get_settings
-    from civiclake.sources import bnt, tlc, tlc_zones
+    from civiclake.sources import bnt, tlc, tlc_fetch, tlc_zones
 
     began = time.perf_counter()
     settings = get_settings()
@@ -78,7 +78,7 @@ def phase_build(args: argparse.Namespace) -> dict[str, Any]:
     data.mkdir(parents=True, exist_ok=True)
     tlc_bench.build_month(args.tlc_factor, data)
     month = tlc_bench.month()
-    raw_url = tlc.stage_local_file(lake, str(data / tlc_bench.GZ_NAME), "green", month)
+    raw_url = tlc_fetch.stage_local_file(lake, str(data / tlc_bench.GZ_NAME), "green", month)
     trips = tables.ensure_table_for(
         catalog, tlc.GREEN.table, tlc.table_schema(tlc.GREEN), month_of=tlc.GREEN.pickup
     )

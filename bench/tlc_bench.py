@@ -4,7 +4,7 @@ The month: the real green October 2020 file (95,120 rows) repeated ``--rows-fact
 (copy k with pickup and dropoff shifted by k seconds, every other field kept as published
 text), written once as a plain ``.csv`` and a ``.csv.gz``.
 
-Ours: ``tlc.stage_local_file`` + the engine's stage (CSV -> typed, ruled Iceberg data files,
+Ours: ``tlc_fetch.stage_local_file`` + the engine's stage (CSV -> typed, ruled Iceberg data files,
 each row written once) + ``pipeline.commit``. For PostgreSQL, what the flow runs (its
 ``stage-load-warehouse`` then ``load-iceberg`` tasks): the stage with its valid batches streamed
 into ``PostgresWarehouse.range_load`` (one transaction: DELETE the month, COPY each batch as it
@@ -209,13 +209,13 @@ def phase_ours_csv_parquet(data: Path, args: argparse.Namespace) -> Result:
     """``stage_local_file`` of the .csv.gz, the engine's stage (Iceberg data files, the
     table's Parquet) and the commit of the table and its rejects, in a temp file:// lake."""
     from civiclake.config import get_settings
-    from civiclake.sources import tlc
+    from civiclake.sources import tlc, tlc_fetch
 
     import_rss = peak_rss_mb()
     lake = get_settings().lake()
     both = green_tables()
     began = time.perf_counter()
-    raw_url = tlc.stage_local_file(lake, str(data / GZ_NAME), COLOR, month())
+    raw_url = tlc_fetch.stage_local_file(lake, str(data / GZ_NAME), COLOR, month())
     stage_seconds = time.perf_counter() - began
     began = time.perf_counter()
     staged = _ours_stage(lake, raw_url, both)
@@ -293,7 +293,7 @@ def phase_ours_csv_postgres(data: Path, args: argparse.Namespace) -> Result:
     import pyarrow.parquet as pq
 
     from civiclake.config import get_settings
-    from civiclake.sources import tlc
+    from civiclake.sources import tlc, tlc_fetch
     from civiclake.warehouse.postgres import PostgresWarehouse
 
     import_rss = peak_rss_mb()
@@ -303,7 +303,7 @@ def phase_ours_csv_postgres(data: Path, args: argparse.Namespace) -> Result:
     both = green_tables()
     cpu = cpu_seconds()
     began = time.perf_counter()
-    raw_url = tlc.stage_local_file(lake, str(data / GZ_NAME), COLOR, the_month)
+    raw_url = tlc_fetch.stage_local_file(lake, str(data / GZ_NAME), COLOR, the_month)
     with PostgresWarehouse.from_settings(settings) as warehouse:
         with warehouse.range_load(
             OURS_TABLE,
@@ -368,7 +368,7 @@ def phase_before_csv_postgres(data: Path, args: argparse.Namespace) -> Result:
     from civiclake.config import get_settings
     from civiclake.lake import iter_table_chunks  # (before: still there)
     from civiclake.slices import Window
-    from civiclake.sources import tlc
+    from civiclake.sources import tlc, tlc_fetch
     from civiclake.warehouse.postgres import PostgresWarehouse
 
     if not hasattr(tlc, "convert"):
@@ -380,7 +380,7 @@ def phase_before_csv_postgres(data: Path, args: argparse.Namespace) -> Result:
     table, rejects = green_tables()
     cpu = cpu_seconds()
     began = time.perf_counter()
-    raw_url = tlc.stage_local_file(lake, str(data / GZ_NAME), COLOR, the_month)
+    raw_url = tlc_fetch.stage_local_file(lake, str(data / GZ_NAME), COLOR, the_month)
     with PostgresWarehouse.from_settings(settings) as warehouse:
         with warehouse.range_load(
             BEFORE_TABLE,
@@ -439,7 +439,7 @@ def phase_ours_two_step_postgres(data: Path, args: argparse.Namespace) -> Result
     from the committed data files (``replace``, what ``load-warehouse`` does for the other
     warehouses)."""
     from civiclake.config import get_settings
-    from civiclake.sources import tlc
+    from civiclake.sources import tlc, tlc_fetch
     from civiclake.warehouse import open_warehouse
 
     import_rss = peak_rss_mb()
@@ -448,7 +448,7 @@ def phase_ours_two_step_postgres(data: Path, args: argparse.Namespace) -> Result
     the_month, spec = month(), tlc.GREEN
     both = green_tables()
     began = time.perf_counter()
-    raw_url = tlc.stage_local_file(lake, str(data / GZ_NAME), COLOR, the_month)
+    raw_url = tlc_fetch.stage_local_file(lake, str(data / GZ_NAME), COLOR, the_month)
     staged = _ours_stage(lake, raw_url, both)
     _ours_commit(lake, both, staged)
     convert_seconds = time.perf_counter() - began

@@ -279,7 +279,7 @@ def test_green_into_postgres_streams_and_a_failed_rerun_keeps_the_month(
     assert iceberg_count("tlc.green_trips_rejects") == rejected
 
     # 1. a re-run (the cached download) where the rule code raises on the third batch
-    transform, calls = tlc.TripSchema.transform, []
+    transform, calls = tlc.TlcSpec.transform, []
 
     def failing_rules(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -287,14 +287,14 @@ def test_green_into_postgres_streams_and_a_failed_rerun_keeps_the_month(
             raise RuntimeError("rule code broke")
         return transform(*args, **kwargs)
 
-    monkeypatch.setattr(tlc.TripSchema, "transform", failing_rules)
+    monkeypatch.setattr(tlc.TlcSpec, "transform", failing_rules)
     writes.clear()
     result = cli(*run, "--to", "postgres")
     assert result.exit_code == 1
     assert "green 2020-10: rule code broke" in result.output
     assert len(writes) == 2
     _assert_month_kept(rows - rejected, rejected, good_run)
-    monkeypatch.setattr(tlc.TripSchema, "transform", transform)
+    monkeypatch.setattr(tlc.TlcSpec, "transform", transform)
 
     # 2. a re-run from a file that is damaged near its end: batches were already COPYed
     lines = gzip.decompress(GREEN.read_bytes())

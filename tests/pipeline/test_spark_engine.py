@@ -378,7 +378,7 @@ def test_real_green_month_spark_gives_the_arrow_engines_tables(
     local_spark: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The TLC spec on the real green 2020-10 file: the same rows, rejects (reasons) and sums."""
-    from civiclake.sources import tlc
+    from civiclake.sources import tlc, tlc_fetch
     from civiclake.tables import SNAPSHOT_PROPERTY_PREFIX
 
     green = Path(__file__).resolve().parents[2].parent / "shared/data/tlc"
@@ -390,7 +390,7 @@ def test_real_green_month_spark_gives_the_arrow_engines_tables(
         settings = get_settings()
         lake = settings.lake()
         path = str(green / "green_tripdata_2020-10.csv.gz")
-        raw = tlc.stage_local_file(lake, path, "green", month)
+        raw = tlc_fetch.stage_local_file(lake, path, "green", month)
         catalog = tables.load_catalog(settings)
         table = tables.ensure_table_for(
             catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup

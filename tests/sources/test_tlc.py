@@ -25,7 +25,7 @@ from civiclake.errors import ParameterError, SourceError
 from civiclake.lake import Lake
 from civiclake.pipeline import RAW_RECORD, REJECT_REASON, RunContext, Staged, output_schema, split
 from civiclake.pipeline.engines import get_stage
-from civiclake.sources import tlc
+from civiclake.sources import tlc, tlc_fetch
 from testsupport.files import FileServer
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tlc"
@@ -55,11 +55,13 @@ def test_month_bounds() -> None:
 
 def test_source_urls() -> None:
     m = tlc.Month(2020, 10)
-    assert tlc.source_url("https://h/releases/download/", "green", m) == (
+    assert tlc_fetch.source_url("https://h/releases/download/", "green", m) == (
         "https://h/releases/download/green/green_tripdata_2020-10.csv.gz"
     )
     assert (
-        tlc.source_url("https://x/trip-data/{color}_tripdata_{yyyy}-{mm}.parquet", "yellow", m)
+        tlc_fetch.source_url(
+            "https://x/trip-data/{color}_tripdata_{yyyy}-{mm}.parquet", "yellow", m
+        )
         == "https://x/trip-data/yellow_tripdata_2020-10.parquet"
     )
 
@@ -76,24 +78,26 @@ def mirror(tmp_path: Path) -> Iterator[FileServer]:
 def test_download_is_verified_and_atomic(mirror: FileServer, tmp_path: Path) -> None:
     lake = Lake((tmp_path / "lake").as_uri())
     m = tlc.Month(2020, 10)
-    url = tlc.source_url(mirror.url, "green", m)
-    target = tlc.raw_url_for(lake, "green", m, url)
-    got = tlc.download(url, lake, target)
+    url = tlc_fetch.source_url(mirror.url, "green", m)
+    target = tlc_fetch.raw_url_for(lake, "green", m, url)
+    got = tlc_fetch.download(url, lake, target)
     assert got.bytes == GREEN.stat().st_size
     assert lake.read_bytes(target) == GREEN.read_bytes()
 
     mirror.truncate("/green/" + GREEN.name)
     lake.remove(target)
     with pytest.raises(SourceError, match="truncated gzip"):
-        tlc.download(url, lake, target)
+        tlc_fetch.download(url, lake, target)
     assert not lake.exists(target)  # nothing half-written is visible
 
     mirror.fail_next("/green/" + GREEN.name, 503)
-    with pytest.raises(tlc.TransientDownloadError, match="HTTP 503"):
-        tlc.download(url, lake, target)
+    with pytest.raises(tlc_fetch.TransientDownloadError, match="HTTP 503"):
+        tlc_fetch.download(url, lake, target)
     with pytest.raises(SourceError, match=r"not found \(HTTP 404\)") as info:
-        tlc.download(tlc.source_url(mirror.url, "green", tlc.Month(2020, 11)), lake, target)
-    assert not isinstance(info.value, tlc.TransientDownloadError)
+        tlc_fetch.download(
+            tlc_fetch.source_url(mirror.url, "green", tlc.Month(2020, 11)), lake, target
+        )
+    assert not isinstance(info.value, tlc_fetch.TransientDownloadError)
 
 
 def expected_rules(
@@ -143,7 +147,7 @@ def _stage(source: Path, color: str, month: tlc.Month, **kwargs: Any) -> StagedM
         catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
     )
     rejects = tables.ensure_table_for(catalog, spec.rejects_table, tlc.rejects_schema(spec))
-    raw = tlc.stage_local_file(lake, str(source), color, month)
+    raw = tlc_fetch.stage_local_file(lake, str(source), color, month)
     ctx = tlc.context(spec, month, run_id="run-1", now=NOW)
     staged = get_stage()(spec, lake, [raw], ctx, table=table, rejects_table=rejects, **kwargs)
     return StagedMonth(lake, staged)
@@ -202,7 +206,7 @@ def test_parquet_input_is_conformed(tmp_path: Path) -> None:
     source = tmp_path / "yellow_tripdata_2020-07.parquet"
     frame.to_parquet(source)
     lake = Lake((tmp_path / "lake").as_uri())
-    raw = tlc.stage_local_file(lake, str(source), "yellow", tlc.Month(2020, 7))
+    raw = tlc_fetch.stage_local_file(lake, str(source), "yellow", tlc.Month(2020, 7))
     batches = list(tlc.YELLOW.read(lake, raw))
     assert sum(b.num_rows for b in batches) == len(frame)
     assert all(b.schema == tlc.YELLOW.arrow for b in batches)  # the declared types, exactly
@@ -223,14 +227,14 @@ def test_wrong_color_and_corrupt_files(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the transform contract
 
 
-def _batch(spec: tlc.TripSchema, rows: list[dict[str, Any]]) -> pa.RecordBatch:
+def _batch(spec: tlc.TlcSpec, rows: list[dict[str, Any]]) -> pa.RecordBatch:
     """Rows as the reader yields them: every declared column, declared types."""
     return pa.RecordBatch.from_pylist(
         [{name: row.get(name) for name in spec.names} for row in rows], schema=spec.arrow
     )
 
 
-def _ctx(spec: tlc.TripSchema, month: tlc.Month = tlc.Month(2020, 10)) -> RunContext:
+def _ctx(spec: tlc.TlcSpec, month: tlc.Month = tlc.Month(2020, 10)) -> RunContext:
     return tlc.context(spec, month, run_id="run-7", now=NOW)
 
 
@@ -382,9 +386,9 @@ def test_a_local_file_never_overwrites_the_cached_download(tmp_path: Path) -> No
     task's one-day cache must keep pointing at what was downloaded."""
     lake = Lake((tmp_path / "lake").as_uri())
     month = tlc.Month(2020, 10)
-    downloaded = tlc.raw_url_for(lake, "green", month, f"https://mirror/green/{GREEN.name}")
+    downloaded = tlc_fetch.raw_url_for(lake, "green", month, f"https://mirror/green/{GREEN.name}")
     lake.write_bytes(downloaded, b"the downloaded bytes")
-    staged = tlc.stage_local_file(lake, str(GREEN), "green", month)
+    staged = tlc_fetch.stage_local_file(lake, str(GREEN), "green", month)
     assert staged != downloaded
     assert lake.read_bytes(downloaded) == b"the downloaded bytes"
     assert lake.read_bytes(staged) == GREEN.read_bytes()

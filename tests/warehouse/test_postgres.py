@@ -482,7 +482,7 @@ def test_tlc_month_streamed_while_staging_equals_the_load_of_its_data_files(
 
     from civiclake import tables
     from civiclake.pipeline.engines import get_stage
-    from civiclake.sources import tlc
+    from civiclake.sources import tlc, tlc_fetch
 
     monkeypatch.setattr(tlc, "PARQUET_BATCH_ROWS", 20_000)  # several sink calls
     settings = get_settings()
@@ -493,7 +493,7 @@ def test_tlc_month_streamed_while_staging_equals_the_load_of_its_data_files(
         catalog, spec.table, tlc.table_schema(spec), month_of=spec.pickup
     )
     rejects = tables.ensure_table_for(catalog, spec.rejects_table, tlc.rejects_schema(spec))
-    raw = tlc.stage_local_file(lake, str(TLC_GREEN), "green", month)
+    raw = tlc_fetch.stage_local_file(lake, str(TLC_GREEN), "green", month)
     ctx = tlc.context(spec, month, run_id="run-1", now=datetime.now(UTC))
     schema = tlc.table_schema(spec)
     bounds = {"column": spec.pickup, "start": month.start, "stop": month.stop}

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from civiclake.lake import Lake
 from civiclake.pipeline import split
-from civiclake.sources import tlc
+from civiclake.sources import tlc, tlc_fetch
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class TlcMonth:
 
 def tlc_month(lake: Lake, path: Path, color: str, month: tlc.Month, *, run_id: str) -> TlcMonth:
     spec = tlc.spec_for(color)
-    raw = tlc.stage_local_file(lake, str(path), color, month)
+    raw = tlc_fetch.stage_local_file(lake, str(path), color, month)
     ctx = tlc.context(spec, month, run_id=run_id, now=datetime.now(UTC))
     base = lake.join("stage", "tests", color, str(month))
     valid_url, rejects_url = f"{base}/trips.parquet", f"{base}/rejects.parquet"

@@ -51,7 +51,7 @@ from civiclake.flows._sync import (
 from civiclake.guards import refused, refusing
 from civiclake.pipeline import Staged
 from civiclake.slices import Window
-from civiclake.sources import tlc
+from civiclake.sources import tlc, tlc_fetch
 from civiclake.warehouse import warehouse_module
 
 FLOW_NAME = "tlc-taxi-trips"
@@ -81,7 +81,7 @@ class MonthsFailed(CivicLakeError):
 
 def _is_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
     """Retry network trouble and cut-off bodies; a 404 or a corrupt file will not get better."""
-    return isinstance(state.data, tlc.TransientDownloadError)
+    return isinstance(state.data, tlc_fetch.TransientDownloadError)
 
 
 def _download_cache_key(context: Any, parameters: dict[str, Any]) -> str:
@@ -103,7 +103,7 @@ def download(url: str, raw_url: str, blocks: Blocks = None) -> str:
     settings = settings_for(blocks)
     log = get_run_logger()
     log.info("downloading %s", url)
-    result = tlc.download(url, settings.lake(), raw_url, timeout=settings.download_timeout)
+    result = tlc_fetch.download(url, settings.lake(), raw_url, timeout=settings.download_timeout)
     log.info("downloaded %s bytes into %s", f"{result.bytes:,}", raw_url)
     return result.raw_url
 
@@ -111,11 +111,11 @@ def download(url: str, raw_url: str, blocks: Blocks = None) -> str:
 @task(name="stage-file", cache_policy=NO_CACHE)
 def stage_file(path: str, color: str, year: int, month: int, blocks: Blocks = None) -> str:
     settings = settings_for(blocks)
-    return tlc.stage_local_file(settings.lake(), path, color, tlc.Month(year, month))
+    return tlc_fetch.stage_local_file(settings.lake(), path, color, tlc.Month(year, month))
 
 
 def _month_load(
-    staged: Staged, spec: tlc.TripSchema, the_month: tlc.Month, run_id: str, warehouse: str
+    staged: Staged, spec: tlc.TlcSpec, the_month: tlc.Month, run_id: str, warehouse: str
 ) -> pipeline.Replace:
     """A month's load: the month of the table, the month's rejects (``source_month``). Every
     run commits (a month re-loaded is a new snapshot, as before)."""
@@ -135,7 +135,7 @@ def _month_load(
     )
 
 
-def _context(spec: tlc.TripSchema, the_month: tlc.Month, run_id: str) -> Any:
+def _context(spec: tlc.TlcSpec, the_month: tlc.Month, run_id: str) -> Any:
     return tlc.context(spec, the_month, run_id=run_id, now=datetime.now(UTC))
 
 
@@ -224,8 +224,8 @@ def tlc_month(
     if from_file:
         raw_url = stage_file(from_file, color.value, year, month, blocks=blocks)
     else:
-        url = tlc.source_url(settings.tlc_url, color.value, the_month)
-        raw_target = tlc.raw_url_for(the_lake, color.value, the_month, url)
+        url = tlc_fetch.source_url(settings.tlc_url, color.value, the_month)
+        raw_target = tlc_fetch.raw_url_for(the_lake, color.value, the_month, url)
         fetch = download.with_options(
             retries=settings.download_retries,
             retry_delay_seconds=[
@@ -285,7 +285,7 @@ def _since(began: float) -> float:
 
 def _month_not_synced(
     settings: Any,
-    spec: tlc.TripSchema,
+    spec: tlc.TlcSpec,
     to: str,
     counts: dict[str, Any],
     the_month: tlc.Month,

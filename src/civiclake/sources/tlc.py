@@ -1,7 +1,7 @@
 """NYC TLC trip records (yellow, green, FHV): monthly files -> raw zone -> a spec per color.
 
 ``download`` lands the file in the raw zone as received (verified complete before it becomes
-visible). Each color's ``TripSchema`` is its ``DatasetSpec`` (``civiclake.pipeline``): the
+visible). Each color's ``TlcSpec`` is its ``DatasetSpec`` (``civiclake.pipeline``): the
 reader types the raw file with the declared types (CSV, CSV.gz, or Parquet conformed to them),
 and the pure ``transform`` applies the three rules (first broken rule wins) for the month the
 run context carries; an engine stages the result as Iceberg data files.
@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from civiclake.errors import ParameterError, SourceError
-from civiclake.lake import RAW_ZONE, Lake, rebatch
+from civiclake.lake import Lake, rebatch
 from civiclake.pipeline import REJECT_REASON, RunContext, output_schema
 from civiclake.slices import Window
 
@@ -39,9 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "tlc"
-DEFAULT_BASE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
-TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 # Small CSV blocks bound memory (Arrow reads ahead block by block: with 16 MB blocks it held
 # most of a 1.5M-row month); blocks are gathered back into ~128k-row batches for the transform.
 CSV_BLOCK_BYTES = 1024 * 1024
@@ -58,7 +54,7 @@ RULES = (RULE_PICKUP_OUTSIDE_MONTH, RULE_DROPOFF_BEFORE_PICKUP, RULE_PASSENGER_C
 
 
 @dataclass(frozen=True)
-class TripSchema:
+class TlcSpec:
     """One color of trip records: its columns, declared types and time columns, and its
     ``DatasetSpec`` (``civiclake.pipeline``): the table, the reader and the rules."""
 
@@ -148,7 +144,7 @@ _MONEY_COLUMNS = (
     "tip_amount",
     "tolls_amount",
 )
-YELLOW = TripSchema(
+YELLOW = TlcSpec(
     color="yellow",
     pickup="tpep_pickup_datetime",
     dropoff="tpep_dropoff_datetime",
@@ -169,7 +165,7 @@ YELLOW = TripSchema(
         ("congestion_surcharge", MONEY),
     ),
 )
-GREEN = TripSchema(
+GREEN = TlcSpec(
     color="green",
     pickup="lpep_pickup_datetime",
     dropoff="lpep_dropoff_datetime",
@@ -192,7 +188,7 @@ GREEN = TripSchema(
         ("congestion_surcharge", MONEY),
     ),
 )
-FHV = TripSchema(
+FHV = TlcSpec(
     color="fhv",
     pickup="pickup_datetime",
     dropoff="dropOff_datetime",
@@ -207,14 +203,14 @@ FHV = TripSchema(
         ("Affiliated_base_number", pa.string()),
     ),
 )
-COLORS: dict[str, TripSchema] = {s.color: s for s in (YELLOW, GREEN, FHV)}
+COLORS: dict[str, TlcSpec] = {s.color: s for s in (YELLOW, GREEN, FHV)}
 
 
-def table_schema(spec: TripSchema) -> pa.Schema:
+def table_schema(spec: TlcSpec) -> pa.Schema:
     return pa.schema([*spec.fields, *LOAD_FIELDS])
 
 
-def rejects_schema(spec: TripSchema) -> pa.Schema:
+def rejects_schema(spec: TlcSpec) -> pa.Schema:
     return pa.schema([*spec.fields, *REJECT_FIELDS, *LOAD_FIELDS])
 
 
@@ -242,7 +238,7 @@ class Month:
         return date(self.year, self.month, 1)
 
 
-def spec_for(color: str) -> TripSchema:
+def spec_for(color: str) -> TlcSpec:
     try:
         return COLORS[color.strip().lower()]
     except KeyError:
@@ -272,138 +268,11 @@ def parse_months(text: str, year: int) -> list[Month]:
     return [Month(year, m) for m in sorted(months)]
 
 
-def file_name(color: str, month: Month, extension: str = "csv.gz") -> str:
-    return f"{color}_tripdata_{month}.{extension}"
-
-
-def source_url(base_url: str, color: str, month: Month) -> str:
-    """A month's URL: the course mirror's layout ``{base}/{color}/{color}_tripdata_YYYY-MM.csv.gz``,
-    or a template with ``{color}``, ``{yyyy}``, ``{mm}`` placeholders, e.g. the official TLC
-    Parquet files ``https://.../trip-data/{color}_tripdata_{yyyy}-{mm}.parquet``."""
-    if "{" in base_url:
-        return base_url.format(color=color, yyyy=f"{month.year:04d}", mm=f"{month.month:02d}")
-    return f"{base_url.rstrip('/')}/{color}/{file_name(color, month)}"
-
-
-# ---------------------------------------------------------------- download
-
-
-class TransientDownloadError(SourceError):
-    """Worth retrying: a 5xx/429, a timeout, a dropped connection, a cut-off body."""
-
-
-@dataclass(frozen=True)
-class Download:
-    url: str
-    raw_url: str
-    bytes: int
-
-
-FROM_FILE_DIR = "from-file"
-
-
-def raw_url_for(lake: Lake, color: str, month: Month, url: str) -> str:
-    name = url.rsplit("/", 1)[-1].split("?", 1)[0]
-    return lake.join(RAW_ZONE, NAMESPACE, color, str(month), name)
-
-
-class _GzipCheck:
-    """Decompresses as bytes arrive, only to prove the stream is whole (no data kept)."""
-
-    def __init__(self) -> None:
-        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-
-    def update(self, chunk: bytes) -> None:
-        data = chunk
-        while data:
-            try:
-                self._inflate.decompress(data, 0)
-            except zlib.error as exc:
-                raise SourceError(f"corrupt gzip data ({exc})") from None
-            data = self._inflate.unused_data
-            if data:  # a concatenated gzip member starts here
-                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-
-    def finish(self) -> None:
-        if not self._inflate.eof:
-            raise SourceError("truncated gzip file (no end-of-stream marker)")
-
-
-def download(
-    url: str,
-    lake: Lake,
-    raw_url: str,
-    *,
-    timeout: float = 60.0,
-    transport: httpx.BaseTransport | None = None,
-) -> Download:
-    """Stream ``url`` into the raw zone; the file appears only once verified complete."""
-    try:
-        with (
-            httpx.Client(timeout=timeout, follow_redirects=True, transport=transport) as client,
-            client.stream("GET", url) as response,
-        ):
-            status = response.status_code
-            if status == 404:
-                raise SourceError(f"not found (HTTP 404): {url}")
-            if status in TRANSIENT_STATUS:
-                raise TransientDownloadError(f"HTTP {status} from {url}")
-            if status != 200:
-                raise SourceError(f"HTTP {status} from {url}")
-            declared = response.headers.get("Content-Length")
-            check = _GzipCheck() if url.endswith(".gz") else None
-            size = 0
-            with lake.open_atomic(raw_url) as out:
-                for chunk in response.iter_raw(DOWNLOAD_CHUNK_BYTES):
-                    out.write(chunk)
-                    size += len(chunk)
-                    if check:
-                        check.update(chunk)
-                if declared is not None and int(declared) != size:
-                    raise TransientDownloadError(
-                        f"truncated download: {size:,} of {int(declared):,} bytes from {url}"
-                    )
-                if check:
-                    check.finish()
-    except httpx.TimeoutException:
-        raise TransientDownloadError(f"timed out downloading {url}") from None
-    except httpx.TransportError as exc:
-        raise TransientDownloadError(
-            f"connection failed for {url} ({type(exc).__name__})"
-        ) from None
-    if raw_url.endswith(".parquet"):
-        _check_parquet(lake, raw_url)
-    return Download(url=url, raw_url=raw_url, bytes=size)
-
-
-def _check_parquet(lake: Lake, url: str) -> None:
-    with lake.open(url) as handle:
-        head = handle.read(4)
-        handle.seek(-4, 2)
-        tail = handle.read(4)
-    if head != b"PAR1" or tail != b"PAR1":
-        lake.remove(url)
-        raise SourceError(f"corrupt or truncated Parquet file: {url}")
-
-
-FILE_TYPES = (".csv", ".csv.gz", ".parquet")
-
-
-def stage_local_file(lake: Lake, path: str, color: str, month: Month) -> str:
-    """``--from-file``: copy a file already on disk into the raw zone."""
-    from civiclake.pipeline.fetch import copy_local_file
-
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    # its own folder: a download of the same month keeps its cached copy (same file name)
-    url = lake.join(RAW_ZONE, NAMESPACE, color, str(month), FROM_FILE_DIR, name)
-    return copy_local_file(lake, path, url, FILE_TYPES)
-
-
 # ---------------------------------------------------------------- the spec: read, transform
 
 
 def context(
-    spec: TripSchema, month: Month, *, run_id: str, now: datetime, source: str = ""
+    spec: TlcSpec, month: Month, *, run_id: str, now: datetime, source: str = ""
 ) -> RunContext:
     """A month's run context: its window on the pickup column is the rules' month."""
     return RunContext(
@@ -421,7 +290,7 @@ def month_of(ctx: RunContext) -> Month:
     return Month(year, month)
 
 
-def transform(spec: TripSchema, batch: pa.RecordBatch, ctx: RunContext) -> pa.RecordBatch:
+def transform(spec: TlcSpec, batch: pa.RecordBatch, ctx: RunContext) -> pa.RecordBatch:
     """The declared columns + ``load_run_id``, ``loaded_at``, the first rule each row breaks
     (NULL if none) and, for a rejected row, the row as read (JSON)."""
     month = month_of(ctx)
@@ -467,8 +336,8 @@ def _raw_records(batch: pa.RecordBatch, rejected: pa.Array) -> pa.Array:
     return pa.array(records, pa.string())
 
 
-def read_month(lake: Lake, url: str, spec: TripSchema) -> Iterator[pa.RecordBatch]:
-    """The raw file's batches, typed and conformed (see ``TripSchema.read``)."""
+def read_month(lake: Lake, url: str, spec: TlcSpec) -> Iterator[pa.RecordBatch]:
+    """The raw file's batches, typed and conformed (see ``TlcSpec.read``)."""
     _check_columns(lake, url, spec)
     tables = (_iter_parquet if url.endswith(".parquet") else _iter_csv)(lake, url, spec)
     try:
@@ -479,7 +348,7 @@ def read_month(lake: Lake, url: str, spec: TripSchema) -> Iterator[pa.RecordBatc
         raise SourceError(f"cannot read {url.rsplit('/', 1)[-1]}: {first}") from None
 
 
-def _iter_csv(lake: Lake, url: str, spec: TripSchema) -> Iterator[pa.Table]:
+def _iter_csv(lake: Lake, url: str, spec: TlcSpec) -> Iterator[pa.Table]:
     import pyarrow.csv as pacsv
 
     compression = "gzip" if url.endswith(".gz") else None
@@ -507,7 +376,7 @@ def _iter_csv(lake: Lake, url: str, spec: TripSchema) -> Iterator[pa.Table]:
         handle.close()
 
 
-def _iter_parquet(lake: Lake, url: str, spec: TripSchema) -> Iterator[pa.Table]:
+def _iter_parquet(lake: Lake, url: str, spec: TlcSpec) -> Iterator[pa.Table]:
     with lake.open(url) as handle:
         parquet = pq.ParquetFile(handle)
         available = set(parquet.schema_arrow.names)
@@ -516,7 +385,7 @@ def _iter_parquet(lake: Lake, url: str, spec: TripSchema) -> Iterator[pa.Table]:
             yield _conform(pa.Table.from_batches([batch]), spec)
 
 
-def _conform(table: pa.Table, spec: TripSchema) -> pa.Table:
+def _conform(table: pa.Table, spec: TlcSpec) -> pa.Table:
     """Exactly the declared columns and types (missing columns as NULL)."""
     arrays = []
     for name, kind in spec.fields:
@@ -528,7 +397,7 @@ def _conform(table: pa.Table, spec: TripSchema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=spec.arrow)
 
 
-def _check_columns(lake: Lake, url: str, spec: TripSchema) -> None:
+def _check_columns(lake: Lake, url: str, spec: TlcSpec) -> None:
     """Refuse a file that is not this color's (a yellow file given as green, say)."""
     if url.endswith(".parquet"):
         with lake.open(url) as handle:
