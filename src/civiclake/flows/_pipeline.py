@@ -112,6 +112,33 @@ def stage(
     )
 
 
+def stage_local(
+    settings: Settings,
+    spec: DatasetSpec,
+    path: str,
+    raw_urls: list[str],
+    ctx: RunContext,
+    log: Any = None,
+) -> Staged:
+    """``stage`` of a user's file (``--from-file``, copied to ``raw_urls``): its errors name
+    the user's path, not the raw-zone copy, and an unreadable file is one line."""
+    import pyarrow as pa
+
+    from civiclake.errors import CivicLakeError, SourceError, describe
+
+    try:
+        return stage(settings, spec, raw_urls, ctx, log=log)
+    except CivicLakeError as exc:
+        text = str(exc)
+        for url in raw_urls:
+            text = text.replace(url, path)
+        raise type(exc)(text) from None
+    except (OSError, EOFError, ValueError, pa.ArrowException) as exc:
+        raise SourceError(
+            f"{path}: cannot read it ({describe(exc)}): is the file complete? (download it again)"
+        ) from None
+
+
 def discard(lake: Lake, staged: Staged) -> None:
     """Remove the data files of a stage that will never be committed (else ``maintain``'s
     orphan removal would, later)."""

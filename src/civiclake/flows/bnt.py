@@ -21,7 +21,7 @@ from pydantic import Field
 
 from civiclake.blocks import Blocks, settings_for
 from civiclake.config import Settings
-from civiclake.errors import CivicLakeError, ParameterError, SourceError, describe
+from civiclake.errors import ParameterError
 from civiclake.flows import _pipeline as pipeline, preflight
 from civiclake.flows._params import (
     AllowEmptyParam,
@@ -33,9 +33,7 @@ from civiclake.flows._params import (
     TokenBlockParam,
     WarehouseBlockParam,
 )
-from civiclake.flows._sync import (
-    check_warehouse,
-)
+from civiclake.flows._sync import check_warehouse
 from civiclake.guards import refusing
 from civiclake.slices import RowIds, Slice, Window, Windows
 from civiclake.sources import bnt_fetch
@@ -211,27 +209,14 @@ def _warn_unknown_plazas(staged: Staged, log: Any) -> None:
 
 @task(name="stage-file", cache_policy=NO_CACHE)
 def stage_file(path: str, run_id: str, source: str, blocks: Blocks = None) -> Staged:
-    """Copy a bulk export into the raw zone and stage it; its errors name the user's path,
-    not the raw-zone copy."""
-    import pyarrow as pa
-
+    """Copy a bulk export into the raw zone and stage it (``pipeline.stage_local``)."""
     from civiclake.sources import bnt
 
     settings = settings_for(blocks)
     raw_urls = bnt.stage_file(settings.lake(), path, run_id=run_id)
     log = get_run_logger()
     ctx = bnt.context(run_id, source, datetime.now(UTC))
-    try:
-        staged = pipeline.stage(settings, bnt.BntSpec(), raw_urls, ctx, log=log)
-    except CivicLakeError as exc:
-        text = str(exc)
-        for url in raw_urls:
-            text = text.replace(url, path)
-        raise type(exc)(text) from None
-    except (OSError, EOFError, ValueError, pa.ArrowException) as exc:
-        raise SourceError(
-            f"{path}: cannot read it ({describe(exc)}): is the file complete? (download it again)"
-        ) from None
+    staged = pipeline.stage_local(settings, bnt.BntSpec(), path, raw_urls, ctx, log)
     _warn_unknown_plazas(staged, log)
     return staged
 
