@@ -10,7 +10,7 @@ A source's flow only plans (the ``Slice`` a load replaces, its snapshot properti
   refuse an empty load of a slice that has rows, skip a re-run that changes nothing, else commit
   the table then its rejects (``pipeline.commit``) with one set of snapshot properties
   (``properties``), the high-water mark among them;
-- ``load_warehouse`` / ``stage_streaming``: the same slices replaced in a warehouse from the same
+- ``load_warehouse_task`` / ``stage_streaming``: the same slices replaced in a warehouse from the same
   data files, or (a warehouse that ``streams_while_staging``) while the stage writes them;
 - ``publish``: the summary as a Prefect artifact;
 - ``fan_out``: many slices of one spec (TLC's months), a bounded number at a time, a failure
@@ -319,30 +319,11 @@ def load_warehouse_task(
     evolve: bool = False,
     blocks: Blocks = None,
 ) -> dict[str, Any]:
-    """``load_warehouse`` as the flows' ``load-warehouse`` task."""
-    loaded = load_warehouse(
-        settings_for(blocks), spec, staged, to, replaced, rejects_replaced, evolve=evolve
-    )
-    get_run_logger().info(
-        "replaced %s in %s %s: %s rows", replaced, to, spec.table, f"{loaded['rows']:,}"
-    )
-    return loaded
-
-
-def load_warehouse(
-    settings: Settings,
-    spec: DatasetSpec,
-    staged: Staged,
-    to: str,
-    replaced: Slice,
-    rejects_replaced: Slice,
-    *,
-    evolve: bool = False,
-) -> dict[str, Any]:
     """The same slices replaced in warehouse ``to`` from the staged data files: delete + bulk
     load, one transaction per table (``evolve``: new columns added first)."""
     from civiclake.warehouse import open_warehouse
 
+    settings = settings_for(blocks)
     lake = settings.lake()
     with (
         table_lock(f"{to}:{spec.table}", settings, commits=False),
@@ -354,6 +335,7 @@ def load_warehouse(
         warehouse.replace(
             spec.rejects_table, spec.rejects_schema(), staged.rejects_urls, lake, rejects_replaced
         )
+    get_run_logger().info("replaced %s in %s %s: %s rows", replaced, to, spec.table, f"{rows:,}")
     return {"warehouse": to, "rows": rows}
 
 
