@@ -10,8 +10,9 @@ A source's flow only plans (the ``Slice`` a load replaces, its snapshot properti
   refuse an empty load of a slice that has rows, skip a re-run that changes nothing, else commit
   the table then its rejects (``pipeline.commit``) with one set of snapshot properties
   (``properties``), the high-water mark among them;
-- ``load_warehouse_task`` / ``stage_streaming``: the same slices replaced in a warehouse from the same
-  data files, or (a warehouse that ``streams_while_staging``) while the stage writes them;
+- ``load_warehouse_task`` / ``stage_streaming``: the same slices replaced in a warehouse from
+  the same data files, or (a warehouse that ``streams_while_staging``) while the stage writes
+  them;
 - ``publish``: the summary as a Prefect artifact;
 - ``fan_out``: many slices of one spec (TLC's months), a bounded number at a time, a failure
   naming its slice while the others complete.
