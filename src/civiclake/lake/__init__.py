@@ -47,6 +47,11 @@ BACKENDS: tuple[LakeBackend, ...] = (
 )
 
 
+def host_of(url: str) -> str:
+    """A source URL's host (and port, path) as one folder name of the raw zone."""
+    return url.split("://", 1)[-1].replace(":", "_").replace("/", "_")
+
+
 def scheme_of(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else "file"
 
@@ -145,6 +150,11 @@ class Lake:
     def join(self, *parts: str) -> str:
         """URL of a location under the lake root."""
         return "/".join([self.url, *(p.strip("/") for p in parts)])
+
+    def raw_dir(self, *parts: str, run_id: str) -> str:
+        """The raw-zone folder of one run's fetch: ``raw/<source>/<...>/run=<id>``, the one
+        layout of every source (``maintain`` prunes such folders by age)."""
+        return self.join(RAW_ZONE, *parts, f"run={run_id}")
 
     def _path(self, url: str) -> str:
         return self.fs._strip_protocol(url)  # type: ignore[no-any-return]

@@ -40,7 +40,7 @@ from pyiceberg.types import (
 )
 
 from civiclake.errors import SourceError
-from civiclake.lake import RAW_ZONE, STAGE_ZONE, Lake
+from civiclake.lake import STAGE_ZONE, Lake
 from civiclake.pipeline.contract import RAW_RECORD, REJECT_REASON, RunContext, output_schema
 
 # the fetch side lives in bnt_fetch (light imports for a fast first request); re-exported
@@ -174,7 +174,7 @@ def stage_file(lake: Lake, path: str, *, run_id: str) -> list[str]:
     from civiclake.pipeline.fetch import copy_local_file
 
     name = path.rstrip("/").rsplit("/", 1)[-1]
-    url = lake.join(RAW_ZONE, "files", DATASET_ID, f"run={run_id}", name)
+    url = f"{lake.raw_dir('files', DATASET_ID, run_id=run_id)}/{name}"
     return [copy_local_file(lake, path, url, FILE_TYPES)]
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from civiclake._private.progress import Progress
 from civiclake.errors import SourceError
-from civiclake.lake import RAW_ZONE, Lake
+from civiclake.lake import Lake, host_of
 from civiclake.sources.socrata import SocrataClient, date_range_where
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class FetchResult:
 
 
 def raw_dir(lake: Lake, source_host: str, dataset_id: str, run_id: str) -> str:
-    return lake.join(RAW_ZONE, "socrata", source_host, dataset_id, f"run={run_id}")
+    return lake.raw_dir("socrata", source_host, dataset_id, run_id=run_id)
 
 
 class PageFetch:
@@ -87,7 +87,7 @@ class PageFetch:
     ) -> None:
         self.client, self.lake, self.load_range = client, lake, load_range
         self.dataset_id, self.page_size, self.log = dataset_id, page_size, log
-        host = client.base_url.split("://", 1)[-1].replace(":", "_").replace("/", "_")
+        host = host_of(client.base_url)
         self.target = raw_dir(lake, host, dataset_id, run_id)
         self.result: FetchResult | None = None
         self.mismatch = ""

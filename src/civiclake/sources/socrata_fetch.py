@@ -1,7 +1,7 @@
 """Any Socrata dataset's pages -> the raw zone, as received; a complete fetch is recorded.
 
 The fetch only downloads: each page's body is checked (a complete JSON array, its rows
-counted) and written to ``raw/socrata/<host>/<dataset>/<run id>/page-NNNNNN.json``, and its URL
+counted) and written to ``raw/socrata/<host>/<dataset>/run=<run id>/page-NNNNNN.json``, and its URL
 is yielded as soon as it is written, so the stage step (``pipeline.engines``) reads each page
 back from the lake while the next one downloads. The rows fetched are checked against
 ``count(*)`` for the same ``$where``; a mismatch fails the fetch (the flow fetches again once).
@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from civiclake.lake import RAW_ZONE, Lake
+from civiclake.lake import RAW_ZONE, Lake, host_of
 from civiclake.sources.socrata import BodyError, SocrataClient
 from civiclake.sources.socrata_dataset import SYSTEM_SELECT, DatasetSpec
 
@@ -70,11 +70,8 @@ class FetchProgress:
 
 
 def raw_dir(lake: Lake, spec: DatasetSpec, run_id: str) -> str:
-    return lake.join(RAW_ZONE, "socrata", _host(spec), spec.dataset_id, run_id)
-
-
-def _host(spec: DatasetSpec) -> str:
-    return spec.portal.split("://", 1)[-1].replace("/", "_")
+    """``raw/socrata/<host>/<dataset>/run=<id>``: the layout of B&T's pages too."""
+    return lake.raw_dir("socrata", host_of(spec.portal), spec.dataset_id, run_id=run_id)
 
 
 def fetch_key(spec: DatasetSpec, where: str | None, table_snapshot: int | None) -> str:
@@ -88,7 +85,7 @@ def find_complete(lake: Lake, spec: DatasetSpec, key: str) -> RawFetch | None:
     every page present), or None."""
     if spec.rows_updated_at is None:
         return None
-    series = lake.join(RAW_ZONE, "socrata", _host(spec), spec.dataset_id)
+    series = lake.join(RAW_ZONE, "socrata", host_of(spec.portal), spec.dataset_id)
     found: list[RawFetch] = []
     for folder in lake.list(series):
         url = f"{folder}/{MANIFEST_PREFIX}{key}.json"
