@@ -73,7 +73,8 @@ def read_page(lake: Lake, url: str, spec: DatasetSpec) -> Iterator[pa.RecordBatc
     con = duckdb.connect(config={"threads": 1})
     try:
         source = lake.local_path(url) or io.BytesIO(lake.read_bytes(url))
-        relation = con.read_json(source, format="array", columns=columns)
+        # (no hive partitioning: the page's folder ``run=<id>`` is not a column of its rows)
+        relation = con.read_json(source, format="array", columns=columns, hive_partitioning=False)
         yield from relation.to_arrow_reader(BATCH_ROWS)
     except duckdb.Error as exc:
         raise BodyError(f"{url}: not a complete JSON array of rows ({type(exc).__name__})") from exc
