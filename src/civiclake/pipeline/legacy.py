@@ -55,12 +55,21 @@ def pending(
 ) -> tuple[str, dict[str, str]] | None:
     """(marker, properties) of ``table``'s current snapshot when the OLD code made it and its
     rejects commit never happened; None otherwise."""
+    from civiclake.tables import SNAPSHOT_PROPERTY_PREFIX
     from civiclake.tables.pairs import pending_rejects
 
+    if not catalog.table_exists(table):
+        return None
+    snapshot = catalog.load_table(table).current_snapshot()
+    if snapshot is None or snapshot.summary is None:
+        return None
+    summary = snapshot.summary.additional_properties
+    if SNAPSHOT_PROPERTY_PREFIX + load_marker in summary:
+        return None  # the new code's load: ``commit.repair`` handles it
     for marker in MARKERS:
-        props = pending_rejects(catalog, table, rejects_table, marker)
-        if props is not None and load_marker not in props:
-            return marker, props
+        if SNAPSHOT_PROPERTY_PREFIX + marker in summary:
+            props = pending_rejects(catalog, table, rejects_table, marker)
+            return None if props is None else (marker, props)
     return None
 
 
@@ -87,8 +96,8 @@ def _bnt(lake: Lake, table: str, run_id: str, props: dict[str, str]) -> OldRejec
     for span in filter(None, props[BNT_MARKER].split(",")):
         start, stop = span.split("/")
         spans.append((date.fromisoformat(start), date.fromisoformat(stop)))
-    days = Windows.of("date", spans)
-    return OldRejects(url, Or(days.iceberg_filter(), EqualTo("load_range", props["load-key"])))
+    days = Windows.of("date", spans).iceberg_filter()
+    return OldRejects(url, Or(days, EqualTo("load_range", props.get("load-key", ""))))
 
 
 def _tlc(lake: Lake, table: str, run_id: str, props: dict[str, str]) -> OldRejects | None:
