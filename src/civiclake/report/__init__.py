@@ -25,8 +25,15 @@ __all__ = ["Page", "build_page", "list_identifiers", "write_reports"]
 
 
 def list_identifiers(catalog: Catalog) -> list[str]:
+    """The tables to report on: every table but those never loaded (a first load that died
+    before its commit)."""
+    from civiclake.tables import never_loaded
+
     return sorted(
-        ".".join(ident) for ns in catalog.list_namespaces() for ident in catalog.list_tables(ns)
+        ".".join(ident)
+        for ns in catalog.list_namespaces()
+        for ident in catalog.list_tables(ns)
+        if not never_loaded(catalog.load_table(ident))
     )
 
 
