@@ -20,7 +20,7 @@ from civiclake.config import get_settings
 from civiclake.pipeline.commit import LOAD_MARKER
 from civiclake.sources import bnt
 from civiclake.testing.socrata import SocrataServer, bnt_rows
-from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_rows
+from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_row, sample_rows
 from testsupport.old_civiclake import CRASHED, run_old_cli
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
@@ -204,3 +204,44 @@ def test_an_old_half_load_whose_staged_rejects_are_gone_is_said_in_one_line(
     result = cli("taxi", "run", "--from-file", str(month_file(tmp_path, 7)))
     assert result.exit_code == 0, result.output
     assert scan(rejects_table).num_rows == 2 and scan(table).num_rows == 40
+
+
+def test_a_socrata_merge_the_old_code_left_half_done_is_completed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An incremental (merge by id) load: its rejects slice is the ids the old code staged."""
+    table, rejects_table = "socrata.abcd_1234", "socrata.abcd_1234_rejects"
+    rows = sample_rows(25)
+    rows[7] = {**rows[7], "count": "seven"}  # a reject
+    server = SocrataServer()
+    server.add_dataset(DATASET, rows, columns=COLUMNS, name="Every type")
+    with server:
+        monkeypatch.setenv("CIVICLAKE_SOCRATA_URL", server.url)
+        first = run_old_cli(
+            tmp_path, "socrata", "run", DATASET, env={"CIVICLAKE_SOCRATA_URL": server.url}
+        )
+        assert first.returncode == 0, first.stdout + first.stderr
+        # a revised row, and the reject revised into another reject
+        rows[2] = {**sample_row(2, minutes=600), "zip": "NEW02"}
+        rows[7] = {**sample_row(7, minutes=601), "count": "eight"}
+        server.add_dataset(DATASET, rows, columns=COLUMNS)
+        run_id = old_crash(
+            tmp_path,
+            table,
+            "civiclake.flows.socrata:commit_rejects",
+            "socrata",
+            "run",
+            DATASET,
+            CIVICLAKE_SOCRATA_URL=server.url,
+        )
+        assert run_id not in rejects_runs(rejects_table)
+
+        again = cli("socrata", "run", DATASET)
+        assert again.exit_code == 0, again.output
+
+    assert run_id in rejects_runs(rejects_table)
+    rejects = scan(rejects_table)
+    assert rejects.column("socrata_id").to_pylist() == ["row-00007"]
+    assert '"eight"' in rejects.column("raw_record")[0].as_py()
+    loaded = scan(table)
+    assert loaded.num_rows == distinct(loaded, ["socrata_id"]) == 24
