@@ -1,8 +1,13 @@
+import json
+import uuid
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from civiclake.cli import app
 from civiclake.config import get_settings
+from testsupport.objectstores import ObjectStore, use_env
 
 
 def test_defaults_live_under_home(civiclake_home: Path) -> None:
@@ -44,3 +49,62 @@ def test_bad_value_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CIVICLAKE_PAGE_SIZE", "0")
     with pytest.raises(ValueError, match="page_size"):
         get_settings()
+
+
+def test_lake_options_from_the_environment_reach_the_filesystem(
+    s3_store: ObjectStore,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CIVICLAKE_LAKE_OPTIONS (JSON) is the only place the S3 credentials are: they reach s3fs
+    (moto checks the signature), and neither the settings nor any output shows them."""
+    use_env(monkeypatch, tmp_path, {})  # no AWS_* variable: only the lake options can work
+    env = s3_store.env
+    secret = env["AWS_SECRET_ACCESS_KEY"]
+    options = {
+        "key": env["AWS_ACCESS_KEY_ID"],
+        "secret": secret,
+        "endpoint_url": env["AWS_ENDPOINT_URL"],
+        "client_kwargs": {"region_name": env["AWS_DEFAULT_REGION"]},
+    }
+    url = s3_store.lake_url(f"options-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("CIVICLAKE_LAKE_URL", url)
+    monkeypatch.setenv("CIVICLAKE_LAKE_OPTIONS", json.dumps(options))
+
+    settings = get_settings()
+    assert settings.lake_options.get_secret_value() == options
+    assert secret not in repr(settings) and secret not in str(settings.model_dump())
+    lake = settings.lake()
+    lake.write_bytes(f"{url}/probe.txt", b"reached")
+    prefix = url.split("://", 1)[1].split("/", 1)[1]
+    assert s3_store.list_objects(prefix) == [f"{prefix}/probe.txt"]
+
+    with caplog.at_level("DEBUG"):
+        doctor = CliRunner().invoke(app, ["doctor"])
+    assert "ok   lake" in doctor.stdout, doctor.output
+    assert secret not in doctor.output and secret not in caplog.text
+
+
+def test_lake_options_that_are_not_a_json_object_are_one_line_without_the_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for value in ('{"secret": "s3cr3t-value"', '["s3cr3t-value"]'):
+        monkeypatch.setenv("CIVICLAKE_LAKE_OPTIONS", value)
+        result = CliRunner().invoke(app, ["tables"])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: setting lake_options: ")
+        assert "not a JSON object (from CIVICLAKE_LAKE_OPTIONS" in lines[0]
+        assert "s3cr3t" not in result.output
+
+
+def test_bigquery_credentials_from_the_environment_are_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = {"type": "service_account", "private_key": "s3cr3t-key"}
+    monkeypatch.setenv("CIVICLAKE_BIGQUERY_CREDENTIALS", json.dumps(key))
+    settings = get_settings()
+    assert settings.bigquery_credentials is not None
+    assert settings.bigquery_credentials.get_secret_value() == key
+    assert "s3cr3t-key" not in repr(settings)

@@ -151,6 +151,22 @@ class Settings(BaseSettings):
             return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
         return value
 
+    @field_validator("lake_options", "bigquery_credentials", mode="before")
+    @classmethod
+    def _json_object(cls, value: object) -> object:
+        """From the environment these come as JSON text (``CIVICLAKE_LAKE_OPTIONS='{...}'``):
+        pydantic-settings decodes JSON only for plain dict fields, not inside ``Secret``."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError:
+                raise ValueError("not a JSON object") from None
+        if value is None or isinstance(value, Secret):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -120,3 +120,12 @@ def test_which_lock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREFECT_API_URL", "http://prefect.example:4200/api")
     assert uses_file_lock(get_settings())
     assert not uses_file_lock(get_settings(**server_catalog))
+
+
+def test_a_rejects_table_is_covered_by_its_tables_lock() -> None:
+    from civiclake.flows._locks import covering_table
+
+    assert covering_table("mta.bnt_traffic_hourly_rejects") == "mta.bnt_traffic_hourly"
+    assert covering_table("tlc.green_trips_rejects") == "tlc.green_trips"
+    assert covering_table("tlc.green_trips") == "tlc.green_trips"
+    assert covering_table("ns._rejects") == "ns._rejects"  # no table to cover it

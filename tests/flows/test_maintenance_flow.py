@@ -83,3 +83,49 @@ def test_weekly_deployment_runs_this_flow_with_valid_parameters() -> None:
     civiclake_maintenance.validate_parameters(weekly["parameters"])
     with pytest.raises(ParameterTypeError):
         civiclake_maintenance.validate_parameters({"orphans_older_than": "3 weeks"})
+
+
+HOLD_LOCK = """
+import sys, time
+from civiclake.config import get_settings
+from civiclake.flows._locks import table_lock
+with table_lock(sys.argv[1], get_settings()):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_rejects_table_is_maintained_under_its_tables_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Loads commit ``X_rejects`` under ``X``'s lock: the flow maintains it under that lock."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    from pyiceberg.expressions import AlwaysTrue
+
+    from civiclake.errors import CivicLakeError
+    from civiclake.flows.maintenance import civiclake_maintenance
+
+    catalog = tables.load_catalog(get_settings())
+    table = tables.ensure_table_for(catalog, "ns.trips_rejects", pa.schema([("n", pa.int64())]))
+    for n in range(3):
+        data = pa.table({"n": pa.array([n], pa.int64())})
+        tables.replace_range(table, AlwaysTrue(), lambda data=data: [data], {"run-id": "r"})
+    before = len(catalog.load_table("ns.trips_rejects").metadata.snapshots)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, "ns.trips"], env=os.environ, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("CIVICLAKE_LOCK_TIMEOUT", "1")
+        with pytest.raises(CivicLakeError, match=r"ns\.trips \(catalog civiclake\) is locked"):
+            civiclake_maintenance(retain_days=0, retain_last=1, tables=["ns.trips_rejects"])
+        assert len(catalog.load_table("ns.trips_rejects").metadata.snapshots) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    civiclake_maintenance(retain_days=0, retain_last=1, tables=["ns.trips_rejects"])
+    assert len(catalog.load_table("ns.trips_rejects").metadata.snapshots) == 1

@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 from civiclake import tables
 from civiclake.cli import app
 from civiclake.config import get_settings
-from civiclake.testing.socrata import RequestRecord, SocrataServer, tabular_view
+from civiclake.testing.socrata import Fault, RequestRecord, SocrataServer, tabular_view
 from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_row, sample_rows
 from testsupport.old_civiclake import run_old_cli
 
@@ -168,3 +168,70 @@ def test_an_unknown_engine_is_refused_before_any_page(
     assert "unknown engine 'ray'" in result.output
     assert page_requests(server.requests) == []
     assert not tables.load_catalog(get_settings()).table_exists(TABLE)
+
+
+def test_a_first_run_sigkilled_before_its_commit_leaves_no_phantom_table(
+    server: SocrataServer,
+) -> None:
+    """SIGKILL (nothing of the run's own cleanup runs) after the first run created its tables:
+    they stay in the catalog with no snapshot; they are not listed, and the next run, with
+    another partitioning, is a first full load into a table made anew."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    from civiclake.report import list_identifiers
+
+    server.inject(Fault.SLOW, times=1, delay=120.0, only="data")  # the fetch hangs there
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "CIVICLAKE_HTTP_TIMEOUT": "300",
+        "DO_NOT_TRACK": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "civiclake.cli", "socrata", "run", DATASET,
+         "--partition", "month(closed_at)"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    catalog = tables.load_catalog(get_settings())
+    try:
+        deadline = time.monotonic() + 240
+        while not (
+            any("$limit" in r.params for r in server.requests)
+            and catalog.table_exists(TABLE)
+            and catalog.table_exists(REJECTS)
+        ):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the run never created its tables"
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
+    server.clear_faults()
+    phantom = catalog.load_table(TABLE)
+    assert phantom.current_snapshot() is None  # the state SIGKILL leaves
+    assert str(phantom.spec().fields[0].transform) == "month"
+
+    listed = cli("tables", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    assert TABLE not in listed.output and REJECTS not in listed.output
+    assert "no tables yet" in cli("tables").output
+    assert list_identifiers(catalog) == []  # no report page either
+
+    again = cli("socrata", "run", DATASET, "--partition", "day(closed_at)")
+    assert again.exit_code == 0, again.output
+    assert "full" in " ".join(again.output.split())
+    table = tables.load_catalog(get_settings()).load_table(TABLE)
+    assert [str(f.transform) for f in table.spec().fields] == ["day"]
+    assert len(table.metadata.snapshots) == 1
+    assert len(rows_of()) == ROWS - 1 and [r["socrata_id"] for r in rows_of(REJECTS)] == [
+        "row-00007"
+    ]
+    assert TABLE in cli("tables").output

@@ -261,3 +261,61 @@ def test_durations_and_bad_input_fail_in_one_line() -> None:
     missing = cli("maintain", "mta.nope")
     assert missing.exit_code == 2 and "no table mta.nope" in missing.output
     assert cli("maintain", "--retain-last", "0").exit_code == 2
+
+
+HOLD_LOCK = """
+import sys, time
+from civiclake.config import get_settings
+from civiclake.flows._locks import table_lock
+with table_lock(sys.argv[1], get_settings()):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_maintain_waits_for_the_lock_a_load_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load holds its table's lock (a real process, as during its commits): ``maintain`` of
+    the table, and of its rejects table (committed under the same lock), waits for it and,
+    after ``CIVICLAKE_LOCK_TIMEOUT``, gives up in one line having changed nothing."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    from pyiceberg.expressions import AlwaysTrue
+
+    from civiclake import tables
+
+    catalog = tables.load_catalog(get_settings())
+    names = ("ns.trips", "ns.trips_rejects")
+    for name in names:
+        table = tables.ensure_table_for(catalog, name, pa.schema([("n", pa.int64())]))
+        for n in range(3):  # snapshots that --retain-last 1 would expire
+            data = pa.table({"n": pa.array([n], pa.int64())})
+            tables.replace_range(table, AlwaysTrue(), lambda data=data: [data], {"run-id": "r"})
+    before = {name: len(load_table(name).metadata.snapshots) for name in names}
+    assert min(before.values()) >= 3
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, "ns.trips"],
+        env=os.environ,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("CIVICLAKE_LOCK_TIMEOUT", "1")
+        for name in names:
+            result = cli("maintain", name, "--retain-days", "0", "--retain-last", "1")
+            assert result.exit_code == 1, result.output
+            line = result.output.strip().splitlines()[-1]
+            assert line.startswith(
+                f"error: ns.trips (catalog civiclake) is locked by pid {holder.pid}"
+            )
+            assert "CIVICLAKE_LOCK_TIMEOUT" in line
+            assert len(load_table(name).metadata.snapshots) == before[name]  # nothing expired
+    finally:
+        holder.kill()
+        holder.wait()
+    for name in names:  # the load is over: maintain goes ahead
+        result = cli("maintain", name, "--retain-days", "0", "--retain-last", "1")
+        assert result.exit_code == 0, result.output
+        assert len(load_table(name).metadata.snapshots) == 1

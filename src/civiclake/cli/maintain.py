@@ -1,6 +1,7 @@
 """``civiclake maintain``: snapshot expiry, unreferenced and orphan files, compaction, and the
-raw and stage zones. Metadata work, no Prefect (the scheduled ``civiclake-maintenance`` flow
-runs the same code under the per-table load locks)."""
+raw and stage zones. Metadata work, no Prefect flow; each table under the lock its loads take
+(``flows/_locks.py``), as the scheduled ``civiclake-maintenance`` flow does: a compaction or
+an expiry never interleaves with a load's commits."""
 
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def maintain_command(
     """Expire old snapshots, delete files nothing references, optionally compact; prune the
     raw and stage zones."""
     from civiclake import tables
+    from civiclake.flows._locks import covering_table, table_lock
     from civiclake.tables import maintenance
 
     options = maintenance.MaintainOptions(
@@ -92,9 +94,12 @@ def maintain_command(
     reports = []
     for name in chosen:
         err.print(f"maintaining {name} ...", highlight=False)
-        reports.append(
-            maintenance.maintain_table(catalog, name, the_lake, options, other_locations=locations)
-        )
+        with table_lock(covering_table(name), settings):  # waits for a running load's commits
+            reports.append(
+                maintenance.maintain_table(
+                    catalog, name, the_lake, options, other_locations=locations
+                )
+            )
     if output is MaintainFormat.json:
         payload = []
         for r in reports:

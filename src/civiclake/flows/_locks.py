@@ -219,6 +219,18 @@ def ensure_table_limit(name: str) -> None:
                 )
 
 
+REJECTS_SUFFIX = "_rejects"
+
+
+def covering_table(table: str) -> str:
+    """The table whose lock covers writes to ``table``: a load commits a table and then its
+    rejects table (``<table>_rejects``) under the table's lock, so anything else writing a
+    rejects table (``maintain``) takes that same lock."""
+    if table.endswith(REJECTS_SUFFIX) and not table.endswith("." + REJECTS_SUFFIX):
+        return table.removesuffix(REJECTS_SUFFIX)
+    return table
+
+
 @contextmanager
 def table_lock(table: str, settings: Settings, *, commits: bool = True) -> Iterator[None]:
     """Hold ``table``'s lock (of ``settings``' catalog) while writing it.

@@ -1,10 +1,9 @@
 """The ``civiclake-maintenance`` flow: ``civiclake maintain`` on a schedule, under the load locks.
 
 Each table is maintained in its own task while holding the same table lock the loads take
-(``flows/_locks.py``), so a scheduled maintenance
-never interleaves with a load of the same table. The maintenance itself is also safe without
-the lock (commit conflicts are retried, young orphans are kept): ``civiclake maintain`` runs it
-directly, without Prefect.
+(``flows/_locks.py``; a rejects table: its table's lock, under which loads commit it), so a
+scheduled maintenance never interleaves with a load of the same table. ``civiclake maintain``
+runs the same code without Prefect, under the same locks.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from civiclake.blocks import Blocks, settings_for
-from civiclake.flows._locks import table_lock
+from civiclake.flows._locks import covering_table, table_lock
 
 FLOW_NAME = "civiclake-maintenance"
 DurationParam = Annotated[
@@ -51,7 +50,7 @@ def maintain_one(
     )
     every = maintenance.resolve_tables(catalog, [])
     log = get_run_logger()
-    with table_lock(name, settings):
+    with table_lock(covering_table(name), settings):
         report = maintenance.maintain_table(
             catalog,
             name,

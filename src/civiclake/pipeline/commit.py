@@ -5,7 +5,9 @@ the two slices it replaces, its snapshot properties) is saved in the stage zone 
 id; the table's snapshot carries ``LOAD_MARKER``. If the process dies between the two commits,
 the next load of the table (under its lock) finds the table's snapshot without a rejects
 snapshot of the same run (``tables.pairs.pending_rejects``) and completes the rejects commit
-from the saved load: what the crashed load would have committed, as it would have.
+from the saved load: what the crashed load would have committed, as it would have. A load made
+by the code before the one pipeline is completed the same way from that code's staged files
+(``pipeline.legacy``).
 """
 
 from __future__ import annotations
@@ -93,12 +95,14 @@ def repair(
 ) -> bool:
     """Complete the rejects commit of ``table``'s last load if it never happened (a crash
     between the two commits). Call under the table's lock, before committing anything. True
-    when it completed one."""
+    when it completed one. A half load made by the code before the one pipeline is completed
+    from the files that code staged (``pipeline.legacy``)."""
+    from civiclake.pipeline import legacy
     from civiclake.tables.pairs import pending_rejects
 
     props = pending_rejects(catalog, table, rejects_table, LOAD_MARKER)
     if props is None:
-        return False
+        return legacy.complete(catalog, lake, table, rejects_table, LOAD_MARKER, log)
     run_id = props["run-id"]
     url = load_url(lake, table, run_id)
     saved = Load.read(lake, url) if lake.exists(url) else None

@@ -193,6 +193,8 @@ def check_existing_table(settings: Settings, spec: DatasetSpec, *, full: bool = 
     if not catalog.table_exists(spec.table):
         return
     table = catalog.load_table(spec.table)
+    if tables.never_loaded(table):
+        return  # a first load that died before its commit: this load starts the table anew
     fields = table.spec().fields
     if spec.partition.transform and fields:
         schema = table.schema()

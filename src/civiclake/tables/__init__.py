@@ -120,16 +120,22 @@ def ensure_table_for(
     column that disappears at the source stays, NULL from then on)."""
     from pyiceberg.transforms import DayTransform, MonthTransform, YearTransform
 
+    if month_of:
+        partition = ("month", month_of)
+    table = None
     if catalog.table_exists(identifier):  # (see ensure_table: no orphan metadata per load)
         table = catalog.load_table(identifier)
-    else:
+        if never_loaded(table) and not _as_created(table, schema, partition):
+            # a first load killed before its commit left it (SIGKILL: nothing could drop it):
+            # it holds nothing, so this load starts it anew, as a first load would
+            catalog.drop_table(identifier)
+            table = None
+    if table is None:
         namespace = identifier.rsplit(".", 1)[0]
         catalog.create_namespace_if_not_exists(namespace)
         table = catalog.create_table_if_not_exists(
             identifier, schema=schema, properties=METADATA_PROPERTIES
         )
-    if month_of:
-        partition = ("month", month_of)
     if partition and table.spec().is_unpartitioned():
         transform_name, column = partition
         transform = {"day": DayTransform, "month": MonthTransform, "year": YearTransform}[
@@ -143,6 +149,24 @@ def ensure_table_for(
             for arrow_field in missing:
                 update.add_column(arrow_field.name, iceberg_type(arrow_field.type))
     return table
+
+
+def never_loaded(table: Table) -> bool:
+    """No commit ever: created by a first load that died before its commit (every commit,
+    even of no rows, makes a snapshot). Such a table holds nothing and is not listed."""
+    return not table.metadata.snapshots
+
+
+def _as_created(table: Table, schema: pa.Schema, partition: tuple[str, str] | None) -> bool:
+    """``table`` has exactly the columns and partitioning ``ensure_table_for`` would create."""
+    current = table.schema()
+    if current.column_names != schema.names or any(
+        current.find_field(f.name).field_type != iceberg_type(f.type) for f in schema
+    ):
+        return False
+    spec = table.spec().fields
+    fields = [(str(f.transform), current.find_column_name(f.source_id)) for f in spec]
+    return fields == ([partition] if partition else [])
 
 
 def iceberg_type(arrow_type: pa.DataType) -> IcebergType:
@@ -252,6 +276,8 @@ def summarize(catalog: Catalog) -> list[TableSummary]:
         for ident in sorted(catalog.list_tables(namespace)):
             name = ".".join(ident)
             table = catalog.load_table(name)
+            if never_loaded(table):
+                continue  # a first load that died before its commit: nothing to show
             snapshot = table.current_snapshot()
             summary = snapshot.summary if snapshot and snapshot.summary else None
             props = summary.additional_properties if summary else {}
