@@ -187,13 +187,14 @@ def test_orphans_of_a_killed_load_are_kept_while_young(
 def test_a_load_running_during_maintain_loses_nothing(
     socrata: SocrataServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The load has written its data files and waits before its commit while maintain
+    """The load has written its data files and waits before its commit step while maintain
     compacts (moving the table on) and expires: its files are young orphans, kept; its
-    commit conflicts, is retried on the compacted table, and lands whole."""
-    import civiclake.tables
+    commit (under the table's lock, which maintain held meanwhile) lands whole on the
+    compacted table."""
+    from civiclake.flows import _pipeline
 
     run_days(socrata, range(10))  # ranges now leave two files in January: compactable
-    original = civiclake.tables.commit_files
+    original = _pipeline.commit
     written, resume = threading.Event(), threading.Event()
 
     def paused_commit(*args: Any, **kwargs: Any) -> Any:
@@ -202,7 +203,7 @@ def test_a_load_running_during_maintain_loses_nothing(
             assert resume.wait(60)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(civiclake.tables, "commit_files", paused_commit)
+    monkeypatch.setattr(_pipeline, "commit", paused_commit)
     outcome: list[object] = []
 
     def load() -> None:
