@@ -22,7 +22,7 @@ PostgreSQL from ``testsupport.postgres``): seconds, and the peak RSS of the driv
 workers). Figures are printed, never asserted.
 
     .venv/bin/python bench/spark_tlc_bench.py [--months 12] [--masters local[1],local[2]]
-        [--cluster] [--warehouses duckdb,postgres] [--skip-stage]
+        [--cluster] [--warehouses duckdb,postgres] [--warehouse-sizes month,x16] [--skip-stage]
 """
 
 from __future__ import annotations
@@ -248,6 +248,7 @@ def run_warehouse(tmp: Path, engine: str, to: str, month: Path, env_extra: dict[
         output = log.read()
     result = {
         "run": f"taxi run --to {to} --engine {engine}",
+        "file": f"{month.parent.name}/{month.name}",
         "exit": code,
         "seconds": round(seconds, 1),
         "driver_peak_mb": sampler.own_kb // 1024,
@@ -265,6 +266,9 @@ def main() -> None:
     parser.add_argument("--masters", default="local[1],local[2]")
     parser.add_argument("--cluster", action="store_true", help="also a 1-worker standalone cluster")
     parser.add_argument("--warehouses", default="", help="e.g. duckdb,postgres")
+    parser.add_argument(
+        "--warehouse-sizes", default="x16", help="month (95,120 rows) and/or x16 (1.5M rows)"
+    )
     parser.add_argument("--skip-stage", action="store_true")
     parser.add_argument("--engines", default="arrow,spark", help=argparse.SUPPRESS)
     parser.add_argument("--data", help="keep the built files here (default: a temp dir)")
@@ -302,11 +306,12 @@ def main() -> None:
                 if cluster is not None:
                     cluster.__exit__(None, None, None)
         if args.warehouses:
-            warehouse_runs(tmp, args.warehouses.split(","), engines, files["x16"][0])
+            months = [files[size][0] for size in args.warehouse_sizes.split(",")]
+            warehouse_runs(tmp, args.warehouses.split(","), engines, months)
         print(f"load average: {os.getloadavg()}", flush=True)
 
 
-def warehouse_runs(tmp: Path, kinds: list[str], engines: list[str], month: Path) -> None:
+def warehouse_runs(tmp: Path, kinds: list[str], engines: list[str], months: list[Path]) -> None:
     sys.path.insert(0, str(HERE.parent))
     from testsupport.prefect_server import PrefectServer
 
@@ -318,9 +323,10 @@ def warehouse_runs(tmp: Path, kinds: list[str], engines: list[str], month: Path)
 
             postgres = stack.enter_context(PostgresServer())
             extra["CIVICLAKE_POSTGRES_URL"] = postgres.url
-        for to in kinds:
-            for engine in engines:
-                run_warehouse(tmp, engine, to, month, extra)
+        for month in months:
+            for to in kinds:
+                for engine in engines:
+                    run_warehouse(tmp, engine, to, month, extra)
 
 
 if __name__ == "__main__":
