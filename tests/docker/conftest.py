@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,25 +24,17 @@ from deploy_support import (
     DAYS,
     FAST_RETRIES,
     FIRST_DAY,
-    ROOT,
     Worker,
     clean_env,
     run_deploy,
     start_worker,
 )
-from docker_support import (
-    BASE_CACHE,
-    CONTAINER_UID,
-    HOST_CA,
-    IMAGE,
-    Engine,
-    Image,
-)
+from docker_support import CONTAINER_UID, IMAGE, Engine, Image, build_image
 
 import civiclake.flows  # noqa: F401  (Prefect's offline defaults, before Prefect)
 from civiclake.testing.socrata import SocrataServer, bnt_rows
 from testsupport._process import stop_process_group
-from testsupport.dockerd import DockerDaemon, debian_base_image, docker_client
+from testsupport.dockerd import DockerDaemon, docker_client
 from testsupport.prefect_server import PrefectServer
 
 _WORKERS: list[Worker] = []
@@ -67,25 +58,8 @@ def engine() -> Iterator[Engine]:
 
 @pytest.fixture(scope="session")
 def image(engine: Engine) -> Image:
-    """./Dockerfile on the Debian base, with the host's CA bundle as the BuildKit secret."""
-    began = time.monotonic()
-    base = debian_base_image(BASE_CACHE, engine.daemon.env())
-    args = ["build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "-t", IMAGE]
-    if HOST_CA.is_file():
-        args += ["--secret", f"id=ca,src={HOST_CA}"]
-    env = engine.daemon.env()
-    env["DOCKER_BUILDKIT"] = "1"
-    done = subprocess.run(
-        [engine.docker, *args, str(ROOT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    log = done.stdout + done.stderr
-    assert done.returncode == 0, "docker build failed:\n" + "\n".join(log.splitlines()[-40:])
-    return Image(IMAGE, base, time.monotonic() - began, log)
+    """./Dockerfile as prefect.yaml's docker deployments run it (default build arguments)."""
+    return build_image(engine, IMAGE)
 
 
 @pytest.fixture(scope="module")

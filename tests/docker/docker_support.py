@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploy_support import ROOT
 
-from testsupport.dockerd import DockerDaemon
+from testsupport.dockerd import DockerDaemon, debian_base_image
 
 IMAGE = "civiclake:latest"  # what prefect.yaml's docker deployments run
 BASE_CACHE = ROOT / ".emulators" / "docker"
@@ -44,3 +45,28 @@ class Image:
     base: str
     build_seconds: float
     build_log: str
+
+
+def build_image(engine: Engine, name: str, *build_args: str) -> Image:
+    """./Dockerfile on the Debian base as ``name``, with the host's CA bundle as the BuildKit
+    secret; ``build_args`` are ``KEY=VALUE`` build arguments."""
+    began = time.monotonic()
+    base = debian_base_image(BASE_CACHE, engine.daemon.env())
+    args = ["build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "-t", name]
+    for arg in build_args:
+        args += ["--build-arg", arg]
+    if HOST_CA.is_file():
+        args += ["--secret", f"id=ca,src={HOST_CA}"]
+    env = engine.daemon.env()
+    env["DOCKER_BUILDKIT"] = "1"
+    done = subprocess.run(
+        [engine.docker, *args, str(ROOT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, "docker build failed:\n" + "\n".join(log.splitlines()[-40:])
+    return Image(name, base, time.monotonic() - began, log)

@@ -418,24 +418,34 @@ def test_real_green_month_spark_gives_the_arrow_engines_tables(
 
 @pytest.mark.prefect
 @pytest.mark.usefixtures("prefect_server")
+@pytest.mark.parametrize("to", ["duckdb", "postgres"])
 def test_taxi_run_with_the_spark_engine_end_to_end(
-    local_spark: str, monkeypatch: pytest.MonkeyPatch
+    to: str, local_spark: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
-    """``CIVICLAKE_ENGINE=spark civiclake taxi run --from-file``: the flow stages on Spark,
-    commits, loads DuckDB (the default warehouse) from the data files, and says so."""
+    """``CIVICLAKE_ENGINE=spark civiclake taxi run --from-file --to W``: the flow stages on
+    Spark, commits, and loads the warehouse from the job's data files in the driver (DuckDB
+    reads them itself; PostgreSQL gets them batch by batch): the same rows and sums."""
     from typer.testing import CliRunner
 
     from civiclake.cli import app
     from civiclake.warehouse import open_warehouse
 
+    if to == "postgres":
+        monkeypatch.setenv("CIVICLAKE_POSTGRES_URL", request.getfixturevalue("postgres_url"))
     green = Path(__file__).resolve().parents[2].parent / "shared/data/tlc"
     monkeypatch.setenv("CIVICLAKE_ENGINE", "spark")
     result = CliRunner().invoke(
-        app, ["taxi", "run", "--from-file", str(green / "green_tripdata_2020-10.csv.gz")]
+        app,
+        ["taxi", "run", "--from-file", str(green / "green_tripdata_2020-10.csv.gz"), "--to", to],
     )
     assert result.exit_code == 0, result.output
     assert "94,852" in result.output
-    assert _rows("tlc.green_trips").num_rows == 94_852
+    rows = _rows("tlc.green_trips")
+    assert rows.num_rows == 94_852
     assert _rows("tlc.green_trips_rejects").num_rows == 268
-    with open_warehouse("duckdb", get_settings()) as warehouse:
+    dear = pc.sum(pc.greater_equal(rows.column("total_amount"), 100)).as_py()
+    assert dear > 0
+    with open_warehouse(to, get_settings()) as warehouse:
         assert warehouse.count("tlc.green_trips") == 94_852  # type: ignore[attr-defined]
+        assert warehouse.count("tlc.green_trips_rejects") == 268  # type: ignore[attr-defined]
+        assert warehouse.count("tlc.green_trips", "total_amount >= 100") == dear  # type: ignore[attr-defined]
