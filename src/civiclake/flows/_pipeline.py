@@ -80,7 +80,7 @@ def open_tables(
         with table_lock(spec.table, settings):  # loads of one table race to create it
             if created is not None:
                 created += [n for n in names if not catalog.table_exists(n)]
-            return spec.ensure_tables(catalog)  # type: ignore[attr-defined,no-any-return]
+            return spec.ensure_tables(catalog)
     return catalog.load_table(spec.table), catalog.load_table(spec.rejects_table)
 
 
