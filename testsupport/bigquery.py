@@ -28,10 +28,15 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
-from testsupport._process import free_port, log_tail, stop_process_group
+from testsupport._process import (
+    Service,
+    free_port,
+    log_tail,
+    serve_until_interrupted,
+    stop_process_group,
+)
 
 __all__ = ["ENV_VAR", "INSTALL_HINT", "BigQueryEmulator", "find_executable", "main"]
 
@@ -80,7 +85,7 @@ def bundled_spatial_extension(executable: Path) -> tuple[str, Path] | None:
     return None
 
 
-class BigQueryEmulator:
+class BigQueryEmulator(Service):
     """One bqemulator process (ephemeral storage) with its files in a temp dir.
 
     ``endpoint`` is the REST base URL for ``ClientOptions(api_endpoint=...)``; ``project`` the
@@ -226,31 +231,19 @@ class BigQueryEmulator:
     def _log_tail(self, lines: int = 20) -> str:
         return log_tail(self.log_path, lines)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def main(argv: list[str] | None = None) -> None:
     """Keep an emulator up until Ctrl-C, printing the settings that point civiclake at it."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--project", default=DEFAULT_PROJECT)
     args = parser.parse_args(argv)
-    with BigQueryEmulator(project=args.project) as emulator:
-        print(f"CIVICLAKE_BIGQUERY_ENDPOINT={emulator.endpoint}", flush=True)
-        print(f"CIVICLAKE_BIGQUERY_PROJECT={emulator.project}", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    serve_until_interrupted(
+        BigQueryEmulator(project=args.project),
+        lambda emulator: [
+            f"CIVICLAKE_BIGQUERY_ENDPOINT={emulator.endpoint}",
+            f"CIVICLAKE_BIGQUERY_PROJECT={emulator.project}",
+        ],
+    )
 
 
 if __name__ == "__main__":

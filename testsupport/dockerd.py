@@ -20,19 +20,16 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Self
 
 import httpx
 
-from testsupport._process import log_tail, stop_process_group
+from testsupport._process import Service, log_tail, serve_until_interrupted, stop_process_group
 
 __all__ = ["BASE_IMAGE", "DockerDaemon", "debian_base_image", "docker_client", "main"]
 
@@ -48,7 +45,7 @@ DEBIAN_CLIENT = Path("/usr/bin/docker")
 STOP_GRACE_SECONDS = 30
 
 
-class DockerDaemon:
+class DockerDaemon(Service):
     """One dockerd process with everything under its own temp dir; stopped and deleted on exit."""
 
     def __init__(self, *, base_dir: str | Path | None = None, timeout: float = 60.0) -> None:
@@ -149,17 +146,6 @@ class DockerDaemon:
             _unmount_under(directory)
             shutil.rmtree(directory, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def _unmount_under(directory: Path) -> None:
     """Unmount what dockerd left mounted below ``directory`` (its exec root keeps the default
@@ -256,14 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     """Keep an engine up until Ctrl-C, printing the DOCKER_HOST to use."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    with DockerDaemon() as daemon:
-        print(f"DOCKER_HOST={daemon.host}", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    serve_until_interrupted(DockerDaemon(), lambda daemon: [f"DOCKER_HOST={daemon.host}"])
 
 
 if __name__ == "__main__":

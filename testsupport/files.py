@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from testsupport._process import Service
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Served:
     status: int
 
 
-class FileServer:
+class FileServer(Service):
     def __init__(self, root: Path) -> None:
         self.root = root
         self.requests: list[Served] = []
@@ -142,14 +143,3 @@ class FileServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-    def __enter__(self) -> FileServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

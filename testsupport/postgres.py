@@ -21,14 +21,12 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
-from testsupport._process import free_port, log_tail
+from testsupport._process import Service, free_port, log_tail, serve_until_interrupted
 
 __all__ = ["INSTALL_HINT", "PostgresBinaries", "PostgresServer", "find_binaries", "main"]
 
@@ -65,7 +63,7 @@ def find_binaries() -> PostgresBinaries:
     raise RuntimeError(f"PostgreSQL binaries not found ({', '.join(missing)}); {INSTALL_HINT}")
 
 
-class PostgresServer:
+class PostgresServer(Service):
     """One PostgreSQL cluster in a temp dir: ``.url`` for the user, ``.admin_url`` as superuser."""
 
     def __init__(
@@ -249,17 +247,6 @@ class PostgresServer:
     def _log_tail(self, lines: int = 20) -> str:
         return log_tail(self.dir / "postgres.log" if self.dir is not None else None, lines)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def _chown_tree(directory: Path) -> None:
     import pwd
@@ -290,13 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args(argv)
-    with PostgresServer(port=args.port) as server:
-        print(server.url, flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    serve_until_interrupted(PostgresServer(port=args.port), lambda server: [server.url])
 
 
 if __name__ == "__main__":

@@ -16,19 +16,23 @@ import atexit
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Self
 
 import httpx
 
-from testsupport._process import free_port, log_tail, stop_process_group
+from testsupport._process import (
+    Service,
+    free_port,
+    log_tail,
+    serve_until_interrupted,
+    stop_process_group,
+)
 
 __all__ = ["PrefectServer", "main"]
 
@@ -37,7 +41,7 @@ SERVER_COMMAND = (sys.executable, "-m", "prefect", "server", "start")
 START_ATTEMPTS = 3  # a free port can be taken between choosing it and binding it
 
 
-class PrefectServer:
+class PrefectServer(Service):
     """One Prefect server process (API + UI) with its own home; stopped and deleted on exit."""
 
     def __init__(
@@ -197,32 +201,16 @@ class PrefectServer:
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def main(argv: list[str] | None = None) -> None:
     """Keep a server up until Ctrl-C, printing the PREFECT_API_URL to use."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args(argv)
-    # `kill` (SIGTERM) must stop the server too, not orphan it: unwind through __exit__
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    with PrefectServer(port=args.port) as server:
-        print(f"PREFECT_API_URL={server.api_url}  UI: {server.ui_url}", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    serve_until_interrupted(
+        PrefectServer(port=args.port),
+        lambda server: [f"PREFECT_API_URL={server.api_url}  UI: {server.ui_url}"],
+    )
 
 
 if __name__ == "__main__":

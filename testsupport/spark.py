@@ -18,10 +18,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
-from testsupport._process import free_port, log_tail
+from testsupport._process import Service, free_port, log_tail, serve_until_interrupted
 
 __all__ = ["MASTER_CLASS", "WORKER_CLASS", "SparkCluster", "main"]
 
@@ -37,7 +36,7 @@ def spark_home() -> Path:
     return Path(pyspark.__file__).parent
 
 
-class SparkCluster:
+class SparkCluster(Service):
     """``spark://127.0.0.1:PORT`` with one worker of ``cores`` cores and ``memory``."""
 
     def __init__(self, *, cores: int = 2, memory: str = "1g", timeout: float = 90.0) -> None:
@@ -53,7 +52,7 @@ class SparkCluster:
     def master(self) -> str:
         return f"spark://{HOST}:{self.port}"
 
-    def __enter__(self) -> Self:
+    def start(self) -> Self:
         self._dir = Path(tempfile.mkdtemp(prefix="civiclake-spark-cluster-"))
         try:
             self.port, self.webui_port = free_port(), free_port()
@@ -65,16 +64,11 @@ class SparkCluster:
                          "--memory", self.memory, self.master)  # fmt: skip
             self._wait(self._worker_registered, "worker")
         except BaseException:
-            self.__exit__(None, None, None)
+            self.stop()
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         for daemon in reversed(self._started):
             self._daemon("stop", daemon, check=False)
         self._started.clear()
@@ -140,13 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--memory", default="1g")
     args = parser.parse_args(argv)
-    with SparkCluster(cores=args.cores, memory=args.memory) as cluster:
-        print(f"CIVICLAKE_SPARK_MASTER={cluster.master}", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    serve_until_interrupted(
+        SparkCluster(cores=args.cores, memory=args.memory),
+        lambda cluster: [f"CIVICLAKE_SPARK_MASTER={cluster.master}"],
+    )
 
 
 if __name__ == "__main__":
