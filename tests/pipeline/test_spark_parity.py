@@ -9,6 +9,7 @@ key; the values too, except the ones listed in ``PER_RUN`` and ``FILE_LAYOUT``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -180,6 +181,10 @@ def _run_both(
             monkeypatch.setenv("CIVICLAKE_HOME", str(tmp_path / engine))
             result = CliRunner().invoke(app, [*case.args, "--engine", engine])
             assert result.exit_code == 0, result.output
+            if case.args[0] != "taxi":  # (taxi prints a table of months)
+                # the summary says which engine staged the load, and in how many seconds
+                assert re.search(rf"engine\W+{engine}\b", result.output), result.output
+                assert re.search(r"stage s\W+[0-9.]+", result.output), result.output
             catalog = tables.load_catalog(get_settings())
             out[engine] = {}
             for name in case.tables:

@@ -401,12 +401,15 @@ class Loaded:
     not_synced: str | None = None
     """The lake moved and the warehouse did not: the line that says so, with its cause."""
 
-    def summary(self, head: dict[str, Any], run_id: str, began: float) -> dict[str, Any]:
-        """The run summary: the source's own fields (``head``), then the commit's, the
-        warehouse's and the run's, the same for every source."""
+    def summary(
+        self, head: dict[str, Any], staged: Staged, run_id: str, began: float
+    ) -> dict[str, Any]:
+        """The run summary: the source's own fields (``head``), then the stage's (its engine
+        and seconds), the commit's, the warehouse's and the run's, the same for every source."""
         committed = self.committed
         return {
             **head,
+            **stage_fields(staged),
             **({"changes": committed["changes"]} if "changes" in committed else {}),
             "snapshot_id": committed["snapshot_id"],
             "table_rows": committed["table_rows"],
@@ -423,6 +426,12 @@ class Loaded:
     def raise_if_not_synced(self, summary: dict[str, Any]) -> None:
         if self.not_synced:
             raise WarehouseNotSynced(self.not_synced, summary)
+
+
+def stage_fields(staged: Staged) -> dict[str, Any]:
+    """What a summary says of the stage step: the engine that ran it and its seconds (a
+    Spark job's duration, with its start-up)."""
+    return {"engine": staged.engine, "stage_s": round(staged.seconds, 2)}
 
 
 def commit_and_sync(

@@ -433,7 +433,7 @@ def bnt_hourly_traffic(
         "rows_rejected": staged.rows_rejected,
         "partitions_touched": loaded.committed["partitions"],
     }
-    summary = loaded.summary(head, run_id, began)
+    summary = loaded.summary(head, staged, run_id, began)
     report(summary, blocks=blocks)
     loaded.raise_if_not_synced(summary)
     return summary

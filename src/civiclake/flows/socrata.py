@@ -328,7 +328,7 @@ def socrata_dataset(
         "rows_rejected": staged.rows_rejected,
         "replaced": str(load.replaced),
     }
-    summary = loaded.summary(head, run_id, began)
+    summary = loaded.summary(head, staged, run_id, began)
     pipeline.publish(
         "socrata-load-summary",
         f"{FLOW_NAME}: {spec.table}",

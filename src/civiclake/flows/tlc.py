@@ -146,6 +146,7 @@ def _counts(staged: Staged, iceberg: dict[str, Any]) -> dict[str, Any]:
         "rows_loaded": staged.rows_valid,
         "rows_rejected": staged.rows_rejected,
         "rejected_by_rule": {rule: staged.rejected_by_reason.get(rule, 0) for rule in tlc.RULES},
+        **pipeline.stage_fields(staged),
         "iceberg_snapshot_id": iceberg["snapshot_id"],
         "partitions_touched": iceberg["partitions"],
     }
