@@ -6,8 +6,10 @@ NAME=BIN`` (e.g. the main checkout's and a branch's, to compare before/after) ru
 for the same range, alternating, each run in a fresh ``CIVICLAKE_HOME``:
 
 - ``server``: with ``PREFECT_API_URL`` set to a Prefect server this bench starts;
-- ``default``: Prefect's default (a temporary server per command), ``PREFECT_HOME`` kept
-  between runs of one civiclake, after one unmeasured run (what every run after the first is).
+- ``default``: no ``PREFECT_API_URL``, ``PREFECT_HOME`` kept between runs of one civiclake,
+  after one unmeasured run. With a civiclake that starts ``civiclake server`` itself, each run's
+  fresh ``CIVICLAKE_HOME`` means a server start in every run (stopped after it): a first-run
+  figure, not "every run after the first" (``server_bench.py`` measures that).
 
 Medians of ``--repeat`` runs are printed, never asserted.
 
@@ -91,6 +93,10 @@ def command_seconds(
             raise RuntimeError(f"{binary} bnt run failed: {done.stderr[-2000:]}")
         return seconds
     finally:
+        if (home / "server").exists():  # a civiclake server the run started in this home
+            subprocess.run(
+                [binary, "server", "stop"], env=env, capture_output=True, timeout=120, check=False
+            )
         shutil.rmtree(home, ignore_errors=True)
 
 

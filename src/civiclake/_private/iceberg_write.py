@@ -130,8 +130,10 @@ ROW_GROUP_ROWS = 131_072
 # ... and at most this many bytes (Arrow's size): a Parquet row group is held in memory, encoded,
 # until it is written, so wide rows make smaller row groups. Measured on 1,000,000 every-type
 # Socrata rows (~360 bytes a row): 131,072-row groups peaked 273 MB above the base, 16 MiB
-# groups (~44,000 rows) 195 MB. Narrow rows (B&T, TLC) reach ROW_GROUP_ROWS first.
-ROW_GROUP_BYTES = 16 * 1024 * 1024
+# groups (~44,000 rows) 195 MB; for the whole `socrata run` 8 MiB groups (~22,000 rows) peaked
+# ~20 MB lower than 16 MiB, no slower. B&T and TLC rows (~140-150 bytes) reach it at ~55,000-60,000
+# rows (a B&T month holds ~14,600 rows: one group a file either way).
+ROW_GROUP_BYTES = 8 * 1024 * 1024
 # Rows buffered for all partitions together stay under this many bytes (the largest buffer is
 # written first when it is exceeded), so memory is bounded however many partitions a load has.
 BUFFER_BYTES = 64 * 1024 * 1024

@@ -7,6 +7,12 @@ heap arena, where freed memory stays in the process. Fixing the threshold (``mal
 adjustment off. Measured with ``bench/socrata_bench.py`` (1,000,000 rows, the same run): peak RSS
 of ``socrata run`` 528 MB with glibc's default, 479 MB with a fixed 4 MiB threshold
 (``MALLOC_MMAP_THRESHOLD_=4194304``), no slower. No-op where the C library is not glibc.
+
+Arrow's buffers (the typed batches, the row groups being encoded) then go to the same allocator:
+Arrow's default pool (mimalloc in the wheels) keeps freed segments of each thread for reuse, and
+the stage allocates in two threads (the next batch is read while one is typed). Measured with the
+same bench, 2 x 2 runs alternating: peak RSS 514-524 MB with mimalloc, 486-491 MB with the system
+pool (and 8 MiB row groups in both), CPU seconds the same (13.6-17.1 against 13.8-14.3).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ _done = False
 
 
 def mmap_large_allocations() -> None:
-    """Fix glibc's mmap threshold at ``THRESHOLD_BYTES`` (once a process)."""
+    """Fix glibc's mmap threshold at ``THRESHOLD_BYTES`` and give Arrow the system allocator
+    (once a process)."""
     global _done
     if _done:
         return
@@ -29,3 +36,6 @@ def mmap_large_allocations() -> None:
     with contextlib.suppress(OSError, AttributeError, TypeError):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(M_MMAP_THRESHOLD, THRESHOLD_BYTES)
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())

@@ -11,17 +11,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-
-from pyiceberg.catalog import Catalog
+from typing import TYPE_CHECKING, Any
 
 from civiclake.config import Settings
 from civiclake.errors import ParameterError
-from civiclake.report import bnt, profile, quality, tlc
-from civiclake.report._source import Source, date_columns, open_source
-from civiclake.report.html import index_html, page_html
-from civiclake.report.page import Page, Section
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
+    from civiclake.report._source import Source
+    from civiclake.report.page import Page
 
 __all__ = ["Page", "build_page", "list_identifiers", "write_reports"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Page`` and ``Section`` on first use: the page modules import altair (0.45-0.75 s),
+    which a flow's summary artifact (``civiclake.report.artifact``) does not need."""
+    if name in ("Page", "Section"):
+        from civiclake.report import page
+
+        return getattr(page, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def list_identifiers(catalog: Catalog) -> list[str]:
@@ -38,6 +49,8 @@ def list_identifiers(catalog: Catalog) -> list[str]:
 
 
 def _kind(identifier: str) -> str:
+    from civiclake.report import bnt, tlc
+
     if identifier == bnt.TABLE:
         return "bnt"
     if tlc.TABLE_PATTERN.match(identifier):
@@ -52,6 +65,9 @@ def _open(
     since: date | None,
     date_column: str | None = None,
 ) -> Source:
+    from civiclake.report import bnt, tlc
+    from civiclake.report._source import open_source
+
     kind = _kind(identifier)
     joins = (identifier + "_rejects",)
     preferred = date_column
@@ -70,6 +86,9 @@ def _open(
 def check_date_column(catalog: Catalog, identifiers: list[str], column: str) -> None:
     """``--date-column`` must be a date or timestamp column of every table reported: refused
     before any page is written, rather than silently charting another column."""
+    from civiclake.report import bnt
+    from civiclake.report._source import date_columns
+
     for identifier in identifiers:
         if _kind(identifier) == "bnt" and column != bnt.TIME_COLUMN:
             raise ParameterError(
@@ -95,6 +114,9 @@ def build_page(
 
     ``date_column``: the column rows are counted over (default: see ``time_column_of``).
     """
+    from civiclake.report import bnt, profile, quality, tlc
+    from civiclake.report.page import Page, Section
+
     kind = _kind(identifier)
     source = _open(settings, catalog, identifier, since, date_column)
     try:
@@ -128,6 +150,9 @@ def write_reports(
     date_column: str | None = None,
 ) -> tuple[Path, list[Page]]:
     """Write a page per table (default: all) and ``index.html``; returns the index's path."""
+    from civiclake.report import quality
+    from civiclake.report.html import index_html, page_html
+
     known = list_identifiers(catalog)
     wanted = identifiers or known
     missing = [i for i in wanted if i not in known and not catalog.table_exists(i)]
