@@ -17,7 +17,7 @@ A source's flow only plans (the ``Slice`` a load replaces, its snapshot properti
 - ``fan_out``: many slices of one spec (TLC's months), a bounded number at a time, a failure
   naming its slice while the others complete.
 
-``--from-file`` is the generic fetch ``pipeline.fetch.copy_local_file``.
+``--from-file`` is the generic fetch ``sources.local_file.copy_local_file``.
 
 Tasks pass lake URLs, ``Staged`` descriptors and small dicts, never rows.
 """

@@ -171,7 +171,7 @@ FILE_TYPES = (".csv", ".json", ".csv.gz", ".json.gz", ".ndjson")
 
 def stage_file(lake: Lake, path: str, *, run_id: str) -> list[str]:
     """Copy a bulk export (CSV or the API's JSON) into the raw zone, atomically."""
-    from civiclake.pipeline.fetch import copy_local_file
+    from civiclake.sources.local_file import copy_local_file
 
     name = path.rstrip("/").rsplit("/", 1)[-1]
     url = f"{lake.raw_dir('files', DATASET_ID, run_id=run_id)}/{name}"

@@ -137,7 +137,7 @@ FILE_TYPES = (".csv", ".csv.gz", ".parquet")
 
 def stage_local_file(lake: Lake, path: str, color: str, month: Month) -> str:
     """``--from-file``: copy a file already on disk into the raw zone."""
-    from civiclake.pipeline.fetch import copy_local_file
+    from civiclake.sources.local_file import copy_local_file
 
     name = path.rstrip("/").rsplit("/", 1)[-1]
     # its own folder: a download of the same month keeps its cached copy (same file name)
