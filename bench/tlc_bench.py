@@ -6,7 +6,7 @@ text), written once as a plain ``.csv`` and a ``.csv.gz``.
 
 Ours: ``tlc_fetch.stage_local_file`` + the engine's stage (CSV -> typed, ruled Iceberg data files,
 each row written once) + ``pipeline.commit``. For PostgreSQL, what the flow runs (its
-``stage-load-warehouse`` then ``load-iceberg`` tasks): the stage with its valid batches streamed
+``stage-load-warehouse`` then ``load`` tasks): the stage with its valid batches streamed
 into ``PostgresWarehouse.range_load`` (one transaction: DELETE the month, COPY each batch as it
 is typed, then the staged rejects, COMMIT), then the Iceberg commits; for comparison, the same
 with the code before the one pipeline (``before-csv-postgres``: the wheel in tests/fixtures on
