@@ -368,7 +368,7 @@ def phase_before_csv_postgres(data: Path, args: argparse.Namespace) -> Result:
     from civiclake.config import get_settings
     from civiclake.lake import iter_table_chunks  # (before: still there)
     from civiclake.slices import Window
-    from civiclake.sources import tlc, tlc_fetch
+    from civiclake.sources import tlc
     from civiclake.warehouse.postgres import PostgresWarehouse
 
     if not hasattr(tlc, "convert"):
@@ -380,7 +380,7 @@ def phase_before_csv_postgres(data: Path, args: argparse.Namespace) -> Result:
     table, rejects = green_tables()
     cpu = cpu_seconds()
     began = time.perf_counter()
-    raw_url = tlc_fetch.stage_local_file(lake, str(data / GZ_NAME), COLOR, the_month)
+    raw_url = tlc.stage_local_file(lake, str(data / GZ_NAME), COLOR, the_month)  # (before)
     with PostgresWarehouse.from_settings(settings) as warehouse:
         with warehouse.range_load(
             BEFORE_TABLE,
