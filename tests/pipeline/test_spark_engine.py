@@ -29,7 +29,7 @@ from civiclake.lake import Lake
 from civiclake.pipeline import RunContext, Staged, commit as pipeline_commit
 from civiclake.pipeline.engines import get_stage, spark
 from civiclake.slices import WholeTable, Window
-from testsupport.objectstores import ObjectStore
+from testsupport.objectstores import ObjectStore, use_env
 from testsupport.spark import SparkCluster
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -277,23 +277,53 @@ def test_dead_master_is_one_line_error_nothing_committed(monkeypatch: pytest.Mon
     assert tables.load_catalog(get_settings()).load_table(DaysSpec.table).current_snapshot() is None
 
 
+@pytest.mark.parametrize("kind", ["azure", "s3"])
 def test_object_store_lake_on_spark(
-    local_spark: str, azure_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+    local_spark: str,
+    kind: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    """An abfs:// lake (Azurite): tasks read raw files and write data files through fsspec and
-    PyIceberg; the credentials reach them with the job, not through Spark's configuration."""
-    for name, value in azure_store.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("CIVICLAKE_LAKE_URL", azure_store.lake_url("spark-lake"))
+    """An abfs:// (Azurite) or s3:// (moto) lake: tasks read raw files and write data files
+    through fsspec and PyIceberg, no Hadoop connector; the credentials reach them with the
+    job, not through Spark's configuration."""
+    store: ObjectStore = request.getfixturevalue(f"{kind}_store")
+    use_env(monkeypatch, tmp_path, store.env)
+    monkeypatch.setenv("CIVICLAKE_LAKE_URL", store.lake_url(f"spark-lake-{os.getpid()}"))
     lake = get_settings().lake()
     urls = _raw(lake)
-    assert all(url.startswith("abfs://") for url in urls)
+    assert all(url.startswith(f"{store.scheme}://") for url in urls)
     arrow = _load("arrow", DaysSpec(), urls, "r1")
     on_spark = _load("spark", SparkDays(), urls, "r1")
-    assert all(f.file_path.startswith("abfs://") for f in on_spark.data.files)
+    assert all(f.file_path.startswith(f"{store.scheme}://") for f in on_spark.data.files)
     assert on_spark.rows_valid == arrow.rows_valid == 1550
     _same(_rows(DaysSpec.table), _rows(SparkDays.table))
     _same(_rows(DaysSpec.rejects_table), _rows(SparkDays.rejects_table))
+
+
+def test_s3_lake_with_wrong_credentials_on_spark_is_one_line_and_writes_nothing(
+    s3_store: ObjectStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Bad input on the Spark route: an s3:// lake whose credentials are wrong fails before
+    any Spark session starts, in one line (exit 1) that shows no secret; nothing is written."""
+    from typer.testing import CliRunner
+
+    from civiclake.cli import app
+
+    green = Path(__file__).resolve().parents[3] / "shared/data/tlc/green_tripdata_2020-10.csv.gz"
+    url = s3_store.lake_url(f"spark-bad-{os.getpid()}")
+    use_env(monkeypatch, tmp_path, s3_store.bad_env)
+    monkeypatch.setenv("CIVICLAKE_LAKE_URL", url)
+    result = CliRunner().invoke(
+        app, ["taxi", "run", "--from-file", str(green), "--engine", "spark"]
+    )
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: lake "), lines
+    for secret in s3_store.secrets():
+        assert secret not in result.output
+    assert s3_store.list_objects(url.split("://", 1)[1].split("/", 1)[1]) == []
 
 
 def test_standalone_cluster_gives_the_arrow_engines_tables(
