@@ -9,9 +9,11 @@ from __future__ import annotations
 import subprocess
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
+from test_tlc_upgrade import month_file
 from typer.testing import CliRunner, Result
 
 from civiclake import tables
@@ -26,7 +28,6 @@ from testsupport.old_civiclake import CRASHED, run_old_cli
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
 
 ROOT = Path(__file__).resolve().parents[2]
-YELLOW = ROOT.parent / "shared" / "data" / "tlc" / "yellow_tripdata_2020-07_sample.csv"
 RUN_ID = tables.SNAPSHOT_PROPERTY_PREFIX + "run-id"
 
 
@@ -101,19 +102,6 @@ def test_a_bnt_load_the_old_code_left_half_done_is_completed(
     assert rows.num_rows == distinct(rows, key) == 3 * 480
 
 
-def month_file(tmp_path: Path, month: int) -> Path:
-    """40 trips of the real July sample moved to ``month`` of 2020, + 2 rejects (backwards)."""
-    header, *lines = YELLOW.read_text().splitlines()
-    bad = [
-        f"1,2020-07-0{d} 10:00:00,2020-07-0{d} 09:00:00,1,1.5,1,N,238,75,2,8,0.5,0.5,0,0,0.3,9.3,0"
-        for d in (2, 3)
-    ]
-    path = tmp_path / f"yellow_tripdata_2020-{month:02d}.csv"
-    rows = [x.replace("2020-07-", f"2020-{month:02d}-") for x in lines[:40] + bad]
-    path.write_text("\n".join([header, *rows]) + "\n")
-    return path
-
-
 def test_a_tlc_month_the_old_code_left_half_done_is_completed(tmp_path: Path) -> None:
     table, rejects_table = "tlc.yellow_trips", "tlc.yellow_trips_rejects"
     july, august = month_file(tmp_path, 7), month_file(tmp_path, 8)
@@ -141,14 +129,20 @@ def test_a_tlc_month_the_old_code_left_half_done_is_completed(tmp_path: Path) ->
     assert rows.num_rows == distinct(rows, rows.column_names[:6]) == 80
 
 
-def test_a_socrata_first_load_the_old_code_left_half_done_is_completed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    table, rejects_table = "socrata.abcd_1234", "socrata.abcd_1234_rejects"
+def every_type_portal() -> tuple[list[dict[str, Any]], SocrataServer]:
+    """The every-type sample (25 rows, one a reject) on a replay server (not started)."""
     rows = sample_rows(25)
     rows[7] = {**rows[7], "count": "seven"}  # a reject
     server = SocrataServer()
     server.add_dataset(DATASET, rows, columns=COLUMNS, name="Every type")
+    return rows, server
+
+
+def test_a_socrata_first_load_the_old_code_left_half_done_is_completed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table, rejects_table = "socrata.abcd_1234", "socrata.abcd_1234_rejects"
+    _, server = every_type_portal()
     with server:
         monkeypatch.setenv("CIVICLAKE_SOCRATA_URL", server.url)
         run_id = old_crash(
@@ -211,10 +205,7 @@ def test_a_socrata_merge_the_old_code_left_half_done_is_completed(
 ) -> None:
     """An incremental (merge by id) load: its rejects slice is the ids the old code staged."""
     table, rejects_table = "socrata.abcd_1234", "socrata.abcd_1234_rejects"
-    rows = sample_rows(25)
-    rows[7] = {**rows[7], "count": "seven"}  # a reject
-    server = SocrataServer()
-    server.add_dataset(DATASET, rows, columns=COLUMNS, name="Every type")
+    rows, server = every_type_portal()
     with server:
         monkeypatch.setenv("CIVICLAKE_SOCRATA_URL", server.url)
         first = run_old_cli(
