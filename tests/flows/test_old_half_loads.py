@@ -27,7 +27,6 @@ from testsupport.old_civiclake import CRASHED, run_old_cli
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
 
-ROOT = Path(__file__).resolve().parents[2]
 RUN_ID = tables.SNAPSHOT_PROPERTY_PREFIX + "run-id"
 
 
