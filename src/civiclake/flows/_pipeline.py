@@ -210,7 +210,7 @@ def commit(
     """The commit step, under the table's lock: complete an earlier load's missing rejects
     commit, refuse an empty load of a slice with rows, skip an unchanged re-run, else commit the
     table then its rejects. A refused load removes its staged files; an unchanged one leaves
-    them to the warehouses, then ``done``."""
+    them to the warehouses, then ``discard_if_unchanged``."""
     from civiclake import tables
     from civiclake.pipeline.commit import Load, commit as commit_files, repair
     from civiclake.tables.history import partitions_touched
@@ -230,7 +230,7 @@ def commit(
             discard(lake, staged)
             raise
         if load.skip_unchanged and _unchanged(table, rejects_table, lake, staged, load):
-            # (its staged files still feed the warehouses: ``done`` removes them)
+            # (its staged files still feed the warehouses: ``discard_if_unchanged`` removes them)
             snapshot = table.current_snapshot()
             log.info("%s unchanged: nothing committed", spec.table)
             return {
@@ -265,7 +265,7 @@ def commit(
     }
 
 
-def done(settings: Settings, staged: Staged, loaded: dict[str, Any]) -> None:
+def discard_if_unchanged(settings: Settings, staged: Staged, loaded: dict[str, Any]) -> None:
     """After the warehouses: the staged files of a load that committed nothing are no one's."""
     if loaded.get("changes") == UNCHANGED:
         discard(settings.lake(), staged)
@@ -470,7 +470,7 @@ def commit_and_sync(
             snapshot_id=committed["snapshot_id"],
         )
         loaded = Loaded(committed, to, warehouse["rows"] if warehouse else None, not_synced)
-    done(settings, staged, committed)
+    discard_if_unchanged(settings, staged, committed)
     return loaded
 
 
