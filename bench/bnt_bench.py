@@ -294,8 +294,9 @@ def run_phase(name: str, rows: int, page_size: int) -> None:
 # ---------------------------------------------------------------- parent: server and children
 
 
-def start_server(rows: int) -> tuple[subprocess.Popen[str], str, float]:
-    """Start the replay server process; return it, its URL and how long it took to serve."""
+def start_server(rows: int, latency: float = 0.0) -> tuple[subprocess.Popen[str], str, float]:
+    """Start the replay server process (every answer ``latency`` seconds late); return it,
+    its URL and how long it took to serve."""
     began = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -308,6 +309,8 @@ def start_server(rows: int) -> tuple[subprocess.Popen[str], str, float]:
             DATASET_ID,
             "--start",
             FIRST_DAY.isoformat(),
+            "--latency",
+            str(latency),
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -11,7 +11,9 @@ for the same range, alternating, each run in a fresh ``CIVICLAKE_HOME``:
   fresh ``CIVICLAKE_HOME`` means a server start in every run (stopped after it): a first-run
   figure, not "every run after the first" (``server_bench.py`` measures that).
 
-Medians of ``--repeat`` runs are printed, never asserted.
+Medians of ``--repeat`` runs are printed, never asserted. ``--latency 0.44`` plays the real
+portal (the issue's floor, 2.19 s for the count and four pages of data.ny.gov, is 0.44 s an
+answer); without it the floor is a local server's, well under a second.
 
     .venv/bin/python bench/bnt_command_bench.py [--rows 175200] [--repeat 3] \\
         [--civiclake before=/work/main/.venv/bin/civiclake] [--civiclake after=.venv/bin/civiclake]
@@ -107,13 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--civiclake", action="append", default=[], metavar="NAME=BIN")
     parser.add_argument("--skip-default", action="store_true", help="only with a server")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds each answer of the replay server waits (0.44: data.ny.gov, measured)",
+    )
     args = parser.parse_args(argv)
     binaries = dict(item.split("=", 1) for item in args.civiclake) or {
         "this": str(Path(sys.executable).with_name("civiclake"))
     }
     from testsupport.prefect_server import PrefectServer
 
-    proc, url, _ = start_server(args.rows)
+    proc, url, _ = start_server(args.rows, args.latency)
     prefect_homes = {name: Path(tempfile.mkdtemp(prefix="bnt-prefect-")) for name in binaries}
     times: dict[str, list[float]] = {"floor": []}
     try:
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     floor = statistics.median(times["floor"])
     print(
         f"civiclake bnt run, {args.rows:,} rows, page size {args.page_size:,}, "
-        f"{os.cpu_count()} cores, medians of {args.repeat}"
+        f"latency {args.latency:.2f} s, {os.cpu_count()} cores, medians of {args.repeat}"
     )
     for label, values in times.items():
         median = statistics.median(values)

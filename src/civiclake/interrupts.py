@@ -36,12 +36,15 @@ _commits: list[tuple[str, int]] = []
 _undo: list[Callable[[], None]] = []
 
 
-def install() -> None:
+def install(*, guard_server: bool = True) -> None:
     """Handle SIGINT as described above, and keep Prefect's temporary server from outliving
-    this process (``civiclake._private.server_guard``). Call on the main thread."""
+    this process (``civiclake._private.server_guard``; ``guard_server=False``: only the
+    handler, e.g. before the command knows which Prefect server it uses). Call on the main
+    thread."""
     from civiclake._private import server_guard
 
-    server_guard.install()
+    if guard_server:
+        server_guard.install()
     signal.signal(signal.SIGINT, _on_sigint)
     _state["installed"] = True
 

@@ -4,6 +4,7 @@ into real Iceberg tables. One temporary Prefect server for the whole session."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -337,3 +338,67 @@ def test_an_unknown_engine_is_refused_before_anything_runs(
     assert result.exit_code == 2
     assert "unknown engine 'nope' (engines: arrow, spark)" in result.output
     assert not (civiclake_home / "lake").exists()
+
+
+def raw_pages(civiclake_home: Path) -> list[Path]:
+    return sorted(p for p in (civiclake_home / "lake" / "raw").rglob("*.json") if p.is_file())
+
+
+def test_the_fetch_the_command_began_is_taken_over_not_repeated(
+    server: SocrataServer, civiclake_home: Path
+) -> None:
+    """``bnt run`` starts its fetch before Prefect is imported; the flow continues it."""
+    result = cli("bnt", "run", "--start-date", day(0), "--stop-date", day(5))
+    assert result.exit_code == 0, result.output
+    assert len(table_rows()) == 5 * ROWS_PER_DAY
+    counts = [r for r in server.requests if r.params.get("$select") == "count(*)"]
+    assert len(counts) == 1
+    assert len(server_requests_with_limit()) == 2  # 2,403 rows in pages of 2,000, each once
+    pages = raw_pages(civiclake_home)
+    assert len(pages) == 2 and all(p.parent.name.startswith("run=cli-") for p in pages)
+
+
+def test_a_fetch_begun_for_another_range_is_given_up_and_its_pages_removed(
+    server: SocrataServer, civiclake_home: Path
+) -> None:
+    from civiclake._private import head_start
+    from civiclake.flows.bnt import bnt_hourly_traffic
+    from civiclake.sources import bnt_fetch
+
+    settings = get_settings()
+    bnt_fetch.fetch_ahead(
+        settings,
+        start_date=FIRST_DAY,
+        stop_date=FIRST_DAY + timedelta(days=2),
+        lookback_days=None,
+        page_size=None,
+    )
+    try:
+        bnt_hourly_traffic(
+            start_date=FIRST_DAY + timedelta(days=3), stop_date=FIRST_DAY + timedelta(days=5)
+        )
+    finally:
+        head_start.cancel_all()
+    assert {r["date"] for r in table_rows()} == {FIRST_DAY + timedelta(days=d) for d in (3, 4)}
+    assert not any(p.parent.name.startswith("run=cli-") for p in raw_pages(civiclake_home))
+
+
+def test_a_fetch_the_run_never_took_is_stopped_and_removed(
+    server: SocrataServer, civiclake_home: Path
+) -> None:
+    from civiclake._private import head_start
+    from civiclake.sources import bnt_fetch
+
+    server.inject(Fault.SLOW, times=1, delay=2.0, only="data")  # the second page waits
+    bnt_fetch.fetch_ahead(
+        get_settings(),
+        start_date=FIRST_DAY,
+        stop_date=FIRST_DAY + timedelta(days=10),
+        lookback_days=None,
+        page_size=None,
+    )
+    head_start.cancel_all()  # the command ended (e.g. failed) before its flow took it
+    assert raw_pages(civiclake_home) == []
+    assert not any(
+        t.name == "civiclake-fetch-ahead" and t.is_alive() for t in threading.enumerate()
+    )

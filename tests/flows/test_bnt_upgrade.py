@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from civiclake import tables
 from civiclake.cli import app
 from civiclake.config import get_settings
-from civiclake.flows.bnt import high_water_mark
 from civiclake.sources import bnt
+from civiclake.sources.bnt_fetch import high_water_mark
 from civiclake.tables import HWM_PROPERTY
 from civiclake.testing.socrata import SocrataServer, bnt_rows
 from testsupport.old_civiclake import run_old_cli

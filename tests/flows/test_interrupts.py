@@ -105,15 +105,19 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def prefect_server_of(pid: int) -> int:
-    """The temporary Prefect server the CLI ``pid`` started."""
-    for child in children(pid):
-        try:
-            command = (Path("/proc") / str(child) / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"prefect.server.api.server:create_app" in command:
-            return child
+def prefect_server_of(pid: int, bound: float = 60.0) -> int:
+    """The temporary Prefect server the CLI ``pid`` started (waited for: a B&T run's fetch
+    begins before Prefect is imported, so its first request comes before the server)."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        for child in children(pid):
+            try:
+                command = (Path("/proc") / str(child) / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"prefect.server.api.server:create_app" in command:
+                return child
+        time.sleep(0.2)
     pytest.fail(f"no temporary Prefect server among the children of {pid}")
 
 

@@ -33,6 +33,10 @@ class Prefetch(Generic[T]):
             self._put((False, None))
         except BaseException as exc:  # handed to the consumer, raised there
             self._put((False, exc))
+        finally:
+            close = getattr(self._items, "close", None)  # a generator: its `with` blocks end
+            if close is not None:
+                close()
 
     def _put(self, item: tuple[bool, Any]) -> bool:
         while not self._stop.is_set():
@@ -53,8 +57,20 @@ class Prefetch(Generic[T]):
             else:
                 raise item
 
+    def start(self) -> None:
+        """Start producing now (``with`` starts a producer that was not started yet)."""
+        if self._thread.ident is None:
+            self._thread.start()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the producer; wait up to ``timeout`` for it (an item it is producing, e.g. a
+        page downloading, finishes first)."""
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+
     def __enter__(self) -> Self:
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(
@@ -63,5 +79,4 @@ class Prefetch(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._thread.join()
+        self.close()

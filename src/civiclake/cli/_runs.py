@@ -6,7 +6,7 @@ import contextlib
 import importlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -18,13 +18,18 @@ from civiclake.cli._base import debugging, describe_unexpected, partitions_text,
 from civiclake.errors import CivicLakeError
 
 
-def start_run(flow: str) -> ModuleType:
+def start_run(flow: str, head_start: Callable[[], None] | None = None) -> ModuleType:
     """Once the command's checks passed: Ctrl-C handling (stop now, one line, exit 130:
-    civiclake.interrupts), the flow's module ``civiclake.flows.<flow>`` (imports Prefect),
-    and a configured Prefect server that answers (the civiclake server, reused or started,
-    when no Prefect API URL is configured: ``civiclake.cli.server``)."""
+    civiclake.interrupts), the run's ``head_start`` (work begun before Prefect is imported,
+    which the flow takes over: ``civiclake._private.head_start``), the flow's module
+    ``civiclake.flows.<flow>`` (imports Prefect), and a configured Prefect server that answers
+    (the civiclake server, reused or started, when no Prefect API URL is configured:
+    ``civiclake.cli.server``)."""
     from civiclake.cli.server import use_local_server
 
+    interrupts.install(guard_server=False)
+    if head_start is not None:
+        head_start()
     if flow in CHARTED_FLOWS:
         warm_charts()
     use_local_server()  # before Prefect is imported: it reads PREFECT_API_URL once

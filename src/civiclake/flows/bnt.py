@@ -37,6 +37,7 @@ from civiclake.flows._sync import check_warehouse
 from civiclake.guards import refusing
 from civiclake.slices import RowIds, Slice, Window, Windows
 from civiclake.sources import bnt_fetch
+from civiclake.sources.bnt_fetch import table_high_water_mark
 from civiclake.sources.socrata import SocrataClient
 
 if TYPE_CHECKING:
@@ -46,36 +47,6 @@ if TYPE_CHECKING:
 
 FLOW_NAME = "bnt-hourly-traffic"
 logger = logging.getLogger(__name__)
-
-
-def high_water_mark(settings: Settings) -> date | None:
-    """Latest ``date`` in the table: the current snapshot's property, or (a table written
-    before the property, or a snapshot of ``maintain``) its data files' statistics."""
-    from civiclake import tables
-
-    catalog = tables.load_catalog(settings)
-    if not catalog.table_exists(bnt_fetch.TABLE):
-        return None
-    return table_high_water_mark(catalog.load_table(bnt_fetch.TABLE))
-
-
-def table_high_water_mark(table: Table) -> date | None:
-    from civiclake import tables
-
-    if table.current_snapshot() is None:
-        return None
-    value = tables.snapshot_property(table, tables.HWM_PROPERTY)
-    if value:
-        return date.fromisoformat(value)
-    files = table.inspect.files()
-    if files.num_rows == 0:
-        return None
-    uppers = [
-        m["date"]["upper_bound"]
-        for m in files.column("readable_metrics").to_pylist()
-        if m and m.get("date") and m["date"]["upper_bound"] is not None
-    ]
-    return max(uppers) if uppers else None
 
 
 def _next_high_water_mark(previous: date | None, replaced: Slice, days: Any) -> date | None:
@@ -96,30 +67,6 @@ def _covers(replaced: Slice, day: date) -> bool:
         isinstance(w, Window) and w.start <= day < w.stop  # type: ignore[operator]
         for w in windows
     )
-
-
-def plan_range(
-    start: date | None,
-    stop: date | None,
-    *,
-    lookback_days: int,
-    today: date,
-    hwm: date | None,
-) -> bnt_fetch.LoadRange:
-    """The ``[start, stop)`` a run replaces; stop defaults to the end of today."""
-    stop = stop or today + timedelta(days=1)
-    if start is None:
-        if hwm is None:
-            raise ParameterError(
-                f"{bnt_fetch.TABLE} is empty: give --start-date for the first load (or --from-file)"
-            )
-        start = hwm - timedelta(days=lookback_days)
-    if stop <= start:
-        raise ParameterError(
-            f"stop date {stop.isoformat()} must be after start date {start.isoformat()} "
-            "(the range is [start, stop))"
-        )
-    return bnt_fetch.LoadRange(start, stop)
 
 
 @task(name="fetch", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -169,14 +116,16 @@ def fetch_and_stage(
     tests and benchmarks call it). The fetch runs ahead in a thread from the first request
     (raw pages wait in the lake, not in memory) while the stage imports its engine, opens the
     tables and types each page written. A count mismatch discards the staged files and fetches
-    (and stages) the range again."""
+    (and stages) the range again. A fetch the command started for this range before Prefect
+    was imported (``bnt_fetch.fetch_ahead``) is taken over, not repeated."""
     from civiclake._private.prefetch import Prefetch
 
     lake = settings.lake()
     specs: list[Any] = []  # one per run (it warns once about unknown fields), made on first use
 
     def consume(pages: Any) -> Staged:
-        with Prefetch(pages, depth=100_000, name="civiclake-fetch") as ahead:
+        running = pages if isinstance(pages, Prefetch) else Prefetch(pages, depth=100_000)
+        with running as ahead:
             from civiclake.sources import bnt  # PyArrow: imported while the first page downloads
 
             specs[:] = specs or [bnt.BntSpec()]
@@ -193,6 +142,7 @@ def fetch_and_stage(
         consume=consume,
         discard=lambda done: pipeline.discard(lake, done),
         log=log or logger,
+        ahead=bnt_fetch.take_ahead(settings, load_range, page_size, log or logger),
     )
     _warn_unknown_plazas(staged, log)
     return fetched, staged
@@ -377,11 +327,7 @@ def bnt_hourly_traffic(
         # the days the file holds, not the span between its first and last date
         replaced: Slice = Windows.of_days(bnt_fetch.DATE_FIELD, days)
     else:
-        lookback = settings.bnt_lookback_days if lookback_days is None else lookback_days
-        hwm = None if start_date else high_water_mark(settings)
-        planned = plan_range(
-            start_date, stop_date, lookback_days=lookback, today=date.today(), hwm=hwm
-        )
+        planned, hwm = bnt_fetch.planned_range(settings, start_date, stop_date, lookback_days)
         start, stop = planned.start, planned.stop
         source = f"socrata:{settings.socrata_url.split('://', 1)[-1]}/{settings.bnt_dataset_id}"
         log.info(

@@ -414,7 +414,8 @@ class _Handler(BaseHTTPRequestHandler):
         app: SocrataServer = self.server.app  # type: ignore[attr-defined]
         headers = {key.lower(): value for key, value in self.headers.items()}
         response = app._handle(self.path, headers)
-        if response.delay > 0 and app._stopping.wait(response.delay):
+        delay = response.delay + app.latency
+        if delay > 0 and app._stopping.wait(delay):
             self.close_connection = True  # stopped while "slow": drop the request
             return
         self.send_response(response.status)
@@ -443,9 +444,13 @@ class SocrataServer:
         *,
         seed: int = 0,
         port: int = 0,
+        latency: float = 0.0,
     ) -> None:
         self._seed = seed
         self._port = port
+        # every answer waits this long first: a portal across the internet (data.ny.gov
+        # answered B&T's count and pages in 0.4-0.5 s each, measured in the speed issue)
+        self.latency = latency
         self._lock = threading.Lock()
         self._datasets: dict[str, _Dataset] = {}
         self._views: dict[str, dict[str, Any]] = {}
@@ -846,10 +851,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=datetime.date(2020, 1, 1),
         help="first date of the synthetic rows (YYYY-MM-DD)",
     )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds every answer waits, to play a portal across the internet (default 0)",
+    )
     args = parser.parse_args(argv)
     if args.rows < 0:
         parser.error("--rows must not be negative")
-    server = SocrataServer(seed=args.seed, port=args.port)
+    if args.latency < 0:
+        parser.error("--latency must not be negative")
+    server = SocrataServer(seed=args.seed, port=args.port, latency=args.latency)
     if args.kind == "sample":
         from civiclake.testing.socrata_samples import COLUMNS, sample_rows
 
