@@ -68,8 +68,9 @@ LABELS = {
 # ---------------------------------------------------------------- children
 
 
-def phase_replay(log: Path) -> None:
-    """The replay server: prints its URL, appends each request's path to ``log``."""
+def phase_replay(log: Path, latency: float) -> None:
+    """The replay server: prints its URL, appends each request's path to ``log``; each
+    answer waits ``latency`` seconds."""
     from civiclake.testing.socrata import SocrataServer, bnt_rows
 
     class LoggedServer(SocrataServer):
@@ -79,7 +80,7 @@ def phase_replay(log: Path) -> None:
                 out.write(raw_path + "\n")
             return answer
 
-    server = LoggedServer({DATASET_ID: bnt_rows(FIRST_DAY, DAYS)})
+    server = LoggedServer({DATASET_ID: bnt_rows(FIRST_DAY, DAYS)}, latency=latency)
     server.start()
     print(server.url, flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -145,10 +146,10 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, int, s
 
 
 @contextlib.contextmanager
-def replay_server(tmp: Path) -> Iterator[tuple[str, Path]]:
+def replay_server(tmp: Path, latency: float) -> Iterator[tuple[str, Path]]:
     log = tmp / "requests.log"
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--phase", "replay", "--arg", str(log)],
+        [sys.executable, __file__, "--phase", "replay", "--arg", str(log), str(latency)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -254,11 +255,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="measured runs per mode (default 3)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds each answer of the replay server waits (0.44: data.ny.gov, measured)",
+    )
     parser.add_argument("--phase", choices=("replay", "floor"), help=argparse.SUPPRESS)
     parser.add_argument("--arg", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase == "replay":
-        phase_replay(Path(args.arg[0]))
+        phase_replay(Path(args.arg[0]), float(args.arg[1]))
         return 0
     if args.phase == "floor":
         phase_floor(args.arg[0], Path(args.arg[1]))
@@ -270,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     one, five, fifteen = os.getloadavg()
     print(
         f"B&T, a year ({DAYS * 480:,} rows, pages of 50,000): floor vs civiclake bnt run per "
-        f"Prefect path, first run + median of {args.runs}\n"
+        f"Prefect path, first run + median of {args.runs}, replay latency {args.latency:.2f} s\n"
         f"{datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, Prefect {importlib.metadata.version('prefect')}; "
         f"load average at start {one:.2f} / {five:.2f} / {fifteen:.2f}",
@@ -279,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="civiclake-server-bench-"))
     try:
-        with replay_server(tmp) as (url, log):
+        with replay_server(tmp, args.latency) as (url, log):
             results = run_rounds(modes, args.runs, tmp, url, log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -338,3 +338,21 @@ def test_the_engine_option_reaches_the_run_as_the_setting(monkeypatch: pytest.Mo
     assert get_settings().engine == "spark"
     use_engine(None)
     assert get_settings().engine == "spark"
+
+
+def test_a_command_flow_run_sends_no_heartbeats_unless_configured() -> None:
+    """Prefect's heartbeat thread made every command wait 0-1 s at its end."""
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    from civiclake.cli._runs import command_flow_run
+
+    assert get_current_settings().flows.heartbeat_frequency == 180  # Prefect's default
+    with command_flow_run():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == 180
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}), command_flow_run():
+        assert get_current_settings().flows.heartbeat_frequency == 60  # the user's choice

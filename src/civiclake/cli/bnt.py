@@ -21,7 +21,7 @@ from civiclake.cli._base import (
     use_engine,
     user_errors,
 )
-from civiclake.cli._runs import print_summary, start_run, summary_on
+from civiclake.cli._runs import command_flow_run, print_summary, start_run, summary_on
 from civiclake.errors import ParameterError
 from civiclake.flows import preflight
 from civiclake.warehouse import describe_kinds
@@ -109,7 +109,7 @@ def bnt_run(
         flows = start_run("bnt", fetch_ahead)
         from civiclake.flows._sync import WarehouseNotSynced
 
-        with summary_on(WarehouseNotSynced):
+        with command_flow_run(), summary_on(WarehouseNotSynced):
             summary = flows.bnt_hourly_traffic(**parameters)
     finally:
         head_start.cancel_all()  # a fetch the flow did not take: stopped, its pages removed

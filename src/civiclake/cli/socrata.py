@@ -25,7 +25,7 @@ from civiclake.cli._base import (
     user_errors,
     wrote_records,
 )
-from civiclake.cli._runs import print_summary, start_run, summary_on
+from civiclake.cli._runs import command_flow_run, print_summary, start_run, summary_on
 from civiclake.flows import preflight
 from civiclake.warehouse import describe_kinds
 
@@ -134,7 +134,7 @@ def socrata_run(
     flows = start_run("socrata")
     from civiclake.flows._sync import WarehouseNotSynced
 
-    with summary_on(WarehouseNotSynced):
+    with command_flow_run(), summary_on(WarehouseNotSynced):
         summary = flows.socrata_dataset(**parameters)
     print_summary(summary)
 

@@ -23,7 +23,7 @@ from civiclake.cli._base import (
     use_engine,
     user_errors,
 )
-from civiclake.cli._runs import start_run
+from civiclake.cli._runs import command_flow_run, start_run
 from civiclake.errors import ParameterError
 from civiclake.flows import preflight
 
@@ -96,17 +96,18 @@ def taxi_run(
     from civiclake.flows._sync import WarehouseNotSynced
 
     try:
-        summary = flows.tlc_taxi_trips(
-            color=spec.color,
-            year=year,
-            months=[m.month for m in wanted],
-            to=to,
-            from_file=from_file,
-            lake=lake,
-            lake_block=lake_block,
-            warehouse_block=warehouse_block,
-            allow_empty=allow_empty,
-        )
+        with command_flow_run():
+            summary = flows.tlc_taxi_trips(
+                color=spec.color,
+                year=year,
+                months=[m.month for m in wanted],
+                to=to,
+                from_file=from_file,
+                lake=lake,
+                lake_block=lake_block,
+                warehouse_block=warehouse_block,
+                allow_empty=allow_empty,
+            )
     except (flows.MonthsFailed, WarehouseNotSynced) as exc:
         if exc.summary:
             print_taxi_summary(exc.summary)
