@@ -402,3 +402,20 @@ def test_a_fetch_the_run_never_took_is_stopped_and_removed(
     assert not any(
         t.name == "civiclake-fetch-ahead" and t.is_alive() for t in threading.enumerate()
     )
+
+
+def test_a_dead_warehouse_fails_before_any_request_to_the_portal(
+    server: SocrataServer, civiclake_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--to`` starts no fetch before the flow has checked the warehouse."""
+    import socket
+
+    with socket.socket() as probe:  # a free port: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("CIVICLAKE_POSTGRES_URL", f"postgresql://u:p@127.0.0.1:{port}/db")
+    result = cli("bnt", "run", "--start-date", day(0), "--stop-date", day(2), "--to", "postgres")
+    assert result.exit_code == 1, result.output
+    assert "--to postgres" in result.output
+    assert [r for r in server.requests if "$limit" in r.params or "$select" in r.params] == []
+    assert raw_pages(civiclake_home) == []

@@ -94,7 +94,9 @@ def bnt_run(
     preflight.bnt(lake_settings(lake), **parameters)
 
     def fetch_ahead() -> None:  # the API fetch, begun while Prefect imports (2-3 s)
-        if not (from_file or lake_block or socrata_token_block):  # (blocks need Prefect)
+        # not with blocks (they need Prefect), nor with --to: the flow checks the warehouse
+        # before anything is fetched
+        if not (from_file or lake_block or socrata_token_block or to):
             from civiclake.sources import bnt_fetch
 
             bnt_fetch.fetch_ahead(
