@@ -61,8 +61,9 @@ def load_day(
     run_id: str | None = None,
 ) -> DayLoad:
     """Publish the portal of ``day`` and run that day's incremental load."""
-    from civiclake.flows.bnt import commit_load, fetch_and_stage, high_water_mark, plan_range
+    from civiclake.flows.bnt import commit_load, fetch_and_stage
     from civiclake.slices import Window
+    from civiclake.sources.bnt_fetch import high_water_mark, plan_range
     from civiclake.sources.socrata import SocrataClient
 
     server.add_dataset(DATASET, portal_rows(first, day, bad=bad))

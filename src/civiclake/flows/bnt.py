@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
@@ -39,6 +40,7 @@ from civiclake.slices import RowIds, Slice, Window, Windows
 from civiclake.sources import bnt_fetch
 from civiclake.sources.bnt_fetch import table_high_water_mark
 from civiclake.sources.socrata import SocrataClient
+from civiclake.sources.socrata_fetch import CountMismatch, FetchProgress
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -111,36 +113,37 @@ def fetch_and_stage(
     source: str,
     page_size: int,
     log: Any = None,
-) -> tuple[bnt_fetch.FetchResult, Staged]:
+) -> tuple[FetchProgress, Staged]:
     """The fetch and the stage of a range, overlapped (no Prefect: the flow's ``fetch`` task,
     tests and benchmarks call it). The fetch runs ahead in a thread from the first request
     (raw pages wait in the lake, not in memory) while the stage imports its engine, opens the
-    tables and types each page written. A count mismatch discards the staged files and fetches
-    (and stages) the range again. A fetch the command started for this range before Prefect
-    was imported (``bnt_fetch.fetch_ahead``) is taken over, not repeated."""
-    from civiclake._private.prefetch import Prefetch
-
-    lake = settings.lake()
+    tables and types each page written. A count mismatch abandons the stage (its files are
+    removed) and fetches (and stages) the range again. A fetch the command began for this
+    range before Prefect was imported (``bnt_fetch.fetch_ahead``) is taken over, not repeated."""
     specs: list[Any] = []  # one per run (it warns once about unknown fields), made on first use
 
-    def consume(pages: Any) -> Staged:
-        running = pages if isinstance(pages, Prefetch) else Prefetch(pages, depth=100_000)
-        with running as ahead:
-            from civiclake.sources import bnt  # PyArrow: imported while the first page downloads
+    def consume(pages: Iterable[str], expected: int) -> Staged:
+        from civiclake.sources import bnt  # PyArrow: imported while the first page downloads
 
-            specs[:] = specs or [bnt.BntSpec()]
-            ctx = bnt.context(run_id, source, datetime.now(UTC), load_range)
-            return pipeline.stage(settings, specs[0], ahead, ctx, log=log or logger)
+        specs[:] = specs or [bnt.BntSpec()]
+        ctx = bnt.context(run_id, source, datetime.now(UTC), load_range)
+        staged = pipeline.stage(
+            settings, specs[0], pages, ctx, expected_rows=expected, log=log or logger
+        )
+        if staged.rows_read != expected:  # the stage read other rows than the fetch counted
+            raise CountMismatch(
+                f"fetched {staged.rows_read:,} rows but the portal counts {expected:,}"
+            )
+        return staged
 
     fetched, staged = bnt_fetch.fetch_range(
         client,
-        lake,
+        settings.lake(),
         load_range,
+        consume,
         run_id=run_id,
         dataset_id=settings.bnt_dataset_id,
         page_size=page_size,
-        consume=consume,
-        discard=lambda done: pipeline.discard(lake, done),
         log=log or logger,
         ahead=bnt_fetch.take_ahead(settings, load_range, page_size, log or logger),
     )

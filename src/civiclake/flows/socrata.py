@@ -27,7 +27,6 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from civiclake.blocks import Blocks, settings_for
-from civiclake.errors import SourceError
 from civiclake.flows import _pipeline as pipeline, preflight
 from civiclake.flows._params import (
     AllowEmptyParam,
@@ -94,7 +93,6 @@ def fetch_stage(
 def _fetch_and_stage(
     planned: Plan, run_id: str, page_size: int, settings: Any, key: str, stage: Any, log: Any
 ) -> dict[str, Any]:
-    from civiclake._private.prefetch import Prefetch
     from civiclake.sources import socrata_fetch as fetching
 
     spec = planned.spec
@@ -115,35 +113,25 @@ def _fetch_and_stage(
             log.warning(
                 "the raw pages of run %s do not read back (%s): fetching", reused.run_id, exc
             )
-    last_error = ""
     with SocrataClient.from_settings(settings, base_url=spec.portal) as client:
-        for attempt in range(1, fetching.FETCH_ATTEMPTS + 1):
-            expected = client.count(spec.dataset_id, where=planned.where)  # the query is valid
-            progress = fetching.FetchProgress()
-            pages = fetching.fetch_pages(
-                client,
-                lake,
-                spec,
-                where=planned.where,
-                run_id=run_id,
-                page_size=page_size,
-                expected=expected,
-                progress=progress,
-                log=log,
-            )
-            try:
-                # the next page downloads while this one is read back and typed
-                with Prefetch(pages, depth=1, name="civiclake-socrata-pages") as ahead:
-                    staged = stage(ahead, expected)
-            except (fetching.CountMismatch, BodyError) as exc:
-                last_error = str(exc)
-                log.warning("%s (attempt %d/%d)", last_error, attempt, fetching.FETCH_ATTEMPTS)
-                continue
-            fetching.record_complete(
-                lake, spec, key=key, run_id=run_id, where=planned.where, progress=progress
-            )
-            return _fetched(staged, progress)
-    raise SourceError(f"Socrata dataset '{spec.dataset_id}': {last_error} (incomplete answer)")
+        # the next page downloads while this one is read back and typed
+        staged, progress = fetching.fetch_counted(
+            client,
+            lake,
+            stage,
+            dataset_id=spec.dataset_id,
+            folder=fetching.raw_dir(lake, spec, run_id),
+            where=planned.where,
+            page_size=page_size,
+            incomplete=lambda error: (
+                f"Socrata dataset '{spec.dataset_id}': {error} (incomplete answer)"
+            ),
+            log=log,
+        )
+    fetching.record_complete(
+        lake, spec, key=key, run_id=run_id, where=planned.where, progress=progress
+    )
+    return _fetched(staged, progress)
 
 
 def _fetched(staged: Staged, progress: Any) -> dict[str, Any]:

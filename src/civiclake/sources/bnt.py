@@ -47,13 +47,9 @@ from civiclake.pipeline.contract import RAW_RECORD, REJECT_REASON, RunContext, o
 from civiclake.sources.bnt_fetch import (
     DATASET_ID as DATASET_ID,
     DATE_FIELD as DATE_FIELD,
-    GC_EVERY_PAGES as GC_EVERY_PAGES,
-    PAGE_ORDER as PAGE_ORDER,
     REJECTS_TABLE as REJECTS_TABLE,
     TABLE as TABLE,
-    FetchResult as FetchResult,
     LoadRange as LoadRange,
-    PageFetch as PageFetch,
     raw_dir as raw_dir,
 )
 

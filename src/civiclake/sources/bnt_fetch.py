@@ -10,21 +10,20 @@ takes it over (``take_ahead``). ``sources/bnt.py`` re-exports the rest.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from civiclake._private import head_start
-from civiclake._private.prefetch import Prefetch
-from civiclake._private.progress import Progress
-from civiclake.errors import ParameterError, SourceError
+from civiclake.errors import ParameterError
 from civiclake.lake import Lake, host_of
+from civiclake.sources import socrata_fetch
 from civiclake.sources.socrata import SocrataClient, date_range_where
+from civiclake.sources.socrata_fetch import FetchProgress
 
 if TYPE_CHECKING:
     from pyiceberg.expressions import BooleanExpression
@@ -33,12 +32,15 @@ if TYPE_CHECKING:
     from civiclake.config import Settings
 
 logger = logging.getLogger("civiclake.sources.bnt")
+Log = logging.Logger | logging.LoggerAdapter[Any]
 
 DATASET_ID = "qzve-kjga"
 DATE_FIELD = "date"
-# ':id' is Socrata's row id: unique and stable, so offset paging neither repeats nor skips rows.
-PAGE_ORDER = ":id"
-GC_EVERY_PAGES = 4
+CANCEL_WAIT_SECONDS = 5.0
+"""How long giving up a head start waits for a request under way (then its pages are removed)."""
+AHEAD_PAGES = 100_000
+"""How far the fetch may run ahead of the stage: unbounded in practice (a page waits in the
+lake, not in memory), so the fetch never waits for the stage's imports or its typing."""
 TABLE = "mta.bnt_traffic_hourly"
 REJECTS_TABLE = "mta.bnt_traffic_hourly_rejects"
 HEAD_START = "bnt-fetch"
@@ -133,126 +135,47 @@ def planned_range(
 # ---------------------------------------------------------------- fetch: source -> raw zone
 
 
-@dataclass(frozen=True)
-class FetchResult:
-    raw_urls: list[str]
-    rows: int
-    expected: int
-    pages: int
-    retries: int
-
-
 def raw_dir(lake: Lake, source_host: str, dataset_id: str, run_id: str) -> str:
     return lake.raw_dir("socrata", source_host, dataset_id, run_id=run_id)
 
 
-class PageFetch:
-    """One fetch of a range, page by page: iterating it writes each page to the raw zone
-    (atomically) and yields its URL at once, so staging overlaps fetching and memory holds one
-    page. After the last page it checks the rows against the portal's ``count(*)``: ``result``
-    is then set, or ``mismatch`` says what was missing."""
-
-    def __init__(
-        self,
-        client: SocrataClient,
-        lake: Lake,
-        load_range: LoadRange,
-        *,
-        run_id: str,
-        dataset_id: str = DATASET_ID,
-        page_size: int = 50_000,
-        log: logging.Logger | logging.LoggerAdapter[Any] = logger,
-    ) -> None:
-        self.client, self.lake, self.load_range = client, lake, load_range
-        self.dataset_id, self.page_size, self.log = dataset_id, page_size, log
-        host = host_of(client.base_url)
-        self.target = raw_dir(lake, host, dataset_id, run_id)
-        self.result: FetchResult | None = None
-        self.mismatch = ""
-
-    def __iter__(self) -> Iterator[str]:
-        client, dataset_id = self.client, self.dataset_id
-        where = date_range_where(DATE_FIELD, self.load_range.start, self.load_range.stop)
-        for stale in self.lake.list(self.target):  # a retried fetch starts from a clean directory
-            self.lake.remove(stale)
-        expected = client.count(dataset_id, where=where)
-        self.log.info(
-            "%s %s: %s rows to fetch for %s",
-            dataset_id,
-            client.base_url,
-            f"{expected:,}",
-            self.load_range,
-        )
-        urls: list[str] = []
-        rows = 0
-        with Progress(f"fetch {dataset_id}", total=expected, logger=self.log) as progress:
-            for page in client.iter_pages(
-                dataset_id, order=PAGE_ORDER, where=where, page_size=self.page_size
-            ):
-                url = f"{self.target}/page-{page.number:06d}.json"
-                self.lake.write_bytes(url, page.body)
-                urls.append(url)
-                rows += len(page.rows)
-                progress.advance(len(page.rows))
-                del page
-                if len(urls) % GC_EVERY_PAGES == 0:
-                    # httpx keeps each response in a reference cycle: without a collection,
-                    # every page body would stay in memory until the fetch ends
-                    gc.collect()
-                yield url
-        if rows != expected:
-            expected = client.count(dataset_id, where=where)
-        if rows == expected:  # (or the source changed while we paged: what we hold is complete)
-            self.result = FetchResult(urls, rows, expected, len(urls), client.retries)
-        else:
-            self.mismatch = f"fetched {rows:,} rows but the portal counts {expected:,}"
+def where_of(load_range: LoadRange) -> str:
+    return date_range_where(DATE_FIELD, load_range.start, load_range.stop)
 
 
 def fetch_range(
     client: SocrataClient,
     lake: Lake,
     load_range: LoadRange,
+    consume: Callable[[Iterable[str], int], T],
     *,
     run_id: str,
     dataset_id: str = DATASET_ID,
     page_size: int = 50_000,
-    attempts: int = 2,
-    consume: Callable[[Iterable[str]], T] = list,  # type: ignore[assignment]
-    discard: Callable[[T], None] | None = None,
-    log: logging.Logger | logging.LoggerAdapter[Any] = logger,
+    log: Log = logger,
     ahead: Ahead | None = None,
-) -> tuple[FetchResult, T]:
-    """Page the range into the raw zone, each page handed to ``consume`` as it is written
-    (e.g. a stage); fail unless every row the portal counts arrived.
-
-    When the rows fetched differ from ``count(*)`` (the portal changed underneath, or a page
-    came back short), what ``consume`` made is ``discard``-ed and the whole range is fetched
-    (and consumed) again, up to ``attempts`` times, then the run fails. The first attempt may
-    be a fetch the command started (``ahead``: ``consume`` then gets its running pages).
-    """
-    fetch: PageFetch | None = None
-    for attempt in range(1, attempts + 1):
-        if attempt == 1 and ahead is not None:
-            fetch = ahead.fetch
-            out = consume(ahead.pages)
-        else:
-            fetch = PageFetch(
-                client,
-                lake,
-                load_range,
-                run_id=run_id,
-                dataset_id=dataset_id,
-                page_size=page_size,
-                log=log,
-            )
-            out = consume(fetch)
-        if fetch.result is not None:
-            return fetch.result, out
-        if discard is not None:
-            discard(out)
-        log.warning("%s for %s (attempt %d/%d)", fetch.mismatch, load_range, attempt, attempts)
-    mismatch = fetch.mismatch if fetch else ""
-    raise SourceError(f"incomplete fetch of {dataset_id} for {load_range}: {mismatch}")
+) -> tuple[FetchProgress, T]:
+    """Page the range into the raw zone with the Socrata source's pager and count check
+    (``socrata_fetch.fetch_counted``), each page handed to ``consume`` as it is written (a
+    stage). B&T's pages are its plain fields (no system fields: 23 % fewer bytes), decoded by
+    the client to count them. The fetch runs ahead of the stage freely (pages wait in the lake,
+    not in memory). The first attempt may be the fetch the command began (``ahead``)."""
+    out, fetched = socrata_fetch.fetch_counted(
+        client,
+        lake,
+        consume,
+        dataset_id=dataset_id,
+        folder=raw_dir(lake, host_of(client.base_url), dataset_id, run_id),
+        where=where_of(load_range),
+        page_size=page_size,
+        incomplete=lambda error: f"incomplete fetch of {dataset_id} for {load_range}: {error}",
+        select=None,
+        depth=AHEAD_PAGES,
+        first=ahead.running if ahead else None,
+        log=log,
+        about=f" for {load_range}",
+    )
+    return fetched, out
 
 
 # ---------------------------------------------------------------- the command's head start
@@ -260,10 +183,9 @@ def fetch_range(
 
 @dataclass(frozen=True)
 class Ahead:
-    """A fetch the command started (``fetch_ahead``): its pages, yielded as they are written."""
+    """A fetch the command began (``fetch_ahead``), and its held log lines."""
 
-    fetch: PageFetch
-    pages: Prefetch[str]
+    running: socrata_fetch.Running
     log: head_start.DeferredLog
 
 
@@ -289,48 +211,71 @@ def fetch_ahead(
     page_size: int | None,
 ) -> None:
     """Start, in a thread, the API fetch a ``bnt run`` with these parameters makes: planned as
-    the flow plans (an incremental run reads the table's high-water mark), then paged into the
-    raw zone (``raw/.../run=cli-<id>``). The flow's fetch takes it (``take_ahead``) when it
-    plans the same; a plan that fails here is left for the flow to report."""
+    the flow plans (an incremental run reads the table's high-water mark), counted, then paged
+    into the raw zone (``raw/.../run=cli-<id>``). The flow's fetch takes it (``take_ahead``)
+    when it plans the same; a plan or count that fails here is left for the flow to report."""
     lake = settings.lake()
     size = page_size or settings.page_size
     log = head_start.DeferredLog(logger.name)
     started = head_start.HeadStart(cancel=lambda: None, ready=threading.Event())
+    guard = threading.Lock()
+    cancelled = threading.Event()
 
-    def pages() -> Iterator[str]:
+    def begin() -> None:
         try:
             load_range, _ = planned_range(settings, start_date, stop_date, lookback_days)
             client = SocrataClient.from_settings(settings)
         except Exception:  # the flow plans again and says what is wrong
             started.ready.set()
             return
-        with client:
-            fetch = PageFetch(
-                client,
-                lake,
-                load_range,
-                run_id=f"cli-{uuid.uuid4().hex[:12]}",
-                dataset_id=settings.bnt_dataset_id,
-                page_size=size,
-                log=log,
-            )
-            started.key = ahead_key(settings, load_range, size)
-            started.value = Ahead(fetch, running, log)
-            started.ready.set()
-            yield from fetch
+        running = None
+        try:
+            if not cancelled.is_set():
+                running = socrata_fetch.start_fetch(  # the count, then a thread paging
+                    client,
+                    lake,
+                    dataset_id=settings.bnt_dataset_id,
+                    folder=raw_dir(
+                        lake,
+                        host_of(client.base_url),
+                        settings.bnt_dataset_id,
+                        f"cli-{uuid.uuid4().hex[:12]}",
+                    ),
+                    where=where_of(load_range),
+                    page_size=size,
+                    select=None,
+                    depth=AHEAD_PAGES,
+                    close_client=True,
+                    log=log,
+                    about=f" for {load_range}",
+                )
+        except Exception:  # the count failed: the flow fetches again and reports
+            running = None
+        with guard:
+            if running is not None and not cancelled.is_set():
+                running.pages.start()  # it closes the client when it ends
+                started.key = ahead_key(settings, load_range, size)
+                started.value = Ahead(running, log)
+            else:
+                client.close()
+        started.ready.set()
 
-    running = Prefetch(pages(), depth=100_000, name="civiclake-fetch-ahead")
+    thread = threading.Thread(target=begin, name="civiclake-fetch-ahead", daemon=True)
 
     def cancel() -> None:
-        running.close(timeout=5)
-        if started.value is not None:
+        with guard:
+            cancelled.set()
+        thread.join(CANCEL_WAIT_SECONDS)  # a plan or count under way
+        ahead: Ahead | None = started.value
+        if ahead is not None:
+            ahead.running.pages.close(timeout=CANCEL_WAIT_SECONDS)
             with contextlib.suppress(OSError):
-                for url in lake.list(started.value.fetch.target):
+                for url in lake.list(ahead.running.folder):
                     lake.remove(url)
 
     started.cancel = cancel
-    running.start()
     head_start.begin(HEAD_START, started)
+    thread.start()
     head_start.warm(_stage_imports)
 
 
@@ -345,12 +290,12 @@ def take_ahead(
     settings: Settings,
     load_range: LoadRange,
     page_size: int,
-    log: logging.Logger | logging.LoggerAdapter[Any],
+    log: Log,
 ) -> Ahead | None:
-    """The fetch the command started for exactly this load (its log lines now go to ``log``),
+    """The fetch the command began for exactly this load (its log lines now go to ``log``),
     or None."""
     ahead: Ahead | None = head_start.take(HEAD_START, ahead_key(settings, load_range, page_size))
     if ahead is not None:
-        log.info("taking over the fetch the command began into %s", ahead.fetch.target)
+        log.info("taking over the fetch the command began into %s", ahead.running.folder)
         ahead.log.attach(log)
     return ahead

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_AFTER_CAP_SECONDS = 300.0
 USER_AGENT = "civiclake (+https://github.com/civiclake)"
+SYSTEM_SELECT = ":*, *"
+"""``$select`` adding the system fields (``:id``, ``:created_at``, ``:updated_at``) to a row."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from civiclake.errors import ParameterError
+from civiclake.sources.socrata import SYSTEM_SELECT as SYSTEM_SELECT
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "socrata"
-SYSTEM_SELECT = ":*, *"
 ID_COLUMN = "socrata_id"
 CREATED_COLUMN = "socrata_created_at"
 UPDATED_COLUMN = "socrata_updated_at"

@@ -24,15 +24,23 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from civiclake._private.prefetch import Prefetch
+from civiclake._private.progress import Progress
+from civiclake.errors import SourceError
 from civiclake.lake import RAW_ZONE, Lake, host_of
-from civiclake.sources.socrata import BodyError, SocrataClient
-from civiclake.sources.socrata_dataset import SYSTEM_SELECT, DatasetSpec
+from civiclake.sources.socrata import SYSTEM_SELECT, BodyError, SocrataClient
+
+if TYPE_CHECKING:
+    from civiclake.sources.socrata_dataset import DatasetSpec
 
 logger = logging.getLogger("civiclake.sources.socrata")
+Log = logging.Logger | logging.LoggerAdapter[Any]
+T = TypeVar("T")
 
 PAGE_ORDER = ":id"  # unique and stable: offset paging neither repeats nor skips rows
 FETCH_ATTEMPTS = 2  # a count mismatch is fetched again once, then fails
@@ -107,45 +115,155 @@ def find_complete(lake: Lake, spec: DatasetSpec, key: str) -> RawFetch | None:
 def fetch_pages(
     client: SocrataClient,
     lake: Lake,
-    spec: DatasetSpec,
     *,
+    dataset_id: str,
+    folder: str,
     where: str | None,
-    run_id: str,
     page_size: int,
     expected: int,
     progress: FetchProgress,
-    log: logging.Logger | logging.LoggerAdapter[logging.Logger] = logger,
+    select: str | None = SYSTEM_SELECT,
+    decode: Callable[[bytes], Any] | None = None,
+    log: Log = logger,
 ) -> Iterator[str]:
-    """Fetch every row matching ``where`` into the raw zone, yielding each page's URL once it
-    is written; raise ``CountMismatch`` at the end if the rows are not ``expected``. The
-    flow records the fetch (``record_complete``) once the stage has read every page."""
+    """The one pager of the Socrata source (any dataset, B&T's too): every row matching
+    ``where`` into ``folder`` of the raw zone, ordered by ``:id``, each page's URL yielded
+    once it is written; ``CountMismatch`` at the end if the rows are not ``expected``.
+    ``select``/``decode``: the system fields, counted without decoding (the default for any
+    dataset, see ``_counted``), or B&T's plain fields decoded by the client. The flow records a
+    reusable fetch (``record_complete``) once the stage has read every page."""
     began = datetime.now(UTC)
-    folder = raw_dir(lake, spec, run_id)
+    for stale in lake.list(folder):  # a fetch again into the same run starts from a clean folder
+        lake.remove(stale)
     retries_before = client.retries
     urls: list[str] = []
     rows = 0
-    for page in client.iter_pages(
-        spec.dataset_id,
-        order=PAGE_ORDER,
-        where=where,
-        page_size=page_size,
-        select=SYSTEM_SELECT,
-        decode=_counted,
-    ):
-        url = f"{folder}/page-{page.number:06d}.json"
-        lake.write_bytes(url, page.body)
-        rows += len(page.rows)
-        del page  # ~30 MB a body: gone before the next page downloads
-        urls.append(url)
-        log.debug("page %s written (%s rows so far)", url, f"{rows:,}")
-        progress.rows, progress.pages = rows, len(urls)
-        progress.retries = client.retries - retries_before
-        yield url
+    if decode is None and select == SYSTEM_SELECT:
+        decode = _counted
+    with Progress(f"fetch {dataset_id}", total=expected, logger=log) as bar:
+        for page in client.iter_pages(
+            dataset_id,
+            order=PAGE_ORDER,
+            where=where,
+            page_size=page_size,
+            select=select,
+            decode=decode,
+        ):
+            url = f"{folder}/page-{page.number:06d}.json"
+            lake.write_bytes(url, page.body)
+            rows += len(page.rows)
+            bar.advance(len(page.rows))
+            del page  # ~30 MB a body: gone before the next page downloads
+            urls.append(url)
+            log.debug("page %s written (%s rows so far)", url, f"{rows:,}")
+            progress.rows, progress.pages = rows, len(urls)
+            progress.retries = client.retries - retries_before
+            yield url
     progress.retries = client.retries - retries_before
     if rows != expected:
         raise CountMismatch(f"fetched {rows:,} rows but the portal counts {expected:,}")
     progress.urls = tuple(urls)
     progress.began = began.isoformat()
+
+
+@dataclass(frozen=True)
+class Running:
+    """A fetch under way: the rows the portal counted, its pages as they are written (a
+    thread already paging), what it did so far."""
+
+    expected: int
+    pages: Prefetch[str]
+    progress: FetchProgress
+    folder: str
+
+
+def start_fetch(
+    client: SocrataClient,
+    lake: Lake,
+    *,
+    dataset_id: str,
+    folder: str,
+    where: str | None,
+    page_size: int,
+    select: str | None = SYSTEM_SELECT,
+    depth: int = 1,
+    close_client: bool = False,
+    log: Log = logger,
+    about: str = "",
+) -> Running:
+    """Count the rows of ``where``, then page them (``fetch_pages``) in a thread at most
+    ``depth`` pages ahead of the consumer (``close_client``: the client ends with the pages).
+    ``about`` ends the log line (e.g. B&T's range)."""
+    expected = client.count(dataset_id, where=where)
+    log.info("%s %s: %s rows to fetch%s", dataset_id, client.base_url, f"{expected:,}", about)
+    progress = FetchProgress()
+    pages = fetch_pages(
+        client,
+        lake,
+        dataset_id=dataset_id,
+        folder=folder,
+        where=where,
+        page_size=page_size,
+        expected=expected,
+        progress=progress,
+        select=select,
+        log=log,
+    )
+    if close_client:
+        pages = _closing(pages, client)
+    return Running(expected, Prefetch(pages, depth, name="civiclake-fetch"), progress, folder)
+
+
+def fetch_counted(
+    client: SocrataClient,
+    lake: Lake,
+    consume: Callable[[Iterable[str], int], T],
+    *,
+    dataset_id: str,
+    folder: str,
+    where: str | None,
+    page_size: int,
+    incomplete: Callable[[str], str],
+    select: str | None = SYSTEM_SELECT,
+    depth: int = 1,
+    first: Running | None = None,
+    log: Log = logger,
+    about: str = "",
+) -> tuple[T, FetchProgress]:
+    """The one count check of the Socrata source: fetch (``start_fetch``) and hand the pages
+    to ``consume(pages, expected)`` as they are written (a stage). A page that came back cut
+    (``BodyError``) or rows that are not the portal's count (``CountMismatch``, raised from
+    the pager or by ``consume``) mean the answer was not consistent: what ``consume`` made is
+    abandoned (it raised) and the whole fetch is made (and consumed) again, ``FETCH_ATTEMPTS``
+    times in all; then ``SourceError(incomplete(last error))``. ``first``: the first attempt
+    is a fetch already under way (B&T's, begun by the command)."""
+    last = ""
+    for attempt in range(1, FETCH_ATTEMPTS + 1):
+        running = first if attempt == 1 and first is not None else None
+        running = running or start_fetch(
+            client,
+            lake,
+            dataset_id=dataset_id,
+            folder=folder,
+            where=where,
+            page_size=page_size,
+            select=select,
+            depth=depth,
+            log=log,
+            about=about,
+        )
+        try:
+            with running.pages as pages:
+                return consume(pages, running.expected), running.progress
+        except (CountMismatch, BodyError) as exc:
+            last = str(exc)
+            log.warning("%s (attempt %d/%d)", last, attempt, FETCH_ATTEMPTS)
+    raise SourceError(incomplete(last))
+
+
+def _closing(pages: Iterator[str], client: SocrataClient) -> Iterator[str]:
+    with client:
+        yield from pages
 
 
 def record_complete(
