@@ -49,7 +49,8 @@ def check_catalog(settings: Settings) -> str:
     lake.check_endpoint()
     try:
         catalog = tables.load_catalog(settings)
-        count = sum(len(catalog.list_tables(ns)) for ns in catalog.list_namespaces())
+        # the tables `civiclake tables` lists (not those never loaded)
+        count = len(tables.summarize(catalog))
     except CivicLakeError:
         raise
     except Exception as exc:

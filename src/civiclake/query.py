@@ -104,9 +104,12 @@ def connect_for(
     settings: Settings,
     catalog: Catalog | None = None,
     as_of: int | datetime | None = None,
+    *,
+    loaded_only: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB where every catalog table the SQL mentions is a view; with
-    ``as_of`` (a snapshot id or a time), each as it was then."""
+    ``as_of`` (a snapshot id or a time), each as it was then. ``loaded_only``: not a table
+    never loaded (a first load killed before its commit), which ``tables`` does not list."""
     catalog = catalog or tables.load_catalog(settings)
     lake = settings.lake()
     mentioned = [
@@ -115,6 +118,8 @@ def connect_for(
         for ident in catalog.list_tables(namespace)
         if _mentions(sql, ".".join(ident[:-1]), ident[-1])
     ]
+    if loaded_only:
+        mentioned = [m for m in mentioned if not tables.never_loaded(m[2])]
     snapshots = _as_of_snapshots(mentioned, as_of)
     con = duckdb.connect()
     for ns, name, table in mentioned:
@@ -212,7 +217,7 @@ def run_sql(sql: str, settings: Settings, as_of: int | datetime | None = None) -
     one-line errors: exit 2 for bad SQL, 1 when the files could not be read."""
     if not sql.strip().strip(";").strip():
         raise ParameterError("sql: the query is empty: give a statement, e.g. 'SELECT 1'")
-    con = connect_for(sql, settings, as_of=as_of)
+    con = connect_for(sql, settings, as_of=as_of, loaded_only=True)
     try:
         relation = con.sql(sql)
         if relation is None:  # a statement without a result (CREATE, SET, ...)

@@ -23,6 +23,7 @@ from civiclake.config import get_settings
 from civiclake.testing.socrata import SocrataServer, bnt_rows
 
 SAMPLE_CSV = Path(__file__).resolve().parents[2] / "examples" / "bnt_sample.csv"
+TLC_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tlc"
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
 
@@ -75,7 +76,38 @@ def test_a_truncated_tlc_file_says_its_month_once(tmp_path: Path) -> None:
     assert last.count("green 2020-10") == 1, last
 
 
-TLC_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tlc"
+GREEN_GZ = gzip.compress(
+    b"VendorID,lpep_pickup_datetime,lpep_dropoff_datetime\n"
+    + b"2,2020-10-01 00:00:00,2020-10-01 00:10:00\n" * 20_000
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        # cut off: the gzip stream ends early
+        ("green_tripdata_2020-10.csv.gz", GREEN_GZ[: len(GREEN_GZ) // 2], "cannot read {path}: "),
+        # wrong content: a yellow file named as a green one
+        (
+            "green_tripdata_2020-10.csv",
+            (TLC_DATA / "yellow_tripdata_2020-07_sample.csv").read_bytes(),
+            "{path} is not a green trip file: no column lpep_pickup_datetime",
+        ),
+        # unreadable: not Parquet at all
+        ("green_tripdata_2020-10.parquet", b"not parquet\n", "cannot read {path}: "),
+    ],
+    ids=["cut-off", "wrong-content", "unreadable"],
+)
+def test_a_tlc_file_that_does_not_stage_names_the_users_file(
+    tmp_path: Path, name: str, content: bytes, says: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    done = civiclake("taxi", "run", "--from-file", str(path))
+    assert done.returncode == 1, done.stderr
+    last = assert_ends_with_one_error(done.stderr)
+    assert says.format(path=path) in last, last
+    assert "raw/" not in last and "from-file/" not in last  # not the raw-zone copy
 
 
 @pytest.fixture

@@ -303,7 +303,8 @@ def test_green_into_postgres_streams_and_a_failed_rerun_keeps_the_month(
     writes.clear()
     result = cli("taxi", "run", "--from-file", str(damaged), "--to", "postgres")
     assert result.exit_code == 1
-    assert "green 2020-10: cannot read green_tripdata_2020-10.csv.gz" in result.output
+    # (the user's file, not its raw-zone copy)
+    assert f"green 2020-10: cannot read {damaged}: " in result.output
     assert writes
     _assert_month_kept(rows - rejected, rejected, good_run)
 

@@ -5,6 +5,8 @@ reader, the newest update observed; no I/O in the transform."""
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -16,7 +18,7 @@ from civiclake.config import get_settings
 from civiclake.errors import ParameterError
 from civiclake.pipeline import RAW_RECORD, REJECT_REASON, DatasetSpec, RunContext, split
 from civiclake.sources import socrata_dataset as datasets
-from civiclake.sources.socrata_transform import BATCH_ROWS, decode_page
+from civiclake.sources.socrata_transform import BATCH_ROWS
 from civiclake.testing.socrata import tabular_view
 from civiclake.testing.socrata_samples import COLUMNS, DATASET, sample_row, sample_rows
 
@@ -29,8 +31,11 @@ def spec(**kwargs: str) -> datasets.DatasetSpec:
 
 
 def page(rows: list[dict]) -> pa.RecordBatch:
-    """Rows as the API's JSON body, decoded as the pipeline's reader decodes it."""
-    return decode_page(orjson.dumps(rows), spec()).combine_chunks().to_batches()[0]
+    """Rows as the API's JSON body in the raw zone, read as the pipeline's reader reads it."""
+    lake = get_settings().lake()
+    url = lake.join("raw", "socrata", "test", f"page-{uuid.uuid4().hex[:8]}.json")
+    lake.write_bytes(url, orjson.dumps(rows))
+    return pa.Table.from_batches(list(spec().read(lake, url))).combine_chunks().to_batches()[0]
 
 
 def ctx(run_id: str = "r", source: str = "s") -> RunContext:
@@ -196,13 +201,18 @@ def test_a_view_that_is_not_tabular_is_refused() -> None:
         datasets.spec_from_view(view, portal="https://x")
 
 
-def test_a_truncated_page_is_a_body_error() -> None:
+def test_a_truncated_page_is_a_body_error_naming_it() -> None:
     from civiclake.sources.socrata import BodyError
 
+    lake = get_settings().lake()
+    url = lake.join("raw", "socrata", "test", "page-000001.json")
     body = orjson.dumps(sample_rows(3))
-    with pytest.raises(BodyError):
-        decode_page(body[: len(body) // 2], spec())
-    assert decode_page(b"[]", spec()).num_rows == 0
+    lake.write_bytes(url, body[: len(body) // 2])
+    message = rf"^{re.escape(url)}: not a complete JSON array of rows \(\w+\)$"
+    with pytest.raises(BodyError, match=message):
+        list(spec().read(lake, url))
+    lake.write_bytes(url, b"[]")
+    assert sum(b.num_rows for b in spec().read(lake, url)) == 0
 
 
 def test_the_reader_yields_a_raw_page_of_the_lake_in_batches() -> None:

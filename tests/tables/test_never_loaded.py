@@ -5,6 +5,8 @@ touched that way."""
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 from pyiceberg.expressions import AlwaysTrue
 
@@ -58,3 +60,32 @@ def test_a_loaded_table_is_never_made_anew() -> None:
     assert same.schema().column_names == ["n", "m"]  # evolved, as before
     assert same.scan().to_arrow().column("n").to_pylist() == [1]
     assert [t.identifier for t in tables.summarize(catalog)] == ["ns.loaded"]
+
+
+def test_sql_and_doctor_leave_out_a_table_never_loaded() -> None:
+    """As ``tables`` and ``report`` do: SQL does not find it, doctor does not count it."""
+    from typer.testing import CliRunner
+
+    from civiclake.cli import app
+
+    catalog = tables.load_catalog(get_settings())
+    schema = pa.schema([("n", pa.int64())])
+    loaded = tables.ensure_table_for(catalog, "ns.loaded", schema)
+    tables.replace_range(loaded, AlwaysTrue(), lambda: [pa.table({"n": [1]})], {"run-id": "r"})
+    tables.ensure_table_for(catalog, "ns.phantom", schema)  # a first load killed before commit
+    runner = CliRunner()
+
+    phantom = runner.invoke(app, ["sql", "SELECT count(*) AS n FROM ns.phantom"])
+    assert phantom.exit_code == 2, phantom.output
+    assert "no table ns.phantom in the catalog" in phantom.output
+    assert len(phantom.output.strip().splitlines()) == 1
+    both = "SELECT count(*) AS n FROM ns.loaded, ns.phantom"
+    assert "no table ns.phantom in the catalog" in runner.invoke(app, ["sql", both]).output
+    counted = runner.invoke(app, ["sql", "SELECT count(*) AS n FROM ns.loaded", "-f", "json"])
+    assert counted.exit_code == 0, counted.output
+    assert json.loads(counted.stdout) == [{"n": 1}]
+
+    doctor = runner.invoke(app, ["doctor"])
+    assert doctor.exit_code == 0, doctor.output
+    (line,) = [line for line in doctor.stdout.splitlines() if line.startswith("ok   catalog")]
+    assert ": 1 tables;" in line, line

@@ -15,6 +15,7 @@ the whole file. Other warehouses load the data files afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -154,12 +155,21 @@ def _counts(staged: Staged, iceberg: dict[str, Any]) -> dict[str, Any]:
 
 @task(name="stage", cache_policy=NO_CACHE)
 def stage(
-    raw_url: str, color: str, year: int, month: int, run_id: str, blocks: Blocks = None
+    raw_url: str,
+    color: str,
+    year: int,
+    month: int,
+    run_id: str,
+    blocks: Blocks = None,
+    from_file: str | None = None,
 ) -> Staged:
-    """Raw file -> typed, ruled Iceberg data files of the table and its rejects (uncommitted)."""
+    """Raw file -> typed, ruled Iceberg data files of the table and its rejects (uncommitted).
+    ``from_file``: the user's file ``raw_url`` is a copy of, which errors name."""
     spec, the_month = tlc.spec_for(color), tlc.Month(year, month)
     ctx = _context(spec, the_month, run_id)
-    return pipeline.stage(settings_for(blocks), spec, [raw_url], ctx, log=get_run_logger())
+    settings = settings_for(blocks)
+    with _naming(settings, from_file, raw_url):
+        return pipeline.stage(settings, spec, [raw_url], ctx, log=get_run_logger())
 
 
 @task(name="stage-load-warehouse", cache_policy=NO_CACHE)
@@ -172,22 +182,36 @@ def stage_load_warehouse(
     to: str,
     blocks: Blocks = None,
     allow_empty: bool = False,
+    from_file: str | None = None,
 ) -> tuple[Staged, int]:
     """``stage`` and the warehouse load overlapped (``pipeline.stage_streaming``), for a
     warehouse that streams while staging: the month's previous rows stay in it unless the whole
     file is staged and the load is not refused."""
     spec, the_month = tlc.spec_for(color), tlc.Month(year, month)
-    return pipeline.stage_streaming(
-        settings_for(blocks),
-        spec,
-        [raw_url],
-        _context(spec, the_month, run_id),
-        to,
-        Window(spec.pickup, the_month.start, the_month.stop),
-        _rejects_slice(the_month),
-        allow_empty=allow_empty,
-        log=get_run_logger(),
-    )
+    settings = settings_for(blocks)
+    with _naming(settings, from_file, raw_url):
+        return pipeline.stage_streaming(
+            settings,
+            spec,
+            [raw_url],
+            _context(spec, the_month, run_id),
+            to,
+            Window(spec.pickup, the_month.start, the_month.stop),
+            _rejects_slice(the_month),
+            allow_empty=allow_empty,
+            log=get_run_logger(),
+        )
+
+
+def _naming(
+    settings: Any, from_file: str | None, raw_url: str
+) -> contextlib.AbstractContextManager[None]:
+    """``--from-file``: the stage's errors name the user's file, not its raw-zone copy."""
+    if not from_file:
+        return contextlib.nullcontext()
+    from civiclake.sources.local_file import naming_user_file
+
+    return naming_user_file(settings.lake(), from_file, [raw_url])
 
 
 def _rejects_slice(the_month: tlc.Month) -> Window:
@@ -250,12 +274,15 @@ def tlc_month(
             to.value,
             blocks=blocks,
             allow_empty=allow_empty,
+            from_file=from_file,
         )
         load = _month_load(staged, spec, the_month, run_id, to.value)
         iceberg = pipeline.commit_task(spec, staged, load, blocks=blocks)
         warehouse = {"warehouse": to.value, "rows": warehouse_rows}
     else:
-        staged = stage(raw_url, color.value, year, month, run_id, blocks=blocks)
+        staged = stage(
+            raw_url, color.value, year, month, run_id, blocks=blocks, from_file=from_file
+        )
         load = _month_load(staged, spec, the_month, run_id, to.value)
         pipeline.refuse_empty_load(settings, spec, load.replaced, staged.rows_valid, allow_empty)
         # Iceberg commits the data files while the warehouse loads them: side by side

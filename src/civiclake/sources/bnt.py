@@ -310,40 +310,24 @@ class BntSpec:
 
     def _json_batches(self, lake: Lake, url: str) -> Iterator[pa.RecordBatch]:
         """A JSON file (an API page, or an export as an array or newline-delimited), read by
-        DuckDB: it parses in C++ straight to Arrow and streams, several times faster than
-        Python dicts. Only the B&T fields (and their old names) are read; a missing one reads
-        as NULL, so no pass over the file is spent finding which are there."""
-        import duckdb
+        the raw zone's DuckDB reader: only the B&T fields (and their old names); a field the
+        batch has no value of is left out, as the raw record leaves it out."""
+        from civiclake.sources._json import first_line, read_json
 
         seen = _json_keys(lake, url)
         if seen is not None:
             if not seen & set(KEY_FIELDS):
                 raise SourceError(f"{url}: none of the B&T fields {', '.join(FIELDS)}")
             self._warn_unknown(seen)
-        con = duckdb.connect()
-        try:
-            local = lake.local_path(url)
-            if not local:
-                con.register_filesystem(lake.fs)
-            options = "format='auto', hive_partitioning=false, maximum_object_size=16777216"
-            columns = "{" + ", ".join(f"'{n}': 'VARCHAR'" for n in (*FIELDS, *FIELD_ALIASES))
-            query = f"SELECT * FROM read_json($paths, {options}, columns={columns}}})"
-            try:
-                reader = con.sql(query, params={"paths": [local or url]}).to_arrow_reader(
-                    JSON_BATCH_ROWS
-                )
-                for batch in reader:
-                    # the fields the file has (a missing one is all NULL: left out, as the
-                    # raw record leaves it out)
-                    yield batch.select(
-                        [i for i, c in enumerate(batch.columns) if c.null_count < len(c)]
-                    )
-            except duckdb.Error as exc:
-                raise SourceError(
-                    f"{url}: not readable JSON: {str(exc).strip().splitlines()[0]}"
-                ) from None
-        finally:
-            con.close()
+        yield from read_json(
+            lake,
+            url,
+            (*FIELDS, *FIELD_ALIASES),
+            batch_rows=JSON_BATCH_ROWS,
+            newline_delimited=True,
+            drop_null_columns=True,
+            error=lambda exc: SourceError(f"{url}: not readable JSON: {first_line(exc)}"),
+        )
 
     # ------------------------------------------------------------ the pure transform
 

@@ -3,10 +3,11 @@ come from disk instead of its source; the stage then reads them from the raw zon
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from civiclake.errors import SourceError
+from civiclake.errors import CivicLakeError, SourceError, describe
 
 if TYPE_CHECKING:
     from civiclake.lake import Lake
@@ -31,3 +32,26 @@ def copy_local_file(lake: Lake, path: str, url: str, file_types: Sequence[str]) 
             lake.remove(url)
             raise
     return url
+
+
+@contextlib.contextmanager
+def naming_user_file(lake: Lake, path: str, urls: Sequence[str]) -> Iterator[None]:
+    """Errors raised while staging a user's file (copied to ``urls``) name the user's ``path``:
+    the user knows that file, not its raw-zone copy. A failure no reader turned into a
+    ``CivicLakeError`` is one line saying the file cannot be read."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except CivicLakeError as exc:
+        text = str(exc)
+        for url in urls:
+            for shown in filter(None, (url, lake.local_path(url))):
+                text = text.replace(shown, path)
+        if text == str(exc):  # not about the file (a warehouse's, a refusal): as it is
+            raise
+        raise type(exc)(text) from None
+    except (OSError, EOFError, ValueError, pa.ArrowException) as exc:
+        raise SourceError(
+            f"{path}: cannot read it ({describe(exc)}): is the file complete? (download it again)"
+        ) from None

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from civiclake.errors import ParameterError, SourceError
+from civiclake.errors import ParameterError, SourceError, describe
 from civiclake.lake import Lake, rebatch
 from civiclake.pipeline import REJECT_REASON, RunContext, output_schema
 from civiclake.slices import Window
@@ -345,7 +345,7 @@ def read_month(lake: Lake, url: str, spec: TlcSpec) -> Iterator[pa.RecordBatch]:
             yield from table.combine_chunks().to_batches()
     except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(f"cannot read {url.rsplit('/', 1)[-1]}: {first}") from None
+        raise SourceError(f"cannot read {url}: {first}") from None
 
 
 def _iter_csv(lake: Lake, url: str, spec: TlcSpec) -> Iterator[pa.Table]:
@@ -401,7 +401,10 @@ def _check_columns(lake: Lake, url: str, spec: TlcSpec) -> None:
     """Refuse a file that is not this color's (a yellow file given as green, say)."""
     if url.endswith(".parquet"):
         with lake.open(url) as handle:
-            names = set(pq.ParquetFile(handle).schema_arrow.names)
+            try:
+                names = set(pq.ParquetFile(handle).schema_arrow.names)
+            except (pa.ArrowInvalid, OSError) as exc:  # not Parquet, or cut off
+                raise SourceError(f"cannot read {url}: {describe(exc)}") from None
     else:
         import contextlib
         import csv
@@ -419,7 +422,4 @@ def _check_columns(lake: Lake, url: str, spec: TlcSpec) -> None:
         names = set(next(csv.reader([line]), []))
     missing = [n for n in (spec.pickup, spec.dropoff) if n not in names]
     if missing:
-        raise SourceError(
-            f"{url.rsplit('/', 1)[-1]} is not a {spec.color} trip file: "
-            f"no column {', '.join(missing)}"
-        )
+        raise SourceError(f"{url} is not a {spec.color} trip file: no column {', '.join(missing)}")
