@@ -123,21 +123,10 @@ def stage_local(
 ) -> Staged:
     """``stage`` of a user's file (``--from-file``, copied to ``raw_urls``): its errors name
     the user's path, not the raw-zone copy, and an unreadable file is one line."""
-    import pyarrow as pa
+    from civiclake.sources.local_file import naming_user_file
 
-    from civiclake.errors import CivicLakeError, SourceError, describe
-
-    try:
+    with naming_user_file(settings.lake(), path, raw_urls):
         return stage(settings, spec, raw_urls, ctx, log=log)
-    except CivicLakeError as exc:
-        text = str(exc)
-        for url in raw_urls:
-            text = text.replace(url, path)
-        raise type(exc)(text) from None
-    except (OSError, EOFError, ValueError, pa.ArrowException) as exc:
-        raise SourceError(
-            f"{path}: cannot read it ({describe(exc)}): is the file complete? (download it again)"
-        ) from None
 
 
 def discard(lake: Lake, staged: Staged) -> None:
