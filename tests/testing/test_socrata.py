@@ -369,3 +369,16 @@ def test_cli_serves_exactly_n_rows() -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=5) == 0
+
+
+def test_rows_updated_at_changes_with_every_change_of_the_rows() -> None:
+    """Two revisions within one second (new metadata included) must still say "changed", or a
+    client reuses the pages of the older rows."""
+    columns = [("name", "text")]
+    with SocrataServer() as server:
+        stamps = []
+        for revision in range(3):
+            server.add_dataset("abcd-1234", [{"name": f"r{revision}"}], columns=columns)
+            view = httpx.get(f"{server.url}/api/views/abcd-1234.json").json()
+            stamps.append(view["rowsUpdatedAt"])
+    assert stamps[0] < stamps[1] < stamps[2]

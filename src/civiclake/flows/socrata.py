@@ -118,11 +118,10 @@ def _fetch_and_stage(
         staged, progress = fetching.fetch_counted(
             client,
             lake,
+            fetching.PageQuery(
+                spec.dataset_id, fetching.raw_dir(lake, spec, run_id), planned.where, page_size
+            ),
             stage,
-            dataset_id=spec.dataset_id,
-            folder=fetching.raw_dir(lake, spec, run_id),
-            where=planned.where,
-            page_size=page_size,
             incomplete=lambda error: (
                 f"Socrata dataset '{spec.dataset_id}': {error} (incomplete answer)"
             ),

@@ -112,44 +112,49 @@ def find_complete(lake: Lake, spec: DatasetSpec, key: str) -> RawFetch | None:
     return None
 
 
+@dataclass(frozen=True)
+class PageQuery:
+    """What a fetch asks the portal (rows of ``where``, ``page_size`` a page, the fields of
+    ``select``) and the raw-zone ``folder`` its pages go to."""
+
+    dataset_id: str
+    folder: str
+    where: str | None
+    page_size: int
+    select: str | None = SYSTEM_SELECT
+
+
 def fetch_pages(
     client: SocrataClient,
     lake: Lake,
+    query: PageQuery,
     *,
-    dataset_id: str,
-    folder: str,
-    where: str | None,
-    page_size: int,
     expected: int,
     progress: FetchProgress,
-    select: str | None = SYSTEM_SELECT,
-    decode: Callable[[bytes], Any] | None = None,
     log: Log = logger,
 ) -> Iterator[str]:
-    """The one pager of the Socrata source (any dataset, B&T's too): every row matching
-    ``where`` into ``folder`` of the raw zone, ordered by ``:id``, each page's URL yielded
-    once it is written; ``CountMismatch`` at the end if the rows are not ``expected``.
-    ``select``/``decode``: the system fields, counted without decoding (the default for any
-    dataset, see ``_counted``), or B&T's plain fields decoded by the client. The flow records a
-    reusable fetch (``record_complete``) once the stage has read every page."""
+    """The one pager of the Socrata source (any dataset, B&T's too): every row the query
+    asks into its folder of the raw zone, ordered by ``:id``, each page's URL yielded once it
+    is written; ``CountMismatch`` at the end if the rows are not ``expected``. Pages with the
+    system fields are counted in their bytes (``_counted``: any dataset); B&T's plain fields
+    are decoded by the client to count them. The flow records a reusable fetch
+    (``record_complete``) once the stage has read every page."""
     began = datetime.now(UTC)
-    for stale in lake.list(folder):  # a fetch again into the same run starts from a clean folder
+    for stale in lake.list(query.folder):  # a fetch again into the same run starts clean
         lake.remove(stale)
     retries_before = client.retries
     urls: list[str] = []
     rows = 0
-    if decode is None and select == SYSTEM_SELECT:
-        decode = _counted
-    with Progress(f"fetch {dataset_id}", total=expected, logger=log) as bar:
+    with Progress(f"fetch {query.dataset_id}", total=expected, logger=log) as bar:
         for page in client.iter_pages(
-            dataset_id,
+            query.dataset_id,
             order=PAGE_ORDER,
-            where=where,
-            page_size=page_size,
-            select=select,
-            decode=decode,
+            where=query.where,
+            page_size=query.page_size,
+            select=query.select,
+            decode=_counted if query.select == SYSTEM_SELECT else None,
         ):
-            url = f"{folder}/page-{page.number:06d}.json"
+            url = f"{query.folder}/page-{page.number:06d}.json"
             lake.write_bytes(url, page.body)
             rows += len(page.rows)
             bar.advance(len(page.rows))
@@ -180,51 +185,32 @@ class Running:
 def start_fetch(
     client: SocrataClient,
     lake: Lake,
+    query: PageQuery,
     *,
-    dataset_id: str,
-    folder: str,
-    where: str | None,
-    page_size: int,
-    select: str | None = SYSTEM_SELECT,
     depth: int = 1,
     close_client: bool = False,
     log: Log = logger,
     about: str = "",
 ) -> Running:
-    """Count the rows of ``where``, then page them (``fetch_pages``) in a thread at most
+    """Count the rows the query asks, then page them (``fetch_pages``) in a thread at most
     ``depth`` pages ahead of the consumer (``close_client``: the client ends with the pages).
     ``about`` ends the log line (e.g. B&T's range)."""
-    expected = client.count(dataset_id, where=where)
-    log.info("%s %s: %s rows to fetch%s", dataset_id, client.base_url, f"{expected:,}", about)
+    expected = client.count(query.dataset_id, where=query.where)
+    log.info("%s %s: %s rows to fetch%s", query.dataset_id, client.base_url, f"{expected:,}", about)
     progress = FetchProgress()
-    pages = fetch_pages(
-        client,
-        lake,
-        dataset_id=dataset_id,
-        folder=folder,
-        where=where,
-        page_size=page_size,
-        expected=expected,
-        progress=progress,
-        select=select,
-        log=log,
-    )
+    pages = fetch_pages(client, lake, query, expected=expected, progress=progress, log=log)
     if close_client:
         pages = _closing(pages, client)
-    return Running(expected, Prefetch(pages, depth, name="civiclake-fetch"), progress, folder)
+    return Running(expected, Prefetch(pages, depth, name="civiclake-fetch"), progress, query.folder)
 
 
 def fetch_counted(
     client: SocrataClient,
     lake: Lake,
+    query: PageQuery,
     consume: Callable[[Iterable[str], int], T],
     *,
-    dataset_id: str,
-    folder: str,
-    where: str | None,
-    page_size: int,
     incomplete: Callable[[str], str],
-    select: str | None = SYSTEM_SELECT,
     depth: int = 1,
     first: Running | None = None,
     log: Log = logger,
@@ -240,18 +226,7 @@ def fetch_counted(
     last = ""
     for attempt in range(1, FETCH_ATTEMPTS + 1):
         running = first if attempt == 1 and first is not None else None
-        running = running or start_fetch(
-            client,
-            lake,
-            dataset_id=dataset_id,
-            folder=folder,
-            where=where,
-            page_size=page_size,
-            select=select,
-            depth=depth,
-            log=log,
-            about=about,
-        )
+        running = running or start_fetch(client, lake, query, depth=depth, log=log, about=about)
         try:
             with running.pages as pages:
                 return consume(pages, running.expected), running.progress

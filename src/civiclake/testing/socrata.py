@@ -534,11 +534,14 @@ class SocrataServer:
         dataset = _Dataset(rows)
         with self._lock:
             self._datasets[dataset_id] = dataset
+            # (taken before new metadata replaces the view: two changes within one second
+            # must still differ, or a client would reuse pages of the older rows)
+            previous = self._views.get(dataset_id, {}).get("rowsUpdatedAt", 0)
             if columns is not None:
                 self._views[dataset_id] = tabular_view(dataset_id, columns, name, len(rows))
                 self._soda2[dataset_id] = list(columns)
             if dataset_id in self._views:  # the metadata says when the rows last changed
-                stamp = max(int(time.time()), self._views[dataset_id].get("rowsUpdatedAt", 0) + 1)
+                stamp = max(int(time.time()), previous + 1)
                 self._views[dataset_id] = {**self._views[dataset_id], "rowsUpdatedAt": stamp}
             self._generation += 1
             self._cache.clear()
