@@ -68,8 +68,9 @@ def check_catalog(settings: Settings) -> str:
             f"Iceberg cannot write under {settings.warehouse_url}: "
             + lake.backend.explain(exc, lake.url)
         ) from None
+    tables_text = f"{count} table" + ("" if count == 1 else "s")
     return (
-        f"{_catalog_label(settings)} ({settings.resolved_catalog_name}): {count} tables; "
+        f"{_catalog_label(settings)} ({settings.resolved_catalog_name}): {tables_text}; "
         f"Iceberg FileIO writes {settings.warehouse_url}"
     )
 

@@ -34,3 +34,10 @@ def describe(exc: BaseException) -> str:
     if len(first) > 200:
         first = first[:197] + "..."
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text, or its type's name when it has none (DuckDB's and
+    Arrow's errors carry the offending input after the first line)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

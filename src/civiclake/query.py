@@ -22,7 +22,7 @@ from pyiceberg.table import Table
 
 from civiclake import tables
 from civiclake.config import Settings
-from civiclake.errors import CivicLakeError, ParameterError
+from civiclake.errors import CivicLakeError, ParameterError, first_line
 from civiclake.lake import Lake, scheme_of
 
 
@@ -224,7 +224,7 @@ def run_sql(sql: str, settings: Settings, as_of: int | datetime | None = None) -
             return pa.table({})
         return relation.to_arrow_table()
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         if isinstance(exc, duckdb.CatalogException):
             missing = _unknown_table(sql, first)
             if missing:

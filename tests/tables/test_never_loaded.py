@@ -88,4 +88,4 @@ def test_sql_and_doctor_leave_out_a_table_never_loaded() -> None:
     doctor = runner.invoke(app, ["doctor"])
     assert doctor.exit_code == 0, doctor.output
     (line,) = [line for line in doctor.stdout.splitlines() if line.startswith("ok   catalog")]
-    assert ": 1 tables;" in line, line
+    assert ": 1 table;" in line, line

@@ -69,11 +69,5 @@ def read_json(
         con.close()
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's text (DuckDB's carry the offending JSON after it)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def _quoted(name: str) -> str:
     return name.replace("'", "''")

@@ -39,7 +39,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from civiclake.errors import SourceError
+from civiclake.errors import SourceError, first_line
 from civiclake.lake import STAGE_ZONE, Lake
 from civiclake.pipeline.contract import RAW_RECORD, REJECT_REASON, RunContext, output_schema
 
@@ -312,7 +312,7 @@ class BntSpec:
         """A JSON file (an API page, or an export as an array or newline-delimited), read by
         the raw zone's DuckDB reader: only the B&T fields (and their old names); a field the
         batch has no value of is left out, as the raw record leaves it out."""
-        from civiclake.sources._json import first_line, read_json
+        from civiclake.sources._json import read_json
 
         seen = _json_keys(lake, url)
         if seen is not None:

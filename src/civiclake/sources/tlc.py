@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from civiclake.errors import ParameterError, SourceError, describe
+from civiclake.errors import ParameterError, SourceError, describe, first_line
 from civiclake.lake import Lake, rebatch
 from civiclake.pipeline import REJECT_REASON, RunContext, output_schema
 from civiclake.slices import Window
@@ -344,8 +344,7 @@ def read_month(lake: Lake, url: str, spec: TlcSpec) -> Iterator[pa.RecordBatch]:
         for table in tables:
             yield from table.combine_chunks().to_batches()
     except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(f"cannot read {url}: {first}") from None
+        raise SourceError(f"cannot read {url}: {first_line(exc)}") from None
 
 
 def _iter_csv(lake: Lake, url: str, spec: TlcSpec) -> Iterator[pa.Table]:
