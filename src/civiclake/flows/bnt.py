@@ -37,10 +37,9 @@ from civiclake.flows._params import (
 from civiclake.flows._sync import check_warehouse
 from civiclake.guards import refusing
 from civiclake.slices import RowIds, Slice, Window, Windows
-from civiclake.sources import bnt_fetch
-from civiclake.sources.bnt_fetch import table_high_water_mark
+from civiclake.sources import bnt_fetch, socrata_fetch
 from civiclake.sources.socrata import SocrataClient
-from civiclake.sources.socrata_fetch import CountMismatch, FetchProgress
+from civiclake.sources.socrata_fetch import FetchProgress
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -130,10 +129,7 @@ def fetch_and_stage(
         staged = pipeline.stage(
             settings, specs[0], pages, ctx, expected_rows=expected, log=log or logger
         )
-        if staged.rows_read != expected:  # the stage read other rows than the fetch counted
-            raise CountMismatch(
-                f"fetched {staged.rows_read:,} rows but the portal counts {expected:,}"
-            )
+        socrata_fetch.check_read_back(staged.rows_read, expected)
         return staged
 
     fetched, staged = bnt_fetch.fetch_range(
@@ -196,7 +192,7 @@ def replacing(
 
     def next_hwm(table: Table) -> str | None:
         days = staged.observed.get("days")
-        hwm = _next_high_water_mark(table_high_water_mark(table), replaced, days)
+        hwm = _next_high_water_mark(bnt_fetch.table_high_water_mark(table), replaced, days)
         return hwm.isoformat() if hwm else None
 
     return pipeline.Replace(

@@ -75,10 +75,7 @@ def fetch_stage(
         staged = pipeline.stage(
             settings, spec, urls, ctx, expected_rows=expected, created=created, log=log
         )
-        if staged.rows_read != expected:  # the stage decoded other rows than the fetch counted
-            raise fetching.CountMismatch(
-                f"fetched {staged.rows_read:,} rows but the portal counts {expected:,}"
-            )
+        fetching.check_read_back(staged.rows_read, expected)
         return staged
 
     # a first run that fails or is interrupted before its commit leaves no empty table

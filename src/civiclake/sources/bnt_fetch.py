@@ -139,7 +139,7 @@ def raw_dir(lake: Lake, source_host: str, dataset_id: str, run_id: str) -> str:
     return lake.raw_dir("socrata", source_host, dataset_id, run_id=run_id)
 
 
-def query(
+def page_query(
     dataset_id: str, load_range: LoadRange, folder: str, page_size: int
 ) -> socrata_fetch.PageQuery:
     """The pages of a range: B&T's plain fields (without `:*` the pages are smaller: 12 % on
@@ -167,7 +167,7 @@ def fetch_range(
     out, fetched = socrata_fetch.fetch_counted(
         client,
         lake,
-        query(
+        page_query(
             dataset_id,
             load_range,
             raw_dir(lake, host_of(client.base_url), dataset_id, run_id),
@@ -190,7 +190,7 @@ def fetch_range(
 class Ahead:
     """A fetch the command began (``fetch_ahead``), and its held log lines."""
 
-    running: socrata_fetch.Running
+    running: socrata_fetch.RunningFetch
     log: head_start.DeferredLog
 
 
@@ -245,7 +245,7 @@ def fetch_ahead(
                 running = socrata_fetch.start_fetch(  # the count, then a thread paging
                     client,
                     lake,
-                    query(settings.bnt_dataset_id, load_range, folder, size),
+                    page_query(settings.bnt_dataset_id, load_range, folder, size),
                     depth=AHEAD_PAGES,
                     close_client=True,
                     log=log,

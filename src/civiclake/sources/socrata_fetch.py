@@ -172,7 +172,7 @@ def fetch_pages(
 
 
 @dataclass(frozen=True)
-class Running:
+class RunningFetch:
     """A fetch under way: the rows the portal counted, its pages as they are written (a
     thread already paging), what it did so far."""
 
@@ -191,7 +191,7 @@ def start_fetch(
     close_client: bool = False,
     log: Log = logger,
     about: str = "",
-) -> Running:
+) -> RunningFetch:
     """Count the rows the query asks, then page them (``fetch_pages``) in a thread at most
     ``depth`` pages ahead of the consumer (``close_client``: the client ends with the pages).
     ``about`` ends the log line (e.g. B&T's range)."""
@@ -201,7 +201,9 @@ def start_fetch(
     pages = fetch_pages(client, lake, query, expected=expected, progress=progress, log=log)
     if close_client:
         pages = _closing(pages, client)
-    return Running(expected, Prefetch(pages, depth, name="civiclake-fetch"), progress, query.folder)
+    return RunningFetch(
+        expected, Prefetch(pages, depth, name="civiclake-fetch"), progress, query.folder
+    )
 
 
 def fetch_counted(
@@ -212,7 +214,7 @@ def fetch_counted(
     *,
     incomplete: Callable[[str], str],
     depth: int = 1,
-    first: Running | None = None,
+    first: RunningFetch | None = None,
     log: Log = logger,
     about: str = "",
 ) -> tuple[T, FetchProgress]:
@@ -234,6 +236,13 @@ def fetch_counted(
             last = str(exc)
             log.warning("%s (attempt %d/%d)", last, attempt, FETCH_ATTEMPTS)
     raise SourceError(incomplete(last))
+
+
+def check_read_back(rows_read: int, expected: int) -> None:
+    """The stage read back the rows the portal counted, or ``CountMismatch`` (a page changed
+    in the lake, or the reader saw other rows than the pager counted)."""
+    if rows_read != expected:
+        raise CountMismatch(f"fetched {rows_read:,} rows but the portal counts {expected:,}")
 
 
 def _closing(pages: Iterator[str], client: SocrataClient) -> Iterator[str]:
